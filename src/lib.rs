@@ -2,6 +2,12 @@
 //!
 //! See `ARCHITECTURE.md` for the codemap.
 
+pub mod app;
+pub mod cli;
 pub mod clock;
-pub mod secret;
+pub mod config;
+pub mod http;
 pub mod http_client;
+pub mod secret;
+pub mod store;
+pub mod telemetry;

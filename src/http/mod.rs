@@ -1,0 +1,27 @@
+//! The HTTP surface: routing and the handlers that only read state.
+//!
+//! Handlers stay thin: they verify, persist or read, and answer. Work happens in the
+//! background services, never while a peer waits for a reply.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::app::AppState;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .with_state(state)
+}
+
+/// 200 when the store answers, 503 otherwise.
+async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    if state.store.ping().await {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "store unavailable")
+    }
+}

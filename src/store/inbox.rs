@@ -1,0 +1,127 @@
+//! The durable webhook inbox: a delivery is stored before it is acknowledged.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::StoreError;
+use crate::clock::Timestamp;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InboxItem {
+    pub id: i64,
+    pub source: String,
+    pub event: String,
+    #[serde(skip)]
+    pub body: Vec<u8>,
+    pub body_hash: String,
+    pub received_at: Timestamp,
+    pub processed_at: Option<Timestamp>,
+    pub error: Option<String>,
+    pub attempts: i64,
+}
+
+/// Hex SHA-256 of a body. Deduplication is by content because Plane's delivery id changes on
+/// every retry and Gitea's "replay" sends a copy under a new id.
+pub fn body_hash(source: &str, body: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(source.as_bytes());
+    h.update([0u8]);
+    h.update(body);
+    hex::encode(h.finalize())
+}
+
+/// Stores a delivery unless an identical one is already there. Returns `Some(id)` when stored,
+/// `None` for a duplicate.
+pub fn insert(
+    conn: &Connection,
+    source: &str,
+    event: &str,
+    body: &[u8],
+    now: Timestamp,
+) -> Result<Option<i64>, StoreError> {
+    let hash = body_hash(source, body);
+    Ok(conn
+        .query_row(
+            "INSERT INTO inbox (source, event, body, body_hash, received_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(body_hash) DO NOTHING RETURNING id",
+            params![source, event, body, hash, now.as_millis()],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+const COLUMNS: &str =
+    "id, source, event, body, body_hash, received_at, processed_at, error, attempts";
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InboxItem> {
+    Ok(InboxItem {
+        id: r.get(0)?,
+        source: r.get(1)?,
+        event: r.get(2)?,
+        body: r.get(3)?,
+        body_hash: r.get(4)?,
+        received_at: Timestamp::from_millis(r.get(5)?),
+        processed_at: r.get::<_, Option<i64>>(6)?.map(Timestamp::from_millis),
+        error: r.get(7)?,
+        attempts: r.get(8)?,
+    })
+}
+
+/// Pending deliveries in arrival order, skipping those that used up `max_attempts`.
+pub fn pending(
+    conn: &Connection,
+    max_attempts: i64,
+    limit: usize,
+) -> Result<Vec<InboxItem>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM inbox WHERE processed_at IS NULL AND attempts < ?1 ORDER BY id LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![max_attempts, limit as i64], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn mark_processed(conn: &Connection, id: i64, now: Timestamp) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE inbox SET processed_at = ?1, attempts = attempts + 1, error = NULL WHERE id = ?2",
+        params![now.as_millis(), id],
+    )?;
+    Ok(())
+}
+
+/// Records a failed attempt; the delivery stays pending until it runs out of attempts.
+pub fn mark_failed(conn: &Connection, id: i64, error: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE inbox SET attempts = attempts + 1, error = ?1 WHERE id = ?2",
+        params![error, id],
+    )?;
+    Ok(())
+}
+
+pub fn get(conn: &Connection, id: i64) -> Result<Option<InboxItem>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM inbox WHERE id = ?1"),
+            [id],
+            from_row,
+        )
+        .optional()?)
+}
+
+/// `(pending count, receive time of the oldest pending)`; the inbox lag for `/metrics`.
+pub fn backlog(conn: &Connection) -> Result<(i64, Option<Timestamp>), StoreError> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*), MIN(received_at) FROM inbox WHERE processed_at IS NULL",
+        [],
+        |r| {
+            Ok((
+                r.get(0)?,
+                r.get::<_, Option<i64>>(1)?.map(Timestamp::from_millis),
+            ))
+        },
+    )?)
+}
+
+pub fn count(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row("SELECT COUNT(*) FROM inbox", [], |r| r.get(0))?)
+}

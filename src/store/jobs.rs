@@ -1,0 +1,297 @@
+//! The job queue: one row per agent run.
+
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use serde::Serialize;
+
+use super::StoreError;
+use crate::clock::Timestamp;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Done,
+    Failed,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 4] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Done,
+        JobStatus::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Done => "done",
+            JobStatus::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Result<JobStatus, StoreError> {
+        Ok(match s {
+            "queued" => JobStatus::Queued,
+            "running" => JobStatus::Running,
+            "done" => JobStatus::Done,
+            "failed" => JobStatus::Failed,
+            other => return Err(StoreError::Corrupt(format!("unknown job status {other:?}"))),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Job {
+    pub id: i64,
+    pub task_id: i64,
+    pub agent: String,
+    pub stage: String,
+    pub status: JobStatus,
+    pub attempts: i64,
+    pub exit_code: Option<i64>,
+    pub verdict: Option<String>,
+    pub summary: Option<String>,
+    pub log_excerpt: Option<String>,
+    pub error: Option<String>,
+    pub not_before: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+}
+
+const COLUMNS: &str = "id, task_id, agent, stage, status, attempts, exit_code, verdict, summary, log_excerpt, error, not_before, created_at, started_at, finished_at";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<(Job, String)> {
+    let ts = |i: usize| -> rusqlite::Result<Option<Timestamp>> {
+        Ok(r.get::<_, Option<i64>>(i)?.map(Timestamp::from_millis))
+    };
+    let status: String = r.get(4)?;
+    Ok((
+        Job {
+            id: r.get(0)?,
+            task_id: r.get(1)?,
+            agent: r.get(2)?,
+            stage: r.get(3)?,
+            status: JobStatus::Queued,
+            attempts: r.get(5)?,
+            exit_code: r.get(6)?,
+            verdict: r.get(7)?,
+            summary: r.get(8)?,
+            log_excerpt: r.get(9)?,
+            error: r.get(10)?,
+            not_before: ts(11)?,
+            created_at: Timestamp::from_millis(r.get(12)?),
+            started_at: ts(13)?,
+            finished_at: ts(14)?,
+        },
+        status,
+    ))
+}
+
+fn finish_row((mut job, status): (Job, String)) -> Result<Job, StoreError> {
+    job.status = JobStatus::parse(&status)?;
+    Ok(job)
+}
+
+fn query_one(
+    conn: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+) -> Result<Option<Job>, StoreError> {
+    conn.query_row(sql, p, from_row)
+        .optional()?
+        .map(finish_row)
+        .transpose()
+}
+
+fn query_all(
+    conn: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+) -> Result<Vec<Job>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(p, from_row)?;
+    rows.map(|r| finish_row(r?)).collect()
+}
+
+/// Queues `agent` for the task unless it already has an active job for that agent.
+/// Returns the active job and whether this call created it.
+pub fn enqueue(
+    conn: &mut Connection,
+    task_id: i64,
+    agent: &str,
+    stage: &str,
+    now: Timestamp,
+) -> Result<(Job, bool), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let inserted = query_one(
+        &tx,
+        &format!(
+            "INSERT INTO jobs (task_id, agent, stage, status, created_at) VALUES (?1, ?2, ?3, 'queued', ?4)
+             ON CONFLICT(task_id, agent) WHERE status IN ('queued', 'running') DO NOTHING
+             RETURNING {COLUMNS}"
+        ),
+        params![task_id, agent, stage, now.as_millis()],
+    )?;
+    let result = match inserted {
+        Some(job) => (job, true),
+        None => {
+            let job = query_one(
+                &tx,
+                &format!(
+                    "SELECT {COLUMNS} FROM jobs WHERE task_id = ?1 AND agent = ?2 AND status IN ('queued', 'running')"
+                ),
+                params![task_id, agent],
+            )?
+            .ok_or_else(|| StoreError::Corrupt("enqueue conflicted but found no active job".into()))?;
+            (job, false)
+        }
+    };
+    tx.commit()?;
+    Ok(result)
+}
+
+/// Atomically takes the oldest due queued job and marks it running.
+pub fn claim_next(conn: &Connection, now: Timestamp) -> Result<Option<Job>, StoreError> {
+    query_one(
+        conn,
+        &format!(
+            "UPDATE jobs SET status = 'running', started_at = ?1, attempts = attempts + 1
+             WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND (not_before IS NULL OR not_before <= ?1)
+                         ORDER BY id LIMIT 1)
+             RETURNING {COLUMNS}"
+        ),
+        params![now.as_millis()],
+    )
+}
+
+/// The result of one agent run, as recorded on the job.
+#[derive(Debug, Clone, Default)]
+pub struct JobResult {
+    pub exit_code: Option<i64>,
+    pub verdict: Option<String>,
+    pub summary: Option<String>,
+    pub log_excerpt: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Records the end of a running job: `done` or `failed`.
+pub fn finish(
+    conn: &Connection,
+    job_id: i64,
+    ok: bool,
+    result: &JobResult,
+    now: Timestamp,
+) -> Result<Option<Job>, StoreError> {
+    query_one(
+        conn,
+        &format!(
+            "UPDATE jobs SET status = ?1, exit_code = ?2, verdict = ?3, summary = ?4, log_excerpt = ?5, error = ?6, finished_at = ?7
+             WHERE id = ?8 AND status = 'running'
+             RETURNING {COLUMNS}"
+        ),
+        params![
+            if ok { "done" } else { "failed" },
+            result.exit_code,
+            result.verdict,
+            result.summary,
+            result.log_excerpt,
+            result.error,
+            now.as_millis(),
+            job_id
+        ],
+    )
+}
+
+/// Puts a running job back in the queue, due at `not_before` (retry with backoff).
+pub fn retry_later(
+    conn: &Connection,
+    job_id: i64,
+    result: &JobResult,
+    not_before: Timestamp,
+) -> Result<bool, StoreError> {
+    let n = conn.execute(
+        "UPDATE jobs SET status = 'queued', not_before = ?1, exit_code = ?2, log_excerpt = ?3, error = ?4, started_at = NULL
+         WHERE id = ?5 AND status = 'running'",
+        params![
+            not_before.as_millis(),
+            result.exit_code,
+            result.log_excerpt,
+            result.error,
+            job_id
+        ],
+    )?;
+    Ok(n == 1)
+}
+
+/// At startup: jobs left `running` by a crash go back to the queue. Returns how many.
+pub fn requeue_running(conn: &Connection) -> Result<usize, StoreError> {
+    Ok(conn.execute(
+        "UPDATE jobs SET status = 'queued', started_at = NULL, not_before = NULL WHERE status = 'running'",
+        [],
+    )?)
+}
+
+pub fn get(conn: &Connection, id: i64) -> Result<Option<Job>, StoreError> {
+    query_one(
+        conn,
+        &format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"),
+        [id],
+    )
+}
+
+pub fn has_active(conn: &Connection, task_id: i64) -> Result<bool, StoreError> {
+    Ok(conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM jobs WHERE task_id = ?1 AND status IN ('queued', 'running'))",
+        [task_id],
+        |r| r.get(0),
+    )?)
+}
+
+/// Ids of tasks that have an active job; one query for a whole sweep.
+pub fn tasks_with_active_jobs(
+    conn: &Connection,
+) -> Result<std::collections::HashSet<i64>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT task_id FROM jobs WHERE status IN ('queued', 'running')",
+    )?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The most recent finished (`done`) job of `agent` for the task.
+pub fn latest_done(
+    conn: &Connection,
+    task_id: i64,
+    agent: &str,
+) -> Result<Option<Job>, StoreError> {
+    query_one(
+        conn,
+        &format!(
+            "SELECT {COLUMNS} FROM jobs WHERE task_id = ?1 AND agent = ?2 AND status = 'done' ORDER BY finished_at DESC, id DESC LIMIT 1"
+        ),
+        params![task_id, agent],
+    )
+}
+
+pub fn for_task(conn: &Connection, task_id: i64) -> Result<Vec<Job>, StoreError> {
+    query_all(
+        conn,
+        &format!("SELECT {COLUMNS} FROM jobs WHERE task_id = ?1 ORDER BY id"),
+        [task_id],
+    )
+}
+
+pub fn counts_by_status(conn: &Connection) -> Result<Vec<(JobStatus, i64)>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM jobs GROUP BY status")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (s, n) = row?;
+        out.push((JobStatus::parse(&s)?, n));
+    }
+    Ok(out)
+}

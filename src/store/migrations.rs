@@ -1,0 +1,133 @@
+//! Forward-only schema migrations, versioned by `PRAGMA user_version`.
+//!
+//! Migration `n` (1-based) upgrades a database at version `n - 1`. A migration is never
+//! edited once released: a change of schema is a new entry at the end, so a database of any
+//! earlier version upgrades in place.
+
+use rusqlite::{Connection, Transaction};
+
+use super::StoreError;
+
+/// The schema's history, oldest first.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the pipeline's core tables.
+    r#"
+    CREATE TABLE tasks (
+        id               INTEGER PRIMARY KEY,
+        work_item        TEXT    NOT NULL UNIQUE,
+        plane_issue_id   TEXT,
+        plane_project_id TEXT,
+        title            TEXT    NOT NULL DEFAULT '',
+        repo             TEXT    NOT NULL,
+        branch           TEXT    NOT NULL,
+        stage            TEXT    NOT NULL,
+        feedback         TEXT,
+        created_at       INTEGER NOT NULL,
+        updated_at       INTEGER NOT NULL
+    );
+    CREATE INDEX tasks_stage ON tasks(stage);
+
+    CREATE TABLE jobs (
+        id          INTEGER PRIMARY KEY,
+        task_id     INTEGER NOT NULL REFERENCES tasks(id),
+        agent       TEXT    NOT NULL,
+        stage       TEXT    NOT NULL,
+        status      TEXT    NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed')),
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        exit_code   INTEGER,
+        verdict     TEXT,
+        summary     TEXT,
+        log_excerpt TEXT,
+        error       TEXT,
+        not_before  INTEGER,
+        created_at  INTEGER NOT NULL,
+        started_at  INTEGER,
+        finished_at INTEGER
+    );
+    -- At most one active job per task and agent, whatever the concurrency.
+    CREATE UNIQUE INDEX jobs_one_active ON jobs(task_id, agent) WHERE status IN ('queued', 'running');
+    CREATE INDEX jobs_status ON jobs(status, not_before, id);
+
+    CREATE TABLE inbox (
+        id           INTEGER PRIMARY KEY,
+        source       TEXT    NOT NULL,
+        event        TEXT    NOT NULL,
+        body         BLOB    NOT NULL,
+        body_hash    TEXT    NOT NULL UNIQUE,
+        received_at  INTEGER NOT NULL,
+        processed_at INTEGER,
+        error        TEXT,
+        attempts     INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX inbox_pending ON inbox(processed_at, id);
+
+    CREATE TABLE task_history (
+        id            INTEGER PRIMARY KEY,
+        task_id       INTEGER NOT NULL REFERENCES tasks(id),
+        from_stage    TEXT,
+        to_stage      TEXT    NOT NULL,
+        trigger       TEXT    NOT NULL CHECK (trigger IN ('webhook', 'agent_finished', 'reconciler', 'manual')),
+        rules_version TEXT    NOT NULL,
+        at            INTEGER NOT NULL
+    );
+    CREATE INDEX task_history_task ON task_history(task_id, id);
+    "#,
+    // 2: verdicts, once-only notices and small durable state for background loops.
+    r#"
+    ALTER TABLE tasks ADD COLUMN labels TEXT NOT NULL DEFAULT '[]';
+
+    CREATE TABLE verdicts (
+        id       INTEGER PRIMARY KEY,
+        task_id  INTEGER NOT NULL REFERENCES tasks(id),
+        stage    TEXT    NOT NULL,
+        verdict  TEXT    NOT NULL CHECK (verdict IN ('approve', 'reject', 'pass', 'fail')),
+        source   TEXT    NOT NULL,
+        feedback TEXT,
+        at       INTEGER NOT NULL
+    );
+    CREATE INDEX verdicts_task ON verdicts(task_id, stage, id);
+
+    -- A notice is sent at most once per (task, kind, key): "report the gate failure once".
+    CREATE TABLE notices (
+        task_id INTEGER NOT NULL REFERENCES tasks(id),
+        kind    TEXT    NOT NULL,
+        key     TEXT    NOT NULL,
+        at      INTEGER NOT NULL,
+        PRIMARY KEY (task_id, kind, key)
+    );
+
+    CREATE TABLE kv (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    "#,
+];
+
+/// The version a fully migrated database reports.
+pub const LATEST: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database up to [`LATEST`], one transaction per step.
+pub fn migrate(conn: &mut Connection) -> Result<i64, StoreError> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if current > LATEST {
+        return Err(StoreError::TooNew {
+            found: current,
+            supported: LATEST,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = i as i64 + 1;
+        let tx = conn.transaction()?;
+        apply(&tx, sql, version)?;
+        tx.commit()?;
+        tracing::info!(version, "database schema migrated");
+    }
+    Ok(LATEST)
+}
+
+fn apply(tx: &Transaction<'_>, sql: &str, version: i64) -> Result<(), StoreError> {
+    tx.execute_batch(sql)
+        .map_err(|e| StoreError::Migration { version, source: e })?;
+    tx.pragma_update(None, "user_version", version)?;
+    Ok(())
+}

@@ -1,0 +1,337 @@
+//! Tasks and their append-only stage history.
+
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use serde::Serialize;
+
+use super::StoreError;
+use crate::clock::Timestamp;
+
+/// Our record of one Plane work item in the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Task {
+    pub id: i64,
+    pub work_item: String,
+    pub plane_issue_id: Option<String>,
+    pub plane_project_id: Option<String>,
+    pub title: String,
+    pub repo: String,
+    pub branch: String,
+    pub stage: String,
+    pub labels: Vec<String>,
+    /// The reason of the last rejection, handed to the next agent as `ORCH_FEEDBACK`.
+    pub feedback: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NewTask {
+    pub work_item: String,
+    pub plane_issue_id: Option<String>,
+    pub plane_project_id: Option<String>,
+    pub title: String,
+    pub repo: String,
+    pub branch: String,
+    pub stage: String,
+    pub labels: Vec<String>,
+}
+
+/// What caused a stage change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    Webhook,
+    AgentFinished,
+    Reconciler,
+    Manual,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Webhook => "webhook",
+            Trigger::AgentFinished => "agent_finished",
+            Trigger::Reconciler => "reconciler",
+            Trigger::Manual => "manual",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Trigger, StoreError> {
+        Ok(match s {
+            "webhook" => Trigger::Webhook,
+            "agent_finished" => Trigger::AgentFinished,
+            "reconciler" => Trigger::Reconciler,
+            "manual" => Trigger::Manual,
+            other => return Err(StoreError::Corrupt(format!("unknown trigger {other:?}"))),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryRow {
+    pub task_id: i64,
+    pub from_stage: Option<String>,
+    pub to_stage: String,
+    pub trigger: Trigger,
+    pub rules_version: String,
+    pub at: Timestamp,
+}
+
+const COLUMNS: &str = "id, work_item, plane_issue_id, plane_project_id, title, repo, branch, stage, labels, feedback, created_at, updated_at";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<Task> {
+    let labels: String = r.get(8)?;
+    Ok(Task {
+        id: r.get(0)?,
+        work_item: r.get(1)?,
+        plane_issue_id: r.get(2)?,
+        plane_project_id: r.get(3)?,
+        title: r.get(4)?,
+        repo: r.get(5)?,
+        branch: r.get(6)?,
+        stage: r.get(7)?,
+        // Labels are written only by this module as a JSON array; anything else reads as none.
+        labels: serde_json::from_str(&labels).unwrap_or_default(),
+        feedback: r.get(9)?,
+        created_at: Timestamp::from_millis(r.get(10)?),
+        updated_at: Timestamp::from_millis(r.get(11)?),
+    })
+}
+
+/// Returns the task of `new.work_item`, creating it (and its first history row) if it does
+/// not exist. The boolean is true when this call created it.
+///
+/// Atomic against any concurrency, in this process or another: the insert and the history
+/// row share one IMMEDIATE transaction, and the unique work item makes a racing insert a
+/// no-op that then reads the winner's row.
+pub fn create_atomic(
+    conn: &mut Connection,
+    new: &NewTask,
+    rules_version: &str,
+    trigger: Trigger,
+    now: Timestamp,
+) -> Result<(Task, bool), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let labels = serde_json::to_string(&new.labels).unwrap_or_else(|_| "[]".into());
+    let inserted = tx
+        .query_row(
+            &format!(
+                "INSERT INTO tasks (work_item, plane_issue_id, plane_project_id, title, repo, branch, stage, labels, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
+                 ON CONFLICT(work_item) DO NOTHING
+                 RETURNING {COLUMNS}"
+            ),
+            params![
+                new.work_item,
+                new.plane_issue_id,
+                new.plane_project_id,
+                new.title,
+                new.repo,
+                new.branch,
+                new.stage,
+                labels,
+                now.as_millis()
+            ],
+            from_row,
+        )
+        .optional()?;
+    let result = match inserted {
+        Some(task) => {
+            insert_history(&tx, task.id, None, &task.stage, trigger, rules_version, now)?;
+            (task, true)
+        }
+        None => {
+            let task = tx.query_row(
+                &format!("SELECT {COLUMNS} FROM tasks WHERE work_item = ?1"),
+                [&new.work_item],
+                from_row,
+            )?;
+            (task, false)
+        }
+    };
+    tx.commit()?;
+    Ok(result)
+}
+
+pub fn get(conn: &Connection, id: i64) -> Result<Option<Task>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"),
+            [id],
+            from_row,
+        )
+        .optional()?)
+}
+
+pub fn get_by_work_item(conn: &Connection, work_item: &str) -> Result<Option<Task>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM tasks WHERE work_item = ?1"),
+            [work_item],
+            from_row,
+        )
+        .optional()?)
+}
+
+pub fn get_by_branch(
+    conn: &Connection,
+    repo: &str,
+    branch: &str,
+) -> Result<Option<Task>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM tasks WHERE repo = ?1 AND branch = ?2"),
+            [repo, branch],
+            from_row,
+        )
+        .optional()?)
+}
+
+/// Tasks of `repo` currently in `stage`; the F-3 fallback for a status event without a branch.
+pub fn in_stage_of_repo(
+    conn: &Connection,
+    repo: &str,
+    stage: &str,
+) -> Result<Vec<Task>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM tasks WHERE repo = ?1 AND stage = ?2 ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([repo, stage], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Every task whose stage is not one of `terminal`, oldest update first.
+pub fn list_open(conn: &Connection, terminal: &[String]) -> Result<Vec<Task>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM tasks ORDER BY updated_at, id"
+    ))?;
+    let rows = stmt.query_map([], from_row)?;
+    let mut out = Vec::new();
+    for t in rows {
+        let t = t?;
+        if !terminal.contains(&t.stage) {
+            out.push(t);
+        }
+    }
+    Ok(out)
+}
+
+pub fn list_all(conn: &Connection) -> Result<Vec<Task>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM tasks ORDER BY id"))?;
+    let rows = stmt.query_map([], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Moves a task from `expected` to `to` only if it is still in `expected`; writes the history
+/// row in the same transaction. Returns false (and changes nothing) when another trigger got
+/// there first. `feedback` replaces the stored feedback when `Some`; a forward move with `None`
+/// clears it.
+#[allow(clippy::too_many_arguments)]
+pub fn compare_and_set_stage(
+    conn: &mut Connection,
+    task_id: i64,
+    expected: &str,
+    to: &str,
+    feedback: Option<&str>,
+    trigger: Trigger,
+    rules_version: &str,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let changed = tx.execute(
+        "UPDATE tasks SET stage = ?1, feedback = ?2, updated_at = ?3 WHERE id = ?4 AND stage = ?5",
+        params![to, feedback, now.as_millis(), task_id, expected],
+    )?;
+    if changed == 1 {
+        insert_history(
+            &tx,
+            task_id,
+            Some(expected),
+            to,
+            trigger,
+            rules_version,
+            now,
+        )?;
+    }
+    tx.commit()?;
+    Ok(changed == 1)
+}
+
+/// Marks the task as having seen activity, restarting its grace period.
+pub fn touch(conn: &Connection, task_id: i64, now: Timestamp) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE tasks SET updated_at = ?1 WHERE id = ?2",
+        params![now.as_millis(), task_id],
+    )?;
+    Ok(())
+}
+
+pub fn set_labels(conn: &Connection, task_id: i64, labels: &[String]) -> Result<(), StoreError> {
+    let labels = serde_json::to_string(labels).unwrap_or_else(|_| "[]".into());
+    conn.execute(
+        "UPDATE tasks SET labels = ?1 WHERE id = ?2",
+        params![labels, task_id],
+    )?;
+    Ok(())
+}
+
+fn insert_history(
+    conn: &Connection,
+    task_id: i64,
+    from: Option<&str>,
+    to: &str,
+    trigger: Trigger,
+    rules_version: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO task_history (task_id, from_stage, to_stage, trigger, rules_version, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            task_id,
+            from,
+            to,
+            trigger.as_str(),
+            rules_version,
+            now.as_millis()
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn history(conn: &Connection, task_id: i64) -> Result<Vec<HistoryRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT task_id, from_stage, to_stage, trigger, rules_version, at FROM task_history WHERE task_id = ?1 ORDER BY id",
+    )?;
+    let rows = stmt.query_map([task_id], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, Option<String>>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, i64>(5)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (task_id, from_stage, to_stage, trigger, rules_version, at) = row?;
+        out.push(HistoryRow {
+            task_id,
+            from_stage,
+            to_stage,
+            trigger: Trigger::parse(&trigger)?,
+            rules_version,
+            at: Timestamp::from_millis(at),
+        });
+    }
+    Ok(out)
+}
+
+/// `(stage, count)` for every stage that has tasks.
+pub fn counts_by_stage(conn: &Connection) -> Result<Vec<(String, i64)>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT stage, COUNT(*) FROM tasks GROUP BY stage ORDER BY stage")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

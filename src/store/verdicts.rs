@@ -1,0 +1,73 @@
+//! Verdicts (approve / reject / pass / fail) and once-only notices.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use super::StoreError;
+use crate::clock::Timestamp;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerdictRow {
+    pub task_id: i64,
+    pub stage: String,
+    pub verdict: String,
+    pub source: String,
+    pub feedback: Option<String>,
+    pub at: Timestamp,
+}
+
+pub fn record(
+    conn: &Connection,
+    task_id: i64,
+    stage: &str,
+    verdict: &str,
+    source: &str,
+    feedback: Option<&str>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO verdicts (task_id, stage, verdict, source, feedback, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![task_id, stage, verdict, source, feedback, now.as_millis()],
+    )?;
+    Ok(())
+}
+
+/// The latest verdict given for the task in `stage`.
+pub fn latest(
+    conn: &Connection,
+    task_id: i64,
+    stage: &str,
+) -> Result<Option<VerdictRow>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT task_id, stage, verdict, source, feedback, at FROM verdicts
+             WHERE task_id = ?1 AND stage = ?2 ORDER BY id DESC LIMIT 1",
+            params![task_id, stage],
+            |r| {
+                Ok(VerdictRow {
+                    task_id: r.get(0)?,
+                    stage: r.get(1)?,
+                    verdict: r.get(2)?,
+                    source: r.get(3)?,
+                    feedback: r.get(4)?,
+                    at: Timestamp::from_millis(r.get(5)?),
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// Claims the right to send notice `(kind, key)` for a task. True exactly once.
+pub fn claim_notice(
+    conn: &Connection,
+    task_id: i64,
+    kind: &str,
+    key: &str,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let n = conn.execute(
+        "INSERT INTO notices (task_id, kind, key, at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+        params![task_id, kind, key, now.as_millis()],
+    )?;
+    Ok(n == 1)
+}
