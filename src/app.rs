@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// Everything a request handler may touch. Cheap to clone.
@@ -18,6 +19,43 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    /// Wakes the inbox processor as soon as a delivery is stored.
+    pub inbox_wakeup: Arc<tokio::sync::Notify>,
+    pub reconcile: Arc<std::sync::Mutex<ReconcileState>>,
+}
+
+/// What the reconciler reports about itself between sweeps (counters live in [`Metrics`]).
+#[derive(Debug, Default, Clone)]
+pub struct ReconcileState {
+    pub running: bool,
+    pub last_sweep_at: Option<crate::clock::Timestamp>,
+    pub last_unblocked: Option<String>,
+}
+
+impl AppState {
+    /// The `reconcile` block of `GET /queue`.
+    pub fn reconcile_status(&self) -> serde_json::Value {
+        let s = self.reconcile.lock().map(|g| g.clone()).unwrap_or_default();
+        let m = &self.metrics;
+        serde_json::json!({
+            "running": s.running,
+            "enabled": self.config.reconcile.enabled,
+            "plane_enabled": self.config.reconcile.plane_enabled,
+            "interval_s": self.config.reconcile.interval.as_secs(),
+            "last_sweep_at": s.last_sweep_at,
+            "sweeps": m.reconcile_sweeps.get(),
+            "unblocked_total": m.reconcile_unblocked.get(),
+            "last_unblocked": s.last_unblocked,
+            "replays": m.reconcile_replays.get(),
+            "errors": m.reconcile_errors.get(),
+        })
+    }
+
+    /// The `rules` block of `GET /queue`.
+    pub fn rules_status(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
 }
 
 /// A built, bound, not yet running service.
@@ -45,6 +83,9 @@ impl Application {
             config: Arc::new(config),
             store,
             clock,
+            metrics: Metrics::new(),
+            inbox_wakeup: Arc::new(tokio::sync::Notify::new()),
+            reconcile: Default::default(),
         };
         Ok(Application { listener, state })
     }

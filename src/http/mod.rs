@@ -4,16 +4,25 @@
 //! background services, never while a peer waits for a reply.
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::app::AppState;
+
+pub mod status;
+pub mod webhooks;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/queue", get(status::queue))
+        .route("/metrics", get(status::metrics))
+        .route("/webhooks/plane", post(webhooks::plane))
+        .route("/webhooks/gitea", post(webhooks::gitea))
+        .layer(DefaultBodyLimit::max(webhooks::MAX_BODY_BYTES))
         .with_state(state)
 }
 

@@ -1,0 +1,98 @@
+//! Read-only status endpoints: `/queue` (JSON for people and dashboards) and `/metrics`.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::store::{self, JobStatus};
+
+struct Levels {
+    jobs: BTreeMap<&'static str, i64>,
+    tasks: BTreeMap<String, i64>,
+    inbox_pending: i64,
+    inbox_oldest: Option<crate::clock::Timestamp>,
+}
+
+async fn levels(state: &AppState) -> Result<Levels, store::StoreError> {
+    state
+        .store
+        .call(|c| {
+            let mut jobs: BTreeMap<&'static str, i64> =
+                JobStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+            for (s, n) in store::jobs::counts_by_status(c)? {
+                jobs.insert(s.as_str(), n);
+            }
+            let tasks = store::tasks::counts_by_stage(c)?.into_iter().collect();
+            let (inbox_pending, inbox_oldest) = store::inbox::backlog(c)?;
+            Ok(Levels {
+                jobs,
+                tasks,
+                inbox_pending,
+                inbox_oldest,
+            })
+        })
+        .await
+}
+
+pub async fn queue(State(state): State<AppState>) -> Response {
+    let levels = match levels(&state).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read queue status");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "error": "store unavailable" })),
+            )
+                .into_response();
+        }
+    };
+    let body = json!({
+        "jobs": levels.jobs,
+        "tasks": levels.tasks,
+        "inbox": { "pending": levels.inbox_pending, "oldest_received_at": levels.inbox_oldest },
+        "reconcile": state.reconcile_status(),
+        "rules": state.rules_status(),
+    });
+    Json(body).into_response()
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let m = &state.metrics;
+    if let Ok(levels) = levels(&state).await {
+        m.jobs.clear();
+        for (status, n) in &levels.jobs {
+            m.jobs
+                .get_or_create(&crate::metrics::StatusLabels {
+                    status: status.to_string(),
+                })
+                .set(*n);
+        }
+        m.tasks.clear();
+        for (stage, n) in &levels.tasks {
+            m.tasks
+                .get_or_create(&crate::metrics::StageLabels {
+                    stage: stage.clone(),
+                })
+                .set(*n);
+        }
+        m.inbox_pending.set(levels.inbox_pending);
+        let lag = levels
+            .inbox_oldest
+            .map(|t| state.clock.now().since(t).as_secs_f64())
+            .unwrap_or(0.0);
+        m.inbox_lag_seconds.set(lag);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.encode(),
+    )
+        .into_response()
+}

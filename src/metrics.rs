@@ -1,0 +1,182 @@
+//! Process-wide counters, exposed at `GET /metrics` in the Prometheus text format.
+//!
+//! Counters are incremented where things happen; levels that live in the database (jobs by
+//! status, tasks by stage, inbox backlog) are read at scrape time instead of being mirrored,
+//! so they can never drift from the truth.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub source: String,
+    /// accepted | duplicate | bad_signature | malformed | too_large
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GateLabels {
+    pub check: String,
+    /// green | red | error
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    pub stage: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+/// Every metric orch exports. Cheap to clone (the families share their storage).
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    pub deliveries: Family<DeliveryLabels, Counter>,
+    pub inbox_processed: Family<ResultLabels, Counter>,
+    pub inbox_pending: Gauge,
+    pub inbox_lag_seconds: Gauge<f64, AtomicU64>,
+    pub jobs: Family<StatusLabels, Gauge>,
+    pub tasks: Family<StageLabels, Gauge>,
+    pub gate_evaluations: Family<GateLabels, Counter>,
+    pub notifications_failed: Family<KindLabels, Counter>,
+    pub reconcile_sweeps: Counter,
+    pub reconcile_unblocked: Counter,
+    pub reconcile_replays: Counter,
+    pub reconcile_errors: Counter,
+    pub rules_reloads: Family<ResultLabels, Counter>,
+    pub rules_info: Family<VersionLabels, Gauge>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        Arc::new(Metrics::default())
+    }
+
+    pub fn delivery(&self, source: &str, outcome: &str) {
+        self.deliveries
+            .get_or_create(&DeliveryLabels {
+                source: source.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn gate(&self, check: &str, result: &str) {
+        self.gate_evaluations
+            .get_or_create(&GateLabels {
+                check: check.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Marks `version` as the active rule set (exactly one series is 1).
+    pub fn set_rules_version(&self, version: &str) {
+        self.rules_info.clear();
+        self.rules_info
+            .get_or_create(&VersionLabels {
+                version: version.to_string(),
+            })
+            .set(1);
+    }
+
+    fn registry(&self) -> Registry {
+        let mut r = Registry::with_prefix("orch");
+        r.register(
+            "webhook_deliveries",
+            "Webhook deliveries by source and outcome",
+            self.deliveries.clone(),
+        );
+        r.register(
+            "inbox_processed",
+            "Inbox deliveries processed, by result",
+            self.inbox_processed.clone(),
+        );
+        r.register(
+            "inbox_pending",
+            "Deliveries stored but not yet processed",
+            self.inbox_pending.clone(),
+        );
+        r.register(
+            "inbox_lag_seconds",
+            "Age of the oldest unprocessed delivery",
+            self.inbox_lag_seconds.clone(),
+        );
+        r.register("jobs", "Jobs by status", self.jobs.clone());
+        r.register("tasks", "Tasks by stage", self.tasks.clone());
+        r.register(
+            "gate_evaluations",
+            "Gate check evaluations by result",
+            self.gate_evaluations.clone(),
+        );
+        r.register(
+            "notifications_failed",
+            "Notifications (Plane, Telegram) that could not be delivered",
+            self.notifications_failed.clone(),
+        );
+        r.register(
+            "reconcile_sweeps",
+            "Reconciler sweeps completed",
+            self.reconcile_sweeps.clone(),
+        );
+        r.register(
+            "reconcile_unblocked",
+            "Tasks the reconciler moved on after a lost event",
+            self.reconcile_unblocked.clone(),
+        );
+        r.register(
+            "reconcile_replays",
+            "Plane states replayed by the reconciler",
+            self.reconcile_replays.clone(),
+        );
+        r.register(
+            "reconcile_errors",
+            "Units of reconciler work that failed",
+            self.reconcile_errors.clone(),
+        );
+        r.register(
+            "rules_reloads",
+            "Rule-set reloads by result",
+            self.rules_reloads.clone(),
+        );
+        r.register(
+            "rules_info",
+            "The active rule-set version",
+            self.rules_info.clone(),
+        );
+        r
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry()).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
