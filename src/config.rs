@@ -73,6 +73,8 @@ pub struct PlaneConfig {
     pub webhook_secret: Option<Secret>,
     /// Plane allows 60 requests/minute per API key; stay under it.
     pub requests_per_minute: u32,
+    /// The Plane user id of orch's API key; webhooks caused by that user are ignored.
+    pub actor_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -273,6 +275,7 @@ struct FilePlane {
     workspace: Option<String>,
     webhook_secret: Option<Secret>,
     requests_per_minute: Option<u32>,
+    actor_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -369,6 +372,7 @@ impl FileConfig {
             cfg.plane.api_token = p.api_token.or(cfg.plane.api_token.take());
             cfg.plane.workspace = p.workspace.or(cfg.plane.workspace.take());
             cfg.plane.webhook_secret = p.webhook_secret.or(cfg.plane.webhook_secret.take());
+            cfg.plane.actor_id = p.actor_id.or(cfg.plane.actor_id.take());
             if let Some(n) = p.requests_per_minute {
                 cfg.plane.requests_per_minute = positive("plane.requests_per_minute", n)?;
             }
@@ -502,6 +506,9 @@ fn apply_env(cfg: &mut Config, env: &dyn Fn(&str) -> Option<String>) -> Result<(
     }
     if let Some(v) = get("ORCH_PLANE_WEBHOOK_SECRET") {
         cfg.plane.webhook_secret = Some(Secret::new(v));
+    }
+    if let Some(v) = get("ORCH_PLANE_ACTOR_ID") {
+        cfg.plane.actor_id = Some(v);
     }
     if let Some(v) = get("ORCH_PLANE_REQUESTS_PER_MINUTE") {
         cfg.plane.requests_per_minute = parse_positive("ORCH_PLANE_REQUESTS_PER_MINUTE", &v)?;

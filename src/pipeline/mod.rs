@@ -1,0 +1,474 @@
+//! The pipeline: the only code that changes a task's stage.
+//!
+//! Every trigger — a webhook, an agent finishing, the reconciler — goes through these
+//! handlers, so a replayed transition is indistinguishable from the original except for the
+//! `trigger` recorded in the task history. Each stage change is a compare-and-set on the
+//! expected stage: two triggers racing cannot advance a task twice.
+//!
+//! What to do is the rules' business (`policy`); this module carries it out: it evaluates
+//! gates, moves stages, enqueues agents, sets Plane states and sends notifications.
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::git::Git;
+use crate::integrations::{Forge, Notifier, Tracker};
+use crate::metrics::{KindLabels, Metrics};
+use crate::policy::{self, OutboundEvent, PlaneAction, RulesHandle};
+use crate::store::{self, NewTask, Store, Task, Trigger};
+
+mod gates;
+mod jobs;
+pub mod webhook;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Policy(#[from] policy::PolicyError),
+    #[error(transparent)]
+    Integration(#[from] crate::integrations::IntegrationError),
+    #[error("unknown gate check {0:?}")]
+    UnknownCheck(String),
+    #[error("Plane project {0} is not configured in [[projects]]")]
+    UnknownProject(String),
+}
+
+/// A work item as the trackers describe it; enough to start a task.
+#[derive(Debug, Clone, Default)]
+pub struct WorkItem {
+    /// `ET-42`.
+    pub work_item: String,
+    pub plane_issue_id: Option<String>,
+    pub plane_project_id: String,
+    pub title: String,
+    pub labels: Vec<String>,
+}
+
+/// Where a verdict came from; recorded with it and used to decide whether the stage takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerdictSource {
+    /// A person, through a Plane state (the human gate).
+    Plane,
+    /// A person, through a Gitea pull-request review.
+    Gitea,
+    /// The stage's agent, through its result file.
+    Agent,
+}
+
+impl VerdictSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            VerdictSource::Plane => "plane",
+            VerdictSource::Gitea => "gitea",
+            VerdictSource::Agent => "agent",
+        }
+    }
+}
+
+/// What a handler did; returned so callers (and tests, and the reconciler's counters) can
+/// tell a real change from a no-op.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Started { task_id: i64 },
+    AlreadyStarted { task_id: i64 },
+    Advanced { task_id: i64, from: String, to: String },
+    Rejected { task_id: i64, from: String, to: String },
+    Recorded { task_id: i64 },
+    Held { task_id: i64, reason: String },
+    /// Another trigger changed the task first.
+    Raced { task_id: i64 },
+    Ignored { reason: String },
+}
+
+/// Everything the handlers need. Cheap to clone.
+#[derive(Clone)]
+pub struct Pipeline {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub rules: RulesHandle,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    pub tracker: Arc<dyn Tracker>,
+    pub forge: Arc<dyn Forge>,
+    pub notifier: Arc<dyn Notifier>,
+    pub git: Git,
+    /// Wakes the worker when a job is queued.
+    pub job_wakeup: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline").finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    // -----------------------------------------------------------------------------------
+    // start
+
+    /// Creates the task for a work item (atomically: AC-4), its branch and worktree, and
+    /// queues the first stage's agent. Calling it again for the same work item changes nothing.
+    pub async fn start(&self, item: &WorkItem, trigger: Trigger) -> Result<Outcome, PipelineError> {
+        let project = self
+            .config
+            .project_by_plane_id(&item.plane_project_id)
+            .ok_or_else(|| PipelineError::UnknownProject(item.plane_project_id.clone()))?
+            .clone();
+        let rules = self.rules.current();
+        let first = rules.initial_stage().clone();
+        let new = NewTask {
+            work_item: item.work_item.clone(),
+            plane_issue_id: item.plane_issue_id.clone(),
+            plane_project_id: Some(item.plane_project_id.clone()),
+            title: item.title.clone(),
+            repo: project.repo.clone(),
+            branch: crate::git::branch_name(&item.work_item, &item.title),
+            stage: first.name.clone(),
+            labels: item.labels.clone(),
+        };
+        let version = rules.version().to_string();
+        let now = self.clock.now();
+        let (task, created) = self
+            .store
+            .call(move |c| store::tasks::create_atomic(c, &new, &version, trigger, now))
+            .await?;
+        if !created {
+            tracing::debug!(work_item = %task.work_item, "start: task exists, nothing to do");
+            return Ok(Outcome::AlreadyStarted { task_id: task.id });
+        }
+        tracing::info!(work_item = %task.work_item, stage = %task.stage, trigger = trigger.as_str(), "task started");
+        // The worktree is prepared here for visibility; the worker prepares it again
+        // (idempotently) before each job, so a failure now is not fatal.
+        if let Err(e) = self.prepare_worktree(&task).await {
+            tracing::warn!(work_item = %task.work_item, error = %e, "worktree not ready yet; the worker will retry");
+        }
+        self.enter_stage(&rules, &task, &first.name, trigger).await?;
+        Ok(Outcome::Started { task_id: task.id })
+    }
+
+    /// Clones the task's repository on first use and adds the task's worktree.
+    pub async fn prepare_worktree(&self, task: &Task) -> anyhow::Result<std::path::PathBuf> {
+        let project = self
+            .config
+            .projects
+            .iter()
+            .find(|p| p.repo == task.repo)
+            .ok_or_else(|| anyhow::anyhow!("repository {} is not configured in [[projects]]", task.repo))?;
+        let url = self
+            .config
+            .clone_url(project)
+            .ok_or_else(|| anyhow::anyhow!("no clone_url for {} and no Gitea URL to derive it from", task.repo))?;
+        let repo_path = self.git.ensure_clone(&task.repo, &url).await?;
+        Ok(self.git.add_worktree(&repo_path, &task.branch, None).await?)
+    }
+
+    // -----------------------------------------------------------------------------------
+    // verdict
+
+    /// A verdict on the task's current stage. Approve records it and re-checks the gate;
+    /// reject stores the feedback and sends the task where the rules say.
+    pub async fn verdict(
+        &self,
+        work_item: &str,
+        action: PlaneAction,
+        feedback: Option<String>,
+        source: VerdictSource,
+        trigger: Trigger,
+    ) -> Result<Outcome, PipelineError> {
+        let wi = work_item.to_string();
+        let Some(task) = self.store.call(move |c| store::tasks::get_by_work_item(c, &wi)).await? else {
+            return Ok(Outcome::Ignored {
+                reason: format!("{work_item} has no task"),
+            });
+        };
+        let rules = self.rules.current();
+        let Some(stage) = rules.stage(&task.stage).cloned() else {
+            return Ok(Outcome::Ignored {
+                reason: format!("stage {} is not in the rules", task.stage),
+            });
+        };
+        if stage.terminal {
+            return Ok(Outcome::Ignored {
+                reason: format!("{} is done", task.work_item),
+            });
+        }
+        // A person's Plane verdict only applies at a human gate: a stale "Approved" on a task
+        // that has moved on must not push it further.
+        if source == VerdictSource::Plane && !stage.human_gate {
+            return Ok(Outcome::Ignored {
+                reason: format!("stage {} does not take a verdict from Plane", stage.name),
+            });
+        }
+        let now = self.clock.now();
+        let word = match action {
+            PlaneAction::Approve => "approve",
+            PlaneAction::Reject => "reject",
+            PlaneAction::Start => {
+                return Ok(Outcome::Ignored {
+                    reason: "start is not a verdict".into(),
+                });
+            }
+        };
+        if source != VerdictSource::Agent {
+            let (id, st, fb) = (task.id, stage.name.clone(), feedback.clone());
+            self.store
+                .call(move |c| {
+                    store::verdicts::record(c, id, &st, word, source.as_str(), fb.as_deref(), now)
+                })
+                .await?;
+        }
+        match action {
+            PlaneAction::Approve => self.advance(task.id, trigger).await,
+            _ => self.reject(&rules, &task, feedback, trigger).await,
+        }
+    }
+
+    async fn reject(
+        &self,
+        rules: &policy::RuleSet,
+        task: &Task,
+        feedback: Option<String>,
+        trigger: Trigger,
+    ) -> Result<Outcome, PipelineError> {
+        let Some(target) = rules.stage(&task.stage).and_then(|s| s.on_reject.clone()) else {
+            return Ok(Outcome::Ignored {
+                reason: format!("stage {} has no rejection path", task.stage),
+            });
+        };
+        let feedback = feedback.unwrap_or_else(|| format!("rejected in {}", task.stage));
+        let (id, from, to, fb) = (task.id, task.stage.clone(), target.clone(), feedback.clone());
+        let version = rules.version().to_string();
+        let now = self.clock.now();
+        let won = self
+            .store
+            .call(move |c| {
+                store::tasks::compare_and_set_stage(c, id, &from, &to, Some(&fb), trigger, &version, now)
+            })
+            .await?;
+        if !won {
+            return Ok(Outcome::Raced { task_id: task.id });
+        }
+        tracing::info!(work_item = %task.work_item, from = %task.stage, to = %target, "task rejected");
+        let mut moved = task.clone();
+        moved.stage = target.clone();
+        moved.feedback = Some(feedback);
+        self.enter_stage(rules, &moved, &target, trigger).await?;
+        Ok(Outcome::Rejected {
+            task_id: task.id,
+            from: task.stage.clone(),
+            to: target,
+        })
+    }
+
+    // -----------------------------------------------------------------------------------
+    // advance
+
+    /// Evaluates the task's exit gate: green moves it to the next stage; red is reported once
+    /// per stage visit for webhook and agent triggers, and is silent for the reconciler.
+    pub async fn advance(&self, task_id: i64, trigger: Trigger) -> Result<Outcome, PipelineError> {
+        let Some(task) = self.store.call(move |c| store::tasks::get(c, task_id)).await? else {
+            return Ok(Outcome::Ignored {
+                reason: format!("task {task_id} does not exist"),
+            });
+        };
+        let rules = self.rules.current();
+        let Some(stage) = rules.stage(&task.stage).cloned() else {
+            return Ok(Outcome::Ignored {
+                reason: format!("stage {} is not in the rules", task.stage),
+            });
+        };
+        let Some(next) = stage.next.clone().filter(|_| !stage.terminal) else {
+            return Ok(Outcome::Ignored {
+                reason: format!("stage {} is terminal", task.stage),
+            });
+        };
+        let gate = self.evaluate_gate(&rules, &task).await?;
+        if !gate.green {
+            self.report_red_gate(&rules, &task, &stage, &gate.reason, trigger).await;
+            return Ok(Outcome::Held {
+                task_id,
+                reason: gate.reason,
+            });
+        }
+        let (from, to) = (task.stage.clone(), next.clone());
+        let version = rules.version().to_string();
+        let now = self.clock.now();
+        let won = self
+            .store
+            .call(move |c| store::tasks::compare_and_set_stage(c, task_id, &from, &to, None, trigger, &version, now))
+            .await?;
+        if !won {
+            return Ok(Outcome::Raced { task_id });
+        }
+        tracing::info!(work_item = %task.work_item, from = %task.stage, to = %next, trigger = trigger.as_str(), reason = %gate.reason, "task advanced");
+        let mut moved = task.clone();
+        moved.stage = next.clone();
+        moved.feedback = None;
+        self.enter_stage(&rules, &moved, &next, trigger).await?;
+        Ok(Outcome::Advanced {
+            task_id,
+            from: task.stage,
+            to: next,
+        })
+    }
+
+    async fn report_red_gate(
+        &self,
+        rules: &policy::RuleSet,
+        task: &Task,
+        stage: &policy::Stage,
+        reason: &str,
+        trigger: Trigger,
+    ) {
+        // The reconciler is silent on red: a stuck gate is not news, and no-spam must be
+        // structural rather than rate-limited.
+        if trigger == Trigger::Reconciler {
+            return;
+        }
+        let (kind, event, template) = if stage.human_gate {
+            ("awaiting_human", Some(OutboundEvent::AwaitingHuman), "awaiting_human")
+        } else {
+            ("gate_failed", None, "gate_failed")
+        };
+        // Once per stage visit: the visit is identified by when the task entered the stage.
+        let visit = match self.stage_visit(task.id).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(work_item = %task.work_item, error = %e, "cannot read task history");
+                return;
+            }
+        };
+        let key = format!("{}@{}", task.stage, visit);
+        let (id, k) = (task.id, key.clone());
+        let now = self.clock.now();
+        match self
+            .store
+            .call(move |c| store::verdicts::claim_notice(c, id, kind, &k, now))
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(work_item = %task.work_item, error = %e, "cannot record notice");
+                return;
+            }
+        }
+        if let Some(event) = event {
+            self.set_plane_state(rules, task, &event).await;
+        }
+        let text = rules.render(
+            template,
+            &[
+                ("work_item", &task.work_item),
+                ("stage", &task.stage),
+                ("reason", reason),
+                ("title", &task.title),
+            ],
+        );
+        self.comment(task, &format!("{kind}-{key}"), &text).await;
+        self.telegram(&text).await;
+    }
+
+    /// When the task last entered its current stage (ms), from the history.
+    async fn stage_visit(&self, task_id: i64) -> Result<i64, store::StoreError> {
+        let history = self.store.call(move |c| store::tasks::history(c, task_id)).await?;
+        Ok(history.last().map(|h| h.at.as_millis()).unwrap_or(0))
+    }
+
+    /// Side effects of entering `stage`: queue its agent, set the Plane state, notify.
+    async fn enter_stage(
+        &self,
+        rules: &policy::RuleSet,
+        task: &Task,
+        stage: &str,
+        trigger: Trigger,
+    ) -> Result<(), PipelineError> {
+        if let Some(agent) = rules.stage(stage).and_then(|s| s.agent.clone()) {
+            let (id, st) = (task.id, stage.to_string());
+            let now = self.clock.now();
+            let (job, created) = self
+                .store
+                .call(move |c| store::jobs::enqueue(c, id, &agent, &st, now))
+                .await?;
+            if created {
+                tracing::info!(work_item = %task.work_item, agent = %job.agent, job = job.id, "job queued");
+                self.job_wakeup.notify_one();
+            }
+        }
+        self.set_plane_state(
+            rules,
+            task,
+            &OutboundEvent::Entered {
+                stage: stage.to_string(),
+            },
+        )
+        .await;
+        let text = rules.render(
+            "stage_changed",
+            &[
+                ("work_item", &task.work_item),
+                ("stage", stage),
+                ("title", &task.title),
+                ("trigger", trigger.as_str()),
+            ],
+        );
+        if !text.is_empty() {
+            self.telegram(&text).await;
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------
+    // outbound, never-raise
+
+    /// Sets the Plane state the rules name for `event`; failures are logged and counted.
+    pub async fn set_plane_state(&self, rules: &policy::RuleSet, task: &Task, event: &OutboundEvent) {
+        let Some(state) = rules.outbound_plane_state(event) else {
+            return;
+        };
+        let (Some(project), Some(issue)) = (task.plane_project_id.as_deref(), task.plane_issue_id.as_deref()) else {
+            return;
+        };
+        if let Err(e) = self.tracker.set_state_by_name(project, issue, state).await {
+            tracing::warn!(work_item = %task.work_item, state, error = %e, "could not set the Plane state");
+            self.count_failed("plane_state");
+        }
+    }
+
+    async fn comment(&self, task: &Task, external_id: &str, text: &str) {
+        let (Some(project), Some(issue)) = (task.plane_project_id.as_deref(), task.plane_issue_id.as_deref()) else {
+            return;
+        };
+        let html = format!("<p>{}</p>", html_escape(text));
+        if let Err(e) = self.tracker.add_comment(project, issue, &html, external_id).await {
+            tracing::warn!(work_item = %task.work_item, error = %e, "could not comment in Plane");
+            self.count_failed("plane_comment");
+        }
+    }
+
+    pub async fn telegram(&self, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        if let Err(e) = self.notifier.send(text).await {
+            tracing::warn!(error = %e, "could not send the Telegram message");
+            self.count_failed("telegram");
+        }
+    }
+
+    fn count_failed(&self, kind: &str) {
+        self.metrics
+            .notifications_failed
+            .get_or_create(&KindLabels { kind: kind.to_string() })
+            .inc();
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}

@@ -1,0 +1,355 @@
+//! Turning stored webhook deliveries into pipeline calls.
+//!
+//! Parsing is lenient about what it does not need (peers add fields all the time) and strict
+//! about what it does: a delivery missing the fields an action needs is an error recorded on
+//! the delivery, never a panic and never a half-applied change.
+
+use serde::Deserialize;
+
+use crate::policy::PlaneAction;
+use crate::store::{self, InboxItem, Task, Trigger};
+
+use super::{Outcome, Pipeline, PipelineError, VerdictSource, WorkItem};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("malformed {source_name} payload: {message}")]
+    Malformed { source_name: &'static str, message: String },
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+fn malformed(source_name: &'static str, message: impl Into<String>) -> DeliveryError {
+    DeliveryError::Malformed {
+        source_name,
+        message: message.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plane
+
+#[derive(Debug, Deserialize)]
+struct PlaneV1 {
+    event: Option<String>,
+    action: Option<String>,
+    data: Option<PlaneIssue>,
+    activity: Option<PlaneActivity>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PlaneIssue {
+    id: Option<String>,
+    name: Option<String>,
+    sequence_id: Option<i64>,
+    /// v1: `project`; v2: `project_id`.
+    #[serde(alias = "project_id")]
+    project: Option<String>,
+    /// v1 expands the state; v2 sends only `state_id`.
+    state: Option<PlaneState>,
+    state_id: Option<String>,
+    #[serde(default)]
+    labels: Vec<PlaneLabel>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PlaneState {
+    id: Option<String>,
+    name: Option<String>,
+    group: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum PlaneLabel {
+    Expanded { name: String },
+    Id(String),
+}
+
+#[derive(Debug, Deserialize)]
+struct PlaneActivity {
+    field: Option<String>,
+    actor: Option<PlaneActor>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PlaneActor {
+    id: Option<String>,
+    display_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PlaneV2 {
+    event: Option<String>,
+    data: Option<PlaneIssue>,
+    #[serde(default)]
+    previous_attributes: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A Plane work item reduced to what the pipeline acts on.
+#[derive(Debug, Clone)]
+pub struct PlaneItem {
+    pub item: WorkItem,
+    pub state_name: String,
+    pub state_group: Option<String>,
+    pub actor: Option<String>,
+}
+
+impl Pipeline {
+    /// Applies one stored delivery.
+    pub async fn handle_delivery(&self, delivery: &InboxItem) -> Result<Outcome, DeliveryError> {
+        match delivery.source.as_str() {
+            "plane" => self.handle_plane(&delivery.body).await,
+            "gitea" => self.handle_gitea(&delivery.event, &delivery.body).await,
+            other => Ok(Outcome::Ignored {
+                reason: format!("unknown source {other}"),
+            }),
+        }
+    }
+
+    async fn handle_plane(&self, body: &[u8]) -> Result<Outcome, DeliveryError> {
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| malformed("Plane", e.to_string()))?;
+        let is_v2 = value.get("version").and_then(|v| v.as_str()) == Some("v2");
+        let (issue, actor, relevant) = if is_v2 {
+            let p: PlaneV2 = serde_json::from_value(value).map_err(|e| malformed("Plane", e.to_string()))?;
+            let event = p.event.unwrap_or_default();
+            let relevant = event.ends_with(".created")
+                || (event.ends_with(".updated") && p.previous_attributes.contains_key("state_id"));
+            if !event.starts_with("workitem") && !event.starts_with("issue") {
+                return Ok(ignored(format!("Plane event {event} is not about work items")));
+            }
+            (p.data, None, relevant)
+        } else {
+            let p: PlaneV1 = serde_json::from_value(value).map_err(|e| malformed("Plane", e.to_string()))?;
+            if p.event.as_deref() != Some("issue") {
+                return Ok(ignored(format!(
+                    "Plane event {} is not about work items",
+                    p.event.unwrap_or_default()
+                )));
+            }
+            let field = p.activity.as_ref().and_then(|a| a.field.clone());
+            let relevant = p.action.as_deref() == Some("created")
+                || matches!(field.as_deref(), Some("state") | Some("state_id"));
+            let actor = p.activity.and_then(|a| a.actor);
+            (p.data, actor, relevant)
+        };
+        if !relevant {
+            return Ok(ignored("not a creation or a state change".into()));
+        }
+        let issue = issue.ok_or_else(|| malformed("Plane", "no data"))?;
+        if let (Some(ours), Some(actor_id)) = (
+            self.config.plane.actor_id.as_deref(),
+            actor.as_ref().and_then(|a| a.id.as_deref()),
+        ) && ours == actor_id
+        {
+            tracing::debug!("Plane event caused by orch itself; ignored");
+            return Ok(ignored("caused by orch's own API write".into()));
+        }
+        let Some(item) = self.plane_item(issue, actor.and_then(|a| a.display_name)).await? else {
+            return Ok(ignored("work item of an unconfigured project".into()));
+        };
+        Ok(self.apply_plane_state(&item, Trigger::Webhook).await?)
+    }
+
+    async fn plane_item(&self, issue: PlaneIssue, actor: Option<String>) -> Result<Option<PlaneItem>, DeliveryError> {
+        let project_id = issue.project.ok_or_else(|| malformed("Plane", "data.project is missing"))?;
+        let Some(project) = self.config.project_by_plane_id(&project_id) else {
+            tracing::debug!(project = %project_id, "Plane event for an unconfigured project; ignored");
+            return Ok(None);
+        };
+        let seq = issue
+            .sequence_id
+            .ok_or_else(|| malformed("Plane", "data.sequence_id is missing"))?;
+        let (state_name, state_group) = match issue.state {
+            Some(PlaneState { name: Some(name), group, .. }) => (name, group),
+            other => {
+                // v2 (and a non-expanded v1) carries only the state id: ask Plane for its name.
+                let id = other
+                    .and_then(|s| s.id)
+                    .or(issue.state_id)
+                    .ok_or_else(|| malformed("Plane", "data.state is missing"))?;
+                let states = self
+                    .tracker
+                    .list_states(&project_id)
+                    .await
+                    .map_err(PipelineError::from)?;
+                let s = states
+                    .into_iter()
+                    .find(|s| s.id == id)
+                    .ok_or_else(|| malformed("Plane", format!("unknown state id {id}")))?;
+                (s.name, Some(s.group))
+            }
+        };
+        let labels = issue
+            .labels
+            .into_iter()
+            .filter_map(|l| match l {
+                PlaneLabel::Expanded { name } => Some(name),
+                PlaneLabel::Id(_) => None,
+            })
+            .collect();
+        Ok(Some(PlaneItem {
+            item: WorkItem {
+                work_item: format!("{}-{}", project.identifier, seq),
+                plane_issue_id: issue.id,
+                plane_project_id: project_id,
+                title: issue.name.unwrap_or_default(),
+                labels,
+            },
+            state_name,
+            state_group,
+            actor,
+        }))
+    }
+
+    /// Applies the pipeline action a Plane state maps to; shared by the webhook and the
+    /// reconciler's Plane-side replay.
+    pub async fn apply_plane_state(&self, item: &PlaneItem, trigger: Trigger) -> Result<Outcome, PipelineError> {
+        let rules = self.rules.current();
+        let Some(action) = rules.inbound_plane_action(&item.state_name, item.state_group.as_deref()) else {
+            return Ok(ignored(format!("Plane state {:?} maps to no action", item.state_name)));
+        };
+        match action {
+            PlaneAction::Start => self.start(&item.item, trigger).await,
+            PlaneAction::Approve | PlaneAction::Reject => {
+                let feedback = (action == PlaneAction::Reject).then(|| match &item.actor {
+                    Some(who) => format!("rejected in Plane by {who}"),
+                    None => "rejected in Plane".to_string(),
+                });
+                self.verdict(&item.item.work_item, action, feedback, VerdictSource::Plane, trigger)
+                    .await
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Gitea
+
+    async fn handle_gitea(&self, event: &str, body: &[u8]) -> Result<Outcome, DeliveryError> {
+        let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| malformed("Gitea", e.to_string()))?;
+        let repo = v
+            .pointer("/repository/full_name")
+            .and_then(|r| r.as_str())
+            .map(str::to_string);
+        match event {
+            "push" => {
+                let repo = repo.ok_or_else(|| malformed("Gitea", "repository.full_name is missing"))?;
+                let git_ref = v.get("ref").and_then(|r| r.as_str()).unwrap_or_default();
+                let Some(branch) = git_ref.strip_prefix("refs/heads/") else {
+                    return Ok(ignored(format!("push of {git_ref} is not a branch")));
+                };
+                let Some(task) = self.task_by_branch(&repo, branch).await? else {
+                    return Ok(ignored(format!("no task for {repo} {branch}")));
+                };
+                if !self.gate_uses_ci(&task) {
+                    return Ok(ignored(format!("{} is in {}, whose gate does not read CI", task.work_item, task.stage)));
+                }
+                Ok(self.advance(task.id, Trigger::Webhook).await?)
+            }
+            "status" => {
+                let repo = repo.ok_or_else(|| malformed("Gitea", "repository.full_name is missing"))?;
+                let sha = v
+                    .get("sha")
+                    .and_then(|s| s.as_str())
+                    .ok_or_else(|| malformed("Gitea", "sha is missing"))?;
+                let tasks = self.resolve_status(&repo, sha).await?;
+                let mut last = ignored(format!("status for {repo}@{sha} resolved to no task"));
+                for task in tasks {
+                    last = self.advance(task.id, Trigger::Webhook).await?;
+                }
+                Ok(last)
+            }
+            "pull_request_review_approved" | "pull_request_review_rejected" => {
+                let repo = repo.ok_or_else(|| malformed("Gitea", "repository.full_name is missing"))?;
+                let branch = v
+                    .pointer("/pull_request/head/ref")
+                    .and_then(|b| b.as_str())
+                    .ok_or_else(|| malformed("Gitea", "pull_request.head.ref is missing"))?;
+                let Some(task) = self.task_by_branch(&repo, branch).await? else {
+                    return Ok(ignored(format!("no task for {repo} {branch}")));
+                };
+                let approved = event.ends_with("approved");
+                let rules = self.rules.current();
+                let Some(action) = rules.gitea_review_action(&task.stage, approved) else {
+                    return Ok(ignored(format!("no rule maps a Gitea review in {}", task.stage)));
+                };
+                let feedback = v
+                    .pointer("/review/content")
+                    .and_then(|c| c.as_str())
+                    .filter(|c| !c.trim().is_empty())
+                    .map(str::to_string);
+                Ok(self
+                    .verdict(&task.work_item, action, feedback, VerdictSource::Gitea, Trigger::Webhook)
+                    .await?)
+            }
+            other => Ok(ignored(format!("Gitea event {other} is not used"))),
+        }
+    }
+
+    async fn task_by_branch(&self, repo: &str, branch: &str) -> Result<Option<Task>, PipelineError> {
+        let (r, b) = (repo.to_string(), branch.to_string());
+        Ok(self.store.call(move |c| store::tasks::get_by_branch(c, &r, &b)).await?)
+    }
+
+    fn gate_uses_ci(&self, task: &Task) -> bool {
+        self.rules
+            .current()
+            .gate_checks(&task.stage)
+            .iter()
+            .any(|c| c == "ci_green")
+    }
+
+    /// F-3: a status event names a sha, not a branch. Ask Gitea which branches point at it;
+    /// failing that, fall back to the single task of the repository waiting on CI. Two or
+    /// more candidates resolve to nothing: guessing would advance the wrong task.
+    pub async fn resolve_status(&self, repo: &str, sha: &str) -> Result<Vec<Task>, PipelineError> {
+        match self.forge.branches_at_sha(repo, sha).await {
+            Ok(branches) => {
+                let mut found = Vec::new();
+                for b in branches {
+                    if let Some(t) = self.task_by_branch(repo, &b).await? {
+                        found.push(t);
+                    }
+                }
+                if !found.is_empty() {
+                    tracing::info!(repo, sha, tasks = ?found.iter().map(|t| &t.work_item).collect::<Vec<_>>(), "status resolved through the Gitea API");
+                    return Ok(found);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(repo, sha, error = %e, "Gitea API unavailable for sha→branch; trying the fallback");
+            }
+        }
+        let rules = self.rules.current();
+        let ci_stages: Vec<String> = rules
+            .stages()
+            .iter()
+            .filter(|s| rules.gate_checks(&s.name).iter().any(|c| c == "ci_green"))
+            .map(|s| s.name.clone())
+            .collect();
+        let mut candidates = Vec::new();
+        for stage in ci_stages {
+            let r = repo.to_string();
+            candidates.extend(self.store.call(move |c| store::tasks::in_stage_of_repo(c, &r, &stage)).await?);
+        }
+        match candidates.len() {
+            1 => {
+                tracing::info!(repo, sha, work_item = %candidates[0].work_item, "status resolved by the fallback: the only task waiting on CI");
+                Ok(candidates)
+            }
+            0 => {
+                tracing::info!(repo, sha, "status unresolved: no task waits on CI in this repository");
+                Ok(Vec::new())
+            }
+            n => {
+                tracing::info!(repo, sha, candidates = n, "status unresolved: several tasks wait on CI; not guessing");
+                Ok(Vec::new())
+            }
+        }
+    }
+}
+
+fn ignored(reason: String) -> Outcome {
+    Outcome::Ignored { reason }
+}

@@ -1,0 +1,133 @@
+//! The worker: claims queued jobs and runs their agents, at most `concurrency` at once.
+//!
+//! A job runs in the task's worktree with the agent protocol's environment; its end is handed
+//! to [`Pipeline::job_finished`], which retries, rejects or advances. Jobs still `running` when
+//! the process dies are put back in the queue at the next start (`store::jobs::requeue_running`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::{self, AgentOutcome, AgentRun, AgentStatus};
+use crate::pipeline::Pipeline;
+use crate::store::{self, Job};
+
+/// The bounded output kept per job (the tail).
+const MAX_OUTPUT_BYTES: usize = 16 * 1024;
+
+pub struct Worker {
+    pub pipeline: Pipeline,
+    pub concurrency: usize,
+    /// How often to look for due jobs when nobody wakes us (retries whose backoff expired).
+    pub poll: Duration,
+}
+
+impl Worker {
+    pub async fn run(self, cancel: CancellationToken) {
+        let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
+        let wakeup = self.pipeline.job_wakeup.clone();
+        loop {
+            while let Ok(permit) = permits.clone().try_acquire_owned() {
+                let now = self.pipeline.clock.now();
+                let claimed = self.pipeline.store.call(move |c| store::jobs::claim_next(c, now)).await;
+                match claimed {
+                    Ok(Some(job)) => {
+                        let pipeline = self.pipeline.clone();
+                        let wakeup = wakeup.clone();
+                        tokio::spawn(async move {
+                            run_job(&pipeline, job).await;
+                            drop(permit);
+                            // A slot is free: look for the next job now.
+                            wakeup.notify_one();
+                        });
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot claim a job; will retry");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = wakeup.notified() => {}
+                _ = tokio::time::sleep(self.poll) => {}
+            }
+        }
+    }
+}
+
+/// Runs one claimed job to its end; never returns an error (it is recorded on the job).
+pub async fn run_job(pipeline: &Pipeline, job: Job) {
+    let outcome = execute(pipeline, &job).await;
+    if let Err(e) = pipeline.job_finished(&job, outcome).await {
+        tracing::error!(job = job.id, error = %e, "could not record the end of a job");
+    }
+}
+
+async fn execute(pipeline: &Pipeline, job: &Job) -> AgentOutcome {
+    let task_id = job.task_id;
+    let task = match pipeline.store.call(move |c| store::tasks::get(c, task_id)).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return spawn_failed(format!("task {task_id} does not exist")),
+        Err(e) => return spawn_failed(format!("cannot load task {task_id}: {e}")),
+    };
+    let Some(agent_cfg) = pipeline.config.agents.get(&job.agent).cloned() else {
+        return spawn_failed(format!(
+            "no command configured for agent {:?}: add [agents.{}] to orch.toml",
+            job.agent, job.agent
+        ));
+    };
+    let worktree = match pipeline.prepare_worktree(&task).await {
+        Ok(p) => p,
+        Err(e) => return spawn_failed(format!("worktree for {}: {e:#}", task.branch)),
+    };
+    let results_dir = pipeline.config.repos_dir.join(".orch").join("results");
+    if let Err(e) = tokio::fs::create_dir_all(&results_dir).await {
+        return spawn_failed(format!("cannot create {}: {e}", results_dir.display()));
+    }
+    let result_file = results_dir.join(format!("job-{}.json", job.id));
+    let _ = tokio::fs::remove_file(&result_file).await;
+    let env = vec![
+        ("ORCH_TASK_ID".to_string(), task.id.to_string()),
+        ("ORCH_JOB_ID".to_string(), job.id.to_string()),
+        ("ORCH_WORK_ITEM".to_string(), task.work_item.clone()),
+        ("ORCH_STAGE".to_string(), job.stage.clone()),
+        ("ORCH_AGENT".to_string(), job.agent.clone()),
+        ("ORCH_REPO".to_string(), task.repo.clone()),
+        ("ORCH_BRANCH".to_string(), task.branch.clone()),
+        ("ORCH_WORKTREE".to_string(), worktree.display().to_string()),
+        ("ORCH_FEEDBACK".to_string(), task.feedback.clone().unwrap_or_default()),
+        ("ORCH_RESULT_FILE".to_string(), result_file.display().to_string()),
+    ];
+    tracing::info!(job = job.id, work_item = %task.work_item, agent = %job.agent, attempt = job.attempts, "agent started");
+    let run = AgentRun {
+        command: agent_cfg.command.clone(),
+        cwd: worktree.clone(),
+        env,
+        timeout: agent_cfg.timeout,
+        result_file: result_file.clone(),
+        max_output_bytes: MAX_OUTPUT_BYTES,
+    };
+    let mut outcome = agent::run_agent(&run).await;
+    let _ = tokio::fs::remove_file(&result_file).await;
+    tracing::info!(job = job.id, work_item = %task.work_item, agent = %job.agent, status = ?outcome.status, verdict = ?outcome.verdict, "agent finished");
+    if matches!(outcome.status, AgentStatus::Succeeded) && outcome.result_error.is_none() && agent_cfg.push {
+        if let Err(e) = pipeline.git.push(&worktree, &task.branch).await {
+            outcome.result_error = Some(format!("push of {} failed: {e}", task.branch));
+        }
+    }
+    outcome
+}
+
+fn spawn_failed(error: String) -> AgentOutcome {
+    AgentOutcome {
+        status: AgentStatus::SpawnFailed { error },
+        verdict: None,
+        summary: None,
+        output_excerpt: String::new(),
+        result_error: None,
+    }
+}
