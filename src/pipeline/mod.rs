@@ -277,6 +277,26 @@ impl Pipeline {
             });
         };
         let rules = self.rules.current();
+        // No gate I/O for a task that cannot move anyway.
+        if rules.stage(&task.stage).is_none_or(|s| s.terminal || s.next.is_none()) {
+            return Ok(Outcome::Ignored {
+                reason: format!("stage {} is terminal or unknown", task.stage),
+            });
+        }
+        let gate = self.evaluate_gate(&rules, &task).await?;
+        self.apply_gate(&rules, &task, &gate, trigger).await
+    }
+
+    /// The second half of [`Pipeline::advance`], for callers that already evaluated the gate
+    /// (the reconciler evaluates it once per sweep and must not evaluate it twice).
+    pub async fn apply_gate(
+        &self,
+        rules: &policy::RuleSet,
+        task: &Task,
+        gate: &policy::GateOutcome,
+        trigger: Trigger,
+    ) -> Result<Outcome, PipelineError> {
+        let task_id = task.id;
         let Some(stage) = rules.stage(&task.stage).cloned() else {
             return Ok(Outcome::Ignored {
                 reason: format!("stage {} is not in the rules", task.stage),
@@ -287,12 +307,11 @@ impl Pipeline {
                 reason: format!("stage {} is terminal", task.stage),
             });
         };
-        let gate = self.evaluate_gate(&rules, &task).await?;
         if !gate.green {
-            self.report_red_gate(&rules, &task, &stage, &gate.reason, trigger).await;
+            self.report_red_gate(rules, task, &stage, &gate.reason, trigger).await;
             return Ok(Outcome::Held {
                 task_id,
-                reason: gate.reason,
+                reason: gate.reason.clone(),
             });
         }
         let (from, to) = (task.stage.clone(), next.clone());
@@ -309,10 +328,10 @@ impl Pipeline {
         let mut moved = task.clone();
         moved.stage = next.clone();
         moved.feedback = None;
-        self.enter_stage(&rules, &moved, &next, trigger).await?;
+        self.enter_stage(rules, &moved, &next, trigger).await?;
         Ok(Outcome::Advanced {
             task_id,
-            from: task.stage,
+            from: task.stage.clone(),
             to: next,
         })
     }
