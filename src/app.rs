@@ -1,28 +1,49 @@
 //! Startup and shutdown: builds every component from a [`Config`], binds the listener and
 //! runs until a shutdown signal, stopping background work in reverse order of start.
+//!
+//! [`Components::build`] is shared by `orch serve` and the one-shot commands (`orch
+//! reconcile --once`, `orch explain`), so they all see the same store, rules and clients.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::git::Git;
 use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::policy::RulesHandle;
+use crate::reconciler::Reconciler;
+use crate::service::Background;
 use crate::store::Store;
 
 /// Everything a request handler may touch. Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
+    pub rules: RulesHandle,
+    pub pipeline: Pipeline,
+    pub reconciler: Arc<Reconciler>,
     /// Wakes the inbox processor as soon as a delivery is stored.
-    pub inbox_wakeup: Arc<tokio::sync::Notify>,
-    pub reconcile: Arc<std::sync::Mutex<ReconcileState>>,
+    pub inbox_wakeup: Arc<Notify>,
+    pub reconcile: Arc<Mutex<ReconcileState>>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the reconciler reports about itself between sweeps (counters live in [`Metrics`]).
@@ -38,10 +59,15 @@ impl AppState {
     pub fn reconcile_status(&self) -> serde_json::Value {
         let s = self.reconcile.lock().map(|g| g.clone()).unwrap_or_default();
         let m = &self.metrics;
+        let switches = self
+            .reconciler
+            .overrides()
+            .effective_switches(&self.rules.current());
         serde_json::json!({
             "running": s.running,
-            "enabled": self.config.reconcile.enabled,
-            "plane_enabled": self.config.reconcile.plane_enabled,
+            "enabled": switches.reconcile_enabled,
+            "plane_enabled": switches.reconcile_enabled && switches.plane_enabled,
+            "notify_unblock": switches.notify_unblock,
             "interval_s": self.config.reconcile.interval.as_secs(),
             "last_sweep_at": s.last_sweep_at,
             "sweeps": m.reconcile_sweeps.get(),
@@ -54,7 +80,56 @@ impl AppState {
 
     /// The `rules` block of `GET /queue`.
     pub fn rules_status(&self) -> serde_json::Value {
-        serde_json::Value::Null
+        serde_json::to_value(self.rules.status()).unwrap_or_default()
+    }
+}
+
+/// The service's parts, wired but not running.
+pub struct Components {
+    pub state: AppState,
+}
+
+impl Components {
+    pub fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Components> {
+        let config = Arc::new(config);
+        let store = Store::open(&config.db_path)
+            .with_context(|| format!("opening the database at {}", config.db_path.display()))?;
+        let rules = crate::policy::load_active(&config.rules_dir).map_err(|e| {
+            anyhow::anyhow!(
+                "the rule set in {} is invalid:\n{e}",
+                config.rules_dir.display()
+            )
+        })?;
+        let metrics = Metrics::new();
+        metrics.set_rules_version(rules.current().version());
+        let integrations = crate::integrations::from_config(&config)?;
+        let pipeline = Pipeline {
+            config: Arc::clone(&config),
+            store: store.clone(),
+            rules: rules.clone(),
+            clock: Arc::clone(&clock),
+            metrics: Arc::clone(&metrics),
+            tracker: integrations.tracker,
+            forge: integrations.forge,
+            notifier: integrations.notifier,
+            git: Git::new(config.repos_dir.clone(), config.worker.git_timeout),
+            job_wakeup: Arc::new(Notify::new()),
+        };
+        let reconcile = Arc::new(Mutex::new(ReconcileState::default()));
+        let reconciler = Reconciler::new(pipeline.clone(), Arc::clone(&reconcile));
+        Ok(Components {
+            state: AppState {
+                config,
+                store,
+                clock,
+                metrics,
+                rules,
+                pipeline,
+                reconciler,
+                inbox_wakeup: Arc::new(Notify::new()),
+                reconcile,
+            },
+        })
     }
 }
 
@@ -63,6 +138,9 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
 }
+
+/// How long each background service gets to stop at shutdown.
+const STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Application {
     /// Opens the store and binds the listener (port 0 picks a free port, for tests).
@@ -74,20 +152,15 @@ impl Application {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Application> {
-        let store = Store::open(&config.db_path)
-            .with_context(|| format!("opening the database at {}", config.db_path.display()))?;
-        let listener = TcpListener::bind(config.listen)
+        let listen = config.listen;
+        let components = Components::build(config, clock)?;
+        let listener = TcpListener::bind(listen)
             .await
-            .with_context(|| format!("binding {}", config.listen))?;
-        let state = AppState {
-            config: Arc::new(config),
-            store,
-            clock,
-            metrics: Metrics::new(),
-            inbox_wakeup: Arc::new(tokio::sync::Notify::new()),
-            reconcile: Default::default(),
-        };
-        Ok(Application { listener, state })
+            .with_context(|| format!("binding {listen}"))?;
+        Ok(Application {
+            listener,
+            state: components.state,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -98,18 +171,76 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` completes, then drains in-flight requests.
+    /// Starts the background services, serves until `shutdown` completes, then drains
+    /// in-flight requests and stops the services in reverse order.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let addr = self.local_addr()?;
-        tracing::info!(%addr, db = %self.state.config.db_path.display(), "orch listening");
-        let app = crate::http::router(self.state.clone());
-        axum::serve(self.listener, app)
+        let state = self.state.clone();
+
+        let requeued = state
+            .store
+            .call(|c| crate::store::jobs::requeue_running(c))
+            .await?;
+        if requeued > 0 {
+            tracing::info!(
+                requeued,
+                "jobs left running by the last process were put back in the queue"
+            );
+        }
+        let watcher = match crate::policy::watch(state.rules.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %state.config.rules_dir.display(), "rule hot reload is off");
+                None
+            }
+        };
+
+        let worker = Background::new("worker");
+        let w = crate::worker::Worker {
+            pipeline: state.pipeline.clone(),
+            concurrency: state.config.worker.concurrency,
+            poll: Duration::from_secs(1),
+        };
+        worker.start(move |cancel| w.run(cancel));
+
+        let inbox = Background::new("inbox");
+        let pipeline = state.pipeline.clone();
+        let processor = crate::inbox::Processor {
+            store: state.store.clone(),
+            clock: Arc::clone(&state.clock),
+            metrics: Arc::clone(&state.metrics),
+            wakeup: Arc::clone(&state.inbox_wakeup),
+            handler: Arc::new(move |item| {
+                let pipeline = pipeline.clone();
+                Box::pin(async move {
+                    pipeline
+                        .handle_delivery(&item)
+                        .await
+                        .map(|outcome| tracing::debug!(id = item.id, ?outcome, "delivery applied"))
+                        .map_err(|e| e.to_string())
+                })
+            }),
+            poll: Duration::from_secs(1),
+        };
+        inbox.start(move |cancel| processor.run(cancel));
+
+        // Started last, stopped first: it replays through the other two.
+        state.reconciler.start();
+
+        tracing::info!(%addr, db = %state.config.db_path.display(), rules = %state.rules.current().version(), "orch listening");
+        let app = crate::http::router(state.clone());
+        let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
-            .await
-            .context("HTTP server failed")?;
+            .await;
+
+        state.reconciler.stop(STOP_TIMEOUT).await;
+        inbox.stop(STOP_TIMEOUT).await;
+        worker.stop(STOP_TIMEOUT).await;
+        drop(watcher);
+        served.context("HTTP server failed")?;
         tracing::info!("orch stopped");
         Ok(())
     }

@@ -27,6 +27,53 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP server and the background workers.
     Serve(ServeArgs),
+    /// Check, simulate and diff rule sets.
+    #[command(subcommand)]
+    Rules(crate::policy::cli::RulesCommand),
+    /// Run one reconciler sweep against the configured database and print its decisions.
+    Reconcile(ReconcileArgs),
+    /// Show the current decision for one task: rule, reason, facts and time left in grace.
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReconcileArgs {
+    /// Run exactly one sweep and exit (the only mode; required so the intent is explicit).
+    #[arg(long, required = true)]
+    pub once: bool,
+    /// Decide and print, but change nothing anywhere.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// The work item, e.g. ET-42.
+    pub work_item: String,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CommonArgs {
+    /// Configuration file (default: ./orch.toml when it exists).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Rule-set directory (overrides rules_dir / ORCH_RULES_DIR).
+    #[arg(long, value_name = "DIR")]
+    pub rules: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, clap::Args)]
@@ -43,7 +90,56 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     crate::telemetry::init(cli.log_format);
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Rules(cmd) => crate::policy::cli::run(cmd),
+        Command::Reconcile(args) => reconcile(args),
+        Command::Explain(args) => explain(args),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn components(common: &CommonArgs) -> anyhow::Result<crate::app::Components> {
+    let cfg = load_config(common.config.as_deref(), common.rules.clone())?;
+    crate::app::Components::build(cfg, std::sync::Arc::new(crate::clock::SystemClock))
+}
+
+fn reconcile(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async move {
+        let parts = components(&args.common)?;
+        let report = parts.state.reconciler.sweep(args.dry_run).await;
+        match args.format {
+            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            OutputFormat::Text => print!("{}", crate::report::sweep_table(&report, args.dry_run)),
+        }
+        Ok(if report.errors.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(2)
+        })
+    })
+}
+
+fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async move {
+        let parts = components(&args.common)?;
+        match parts.state.reconciler.explain(&args.work_item).await? {
+            None => {
+                eprintln!("orch: no task for work item {}", args.work_item);
+                Ok(ExitCode::from(1))
+            }
+            Some(x) => {
+                match args.format {
+                    OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&x)?),
+                    OutputFormat::Text => print!("{}", crate::report::explanation(&x)),
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
 }
 
 fn load_config(file: Option<&std::path::Path>, rules: Option<PathBuf>) -> anyhow::Result<Config> {

@@ -2,15 +2,23 @@
 //!
 //! See `ARCHITECTURE.md` for the codemap.
 
+pub mod agent;
 pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod git;
 pub mod http;
 pub mod http_client;
 pub mod inbox;
+pub mod integrations;
 pub mod metrics;
+pub mod pipeline;
+pub mod policy;
+pub mod reconciler;
+pub mod report;
 pub mod secret;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod worker;

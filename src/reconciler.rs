@@ -111,7 +111,9 @@ impl Reconciler {
     /// Starts the sweep loop; a second call while it runs does nothing (returns false).
     pub fn start(self: &Arc<Self>) -> bool {
         let me = Arc::clone(self);
-        let started = self.background.start(move |cancel| async move { me.run(cancel).await });
+        let started = self
+            .background
+            .start(move |cancel| async move { me.run(cancel).await });
         if started {
             self.with_state(|s| s.running = true);
         }
@@ -161,7 +163,10 @@ impl Reconciler {
         }
         let first = *seen == 0;
         *seen = current;
-        self.backoff.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.backoff
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         !first
     }
 
@@ -211,16 +216,29 @@ impl Reconciler {
         if switches.reconcile_enabled {
             self.gate_side(&rules, false, &mut report).await;
         }
-        self.pipeline.metrics.reconcile_errors.inc_by(report.errors.len() as u64);
+        self.pipeline
+            .metrics
+            .reconcile_errors
+            .inc_by(report.errors.len() as u64);
         report
     }
 
     async fn gate_side(&self, rules: &Arc<RuleSet>, dry_run: bool, report: &mut SweepReport) {
-        let terminal: Vec<String> = rules.stages().iter().filter(|s| s.terminal).map(|s| s.name.clone()).collect();
+        let terminal: Vec<String> = rules
+            .stages()
+            .iter()
+            .filter(|s| s.terminal)
+            .map(|s| s.name.clone())
+            .collect();
         let loaded = self
             .pipeline
             .store
-            .call(move |c| Ok((store::tasks::list_open(c, &terminal)?, store::jobs::tasks_with_active_jobs(c)?)))
+            .call(move |c| {
+                Ok((
+                    store::tasks::list_open(c, &terminal)?,
+                    store::jobs::tasks_with_active_jobs(c)?,
+                ))
+            })
             .await;
         let (tasks, active) = match loaded {
             Ok(v) => v,
@@ -253,12 +271,20 @@ impl Reconciler {
                 let _permit = permit.acquire_owned().await;
                 let gate = pipeline.evaluate_gate(&rules, &task).await;
                 let decided = gate.as_ref().ok().map(|g| {
-                    policy::decide_task(&rules, &overrides, &snapshot, Some(g), pipeline.clock.now())
+                    policy::decide_task(
+                        &rules,
+                        &overrides,
+                        &snapshot,
+                        Some(g),
+                        pipeline.clock.now(),
+                    )
                 });
                 let applied = match (&gate, &decided) {
-                    (Ok(g), Some(d)) if matches!(d.outcome, D::Advance { .. }) && !dry_run => {
-                        Some(pipeline.apply_gate(&rules, &task, g, Trigger::Reconciler).await)
-                    }
+                    (Ok(g), Some(d)) if matches!(d.outcome, D::Advance { .. }) && !dry_run => Some(
+                        pipeline
+                            .apply_gate(&rules, &task, g, Trigger::Reconciler)
+                            .await,
+                    ),
                     _ => None,
                 };
                 (task, decision, gate, decided, applied)
@@ -289,12 +315,22 @@ impl Reconciler {
                     }
                 }
                 Ok(_) => {
-                    self.backoff.lock().unwrap_or_else(|p| p.into_inner()).remove(&task.id);
+                    self.backoff
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&task.id);
                 }
             }
             match applied {
                 Some(Ok(Outcome::Advanced { from, to, .. })) => {
-                    let text = rules.render("unblock", &[("work_item", &task.work_item), ("stage", &from), ("to", &to)]);
+                    let text = rules.render(
+                        "unblock",
+                        &[
+                            ("work_item", &task.work_item),
+                            ("stage", &from),
+                            ("to", &to),
+                        ],
+                    );
                     tracing::info!("{text}");
                     self.pipeline.metrics.reconcile_unblocked.inc();
                     self.with_state(|s| s.last_unblocked = Some(task.work_item.clone()));
@@ -331,14 +367,20 @@ impl Reconciler {
         let now = self.pipeline.clock.now();
         let failures = {
             let mut map = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
-            let entry = map.entry(task.id).or_insert(ErrorBackoff { failures: 0, next_at: now });
+            let entry = map.entry(task.id).or_insert(ErrorBackoff {
+                failures: 0,
+                next_at: now,
+            });
             entry.failures = entry.failures.saturating_add(1);
             let exp = entry.failures.min(6);
             entry.next_at = now.plus(self.interval.saturating_mul(2u32.pow(exp)));
             entry.failures
         };
         if failures == GATE_ERROR_CAP {
-            let (id, key) = (task.id, format!("{}:{}", task.stage, task.updated_at.as_millis()));
+            let (id, key) = (
+                task.id,
+                format!("{}:{}", task.stage, task.updated_at.as_millis()),
+            );
             let claimed = self
                 .pipeline
                 .store
@@ -348,10 +390,17 @@ impl Reconciler {
             if claimed {
                 let text = rules.render(
                     "needs_human",
-                    &[("work_item", &task.work_item), ("stage", &task.stage), ("reason", error)],
+                    &[
+                        ("work_item", &task.work_item),
+                        ("stage", &task.stage),
+                        ("reason", error),
+                    ],
                 );
                 let text = if text.is_empty() {
-                    format!("reconciler: {} {}: gate check keeps failing ({error}); needs a human", task.work_item, task.stage)
+                    format!(
+                        "reconciler: {} {}: gate check keeps failing ({error}); needs a human",
+                        task.work_item, task.stage
+                    )
                 } else {
                     text
                 };
@@ -376,7 +425,10 @@ impl Reconciler {
         if report.plane_enabled {
             self.plane_side(&rules, false, &mut report).await;
         }
-        self.pipeline.metrics.reconcile_errors.inc_by(report.errors.len() as u64);
+        self.pipeline
+            .metrics
+            .reconcile_errors
+            .inc_by(report.errors.len() as u64);
         report
     }
 
@@ -384,7 +436,9 @@ impl Reconciler {
         for project in self.pipeline.config.projects.clone() {
             if let Err(e) = self.plane_project(rules, &project, dry_run, report).await {
                 tracing::warn!(project = %project.identifier, error = %e, "reconciler: Plane project pass failed");
-                report.errors.push(format!("project {}: {e}", project.identifier));
+                report
+                    .errors
+                    .push(format!("project {}: {e}", project.identifier));
             }
         }
     }
@@ -414,7 +468,11 @@ impl Reconciler {
             let page = self
                 .pipeline
                 .tracker
-                .list_work_items_page(&project.plane_project_id, cursor.as_deref(), PLANE_PAGE_SIZE)
+                .list_work_items_page(
+                    &project.plane_project_id,
+                    cursor.as_deref(),
+                    PLANE_PAGE_SIZE,
+                )
                 .await?;
             let mut reached_watermark = false;
             for item in page.items {
@@ -423,16 +481,25 @@ impl Reconciler {
                     break;
                 }
                 newest = newest.max(Some(item.updated_at));
-                match self.plane_item(rules, project, &item, dry_run, report).await {
+                match self
+                    .plane_item(rules, project, &item, dry_run, report)
+                    .await
+                {
                     Ok(deferred) => {
                         if deferred {
-                            oldest_deferred = Some(oldest_deferred.map_or(item.updated_at, |o| o.min(item.updated_at)));
+                            oldest_deferred = Some(
+                                oldest_deferred.map_or(item.updated_at, |o| o.min(item.updated_at)),
+                            );
                         }
                     }
                     Err(e) => {
                         tracing::warn!(project = %project.identifier, item = %item.sequence_id, error = %e, "reconciler: Plane item replay failed");
-                        report.errors.push(format!("{}-{}: {e}", project.identifier, item.sequence_id));
-                        oldest_deferred = Some(oldest_deferred.map_or(item.updated_at, |o| o.min(item.updated_at)));
+                        report
+                            .errors
+                            .push(format!("{}-{}: {e}", project.identifier, item.sequence_id));
+                        oldest_deferred = Some(
+                            oldest_deferred.map_or(item.updated_at, |o| o.min(item.updated_at)),
+                        );
                     }
                 }
             }
@@ -451,7 +518,10 @@ impl Reconciler {
             };
             if let Some(mark) = mark.filter(|m| watermark.is_none_or(|w| *m > w)) {
                 let v = mark.as_millis().to_string();
-                self.pipeline.store.call(move |c| store::kv::set(c, &key, &v)).await?;
+                self.pipeline
+                    .store
+                    .call(move |c| store::kv::set(c, &key, &v))
+                    .await?;
             }
         }
         Ok(())
@@ -487,8 +557,12 @@ impl Reconciler {
             updated_at: item.updated_at,
             task: task.as_ref().map(|t| snapshot_of(t, busy)),
         };
-        let decision = policy::decide_plane_item(rules, &self.overrides, &snapshot, self.pipeline.clock.now());
-        let deferred = busy && rules.inbound_plane_action(&item.state_name, item.state_group.as_deref()).is_some();
+        let decision =
+            policy::decide_plane_item(rules, &self.overrides, &snapshot, self.pipeline.clock.now());
+        let deferred = busy
+            && rules
+                .inbound_plane_action(&item.state_name, item.state_group.as_deref())
+                .is_some();
         let mut action = None;
         if let PlaneOutcome::Replay { .. } = decision.outcome
             && !dry_run
@@ -505,7 +579,10 @@ impl Reconciler {
                 state_group: item.state_group.clone(),
                 actor: None,
             };
-            let outcome = self.pipeline.apply_plane_state(&plane_item, Trigger::Reconciler).await?;
+            let outcome = self
+                .pipeline
+                .apply_plane_state(&plane_item, Trigger::Reconciler)
+                .await?;
             tracing::info!(work_item = %work_item, state = %item.state_name, outcome = ?outcome, "reconciler: replayed Plane state (lost webhook)");
             self.pipeline.metrics.reconcile_replays.inc();
             report.replays += 1;
@@ -549,7 +626,8 @@ impl Reconciler {
         if matches!(decision.outcome, D::CheckGate { .. }) {
             match self.pipeline.evaluate_gate(&rules, &task).await {
                 Ok(g) => {
-                    decision = policy::decide_task(&rules, &self.overrides, &snapshot, Some(&g), now);
+                    decision =
+                        policy::decide_task(&rules, &self.overrides, &snapshot, Some(&g), now);
                     gate = Some(serde_json::to_value(&g).unwrap_or_default());
                 }
                 Err(e) => gate = Some(serde_json::json!({ "error": e.to_string() })),

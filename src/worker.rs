@@ -31,7 +31,11 @@ impl Worker {
         loop {
             while let Ok(permit) = permits.clone().try_acquire_owned() {
                 let now = self.pipeline.clock.now();
-                let claimed = self.pipeline.store.call(move |c| store::jobs::claim_next(c, now)).await;
+                let claimed = self
+                    .pipeline
+                    .store
+                    .call(move |c| store::jobs::claim_next(c, now))
+                    .await;
                 match claimed {
                     Ok(Some(job)) => {
                         let pipeline = self.pipeline.clone();
@@ -69,7 +73,11 @@ pub async fn run_job(pipeline: &Pipeline, job: Job) {
 
 async fn execute(pipeline: &Pipeline, job: &Job) -> AgentOutcome {
     let task_id = job.task_id;
-    let task = match pipeline.store.call(move |c| store::tasks::get(c, task_id)).await {
+    let task = match pipeline
+        .store
+        .call(move |c| store::tasks::get(c, task_id))
+        .await
+    {
         Ok(Some(t)) => t,
         Ok(None) => return spawn_failed(format!("task {task_id} does not exist")),
         Err(e) => return spawn_failed(format!("cannot load task {task_id}: {e}")),
@@ -99,8 +107,14 @@ async fn execute(pipeline: &Pipeline, job: &Job) -> AgentOutcome {
         ("ORCH_REPO".to_string(), task.repo.clone()),
         ("ORCH_BRANCH".to_string(), task.branch.clone()),
         ("ORCH_WORKTREE".to_string(), worktree.display().to_string()),
-        ("ORCH_FEEDBACK".to_string(), task.feedback.clone().unwrap_or_default()),
-        ("ORCH_RESULT_FILE".to_string(), result_file.display().to_string()),
+        (
+            "ORCH_FEEDBACK".to_string(),
+            task.feedback.clone().unwrap_or_default(),
+        ),
+        (
+            "ORCH_RESULT_FILE".to_string(),
+            result_file.display().to_string(),
+        ),
     ];
     tracing::info!(job = job.id, work_item = %task.work_item, agent = %job.agent, attempt = job.attempts, "agent started");
     let run = AgentRun {
@@ -114,7 +128,10 @@ async fn execute(pipeline: &Pipeline, job: &Job) -> AgentOutcome {
     let mut outcome = agent::run_agent(&run).await;
     let _ = tokio::fs::remove_file(&result_file).await;
     tracing::info!(job = job.id, work_item = %task.work_item, agent = %job.agent, status = ?outcome.status, verdict = ?outcome.verdict, "agent finished");
-    if matches!(outcome.status, AgentStatus::Succeeded) && outcome.result_error.is_none() && agent_cfg.push {
+    if matches!(outcome.status, AgentStatus::Succeeded)
+        && outcome.result_error.is_none()
+        && agent_cfg.push
+    {
         if let Err(e) = pipeline.git.push(&worktree, &task.branch).await {
             outcome.result_error = Some(format!("push of {} failed: {e}", task.branch));
         }

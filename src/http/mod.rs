@@ -20,6 +20,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/queue", get(status::queue))
         .route("/metrics", get(status::metrics))
+        .route("/explain/{work_item}", get(status::explain))
         .route("/webhooks/plane", post(webhooks::plane))
         .route("/webhooks/gitea", post(webhooks::gitea))
         .layer(DefaultBodyLimit::max(webhooks::MAX_BODY_BYTES))

@@ -96,3 +96,26 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     )
         .into_response()
 }
+
+/// `GET /explain/{work_item}`: the reconciler's current view of one task.
+pub async fn explain(
+    State(state): State<AppState>,
+    axum::extract::Path(work_item): axum::extract::Path<String>,
+) -> Response {
+    match state.reconciler.explain(&work_item).await {
+        Ok(Some(x)) => Json(x).into_response(),
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": format!("no task for work item {work_item}") })),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "explain failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "error": "store unavailable" })),
+            )
+                .into_response()
+        }
+    }
+}

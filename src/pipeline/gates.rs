@@ -46,7 +46,10 @@ impl Pipeline {
     /// Gitea's combined status of the branch head; pending or no status is red.
     async fn ci_green(&self, task: &Task) -> Result<CheckResult, PipelineError> {
         let Some(sha) = self.forge.branch_head(&task.repo, &task.branch).await? else {
-            return Ok(red(format!("branch {} not found in {}", task.branch, task.repo)));
+            return Ok(red(format!(
+                "branch {} not found in {}",
+                task.branch, task.repo
+            )));
         };
         let status = self.forge.combined_status(&task.repo, &sha).await?;
         let short = &sha[..sha.len().min(10)];
@@ -57,12 +60,19 @@ impl Pipeline {
             },
             CiState::Pending => red(format!("CI pending on {short}")),
             CiState::None => red(format!("no CI status on {short}")),
-            other => red(format!("CI {} on {short}", format!("{other:?}").to_lowercase())),
+            other => red(format!(
+                "CI {} on {short}",
+                format!("{other:?}").to_lowercase()
+            )),
         })
     }
 
     /// The latest verdict recorded for the task in its current stage (human verdicts).
-    async fn verdict_is(&self, task: &Task, wanted: &'static str) -> Result<CheckResult, PipelineError> {
+    async fn verdict_is(
+        &self,
+        task: &Task,
+        wanted: &'static str,
+    ) -> Result<CheckResult, PipelineError> {
         let (id, stage) = (task.id, task.stage.clone());
         let latest = self
             .store
@@ -79,10 +89,17 @@ impl Pipeline {
     }
 
     /// The verdict of the latest finished job of the stage's agent.
-    async fn latest_job_verdict_is(&self, task: &Task, wanted: &'static str) -> Result<CheckResult, PipelineError> {
+    async fn latest_job_verdict_is(
+        &self,
+        task: &Task,
+        wanted: &'static str,
+    ) -> Result<CheckResult, PipelineError> {
         let rules = self.rules.current();
         let Some(agent) = rules.stage(&task.stage).and_then(|s| s.agent.clone()) else {
-            return Ok(red(format!("stage {} has no agent to give a verdict", task.stage)));
+            return Ok(red(format!(
+                "stage {} has no agent to give a verdict",
+                task.stage
+            )));
         };
         let id = task.id;
         let agent2 = agent.clone();
@@ -102,5 +119,8 @@ impl Pipeline {
 }
 
 fn red(reason: String) -> CheckResult {
-    CheckResult { green: false, reason }
+    CheckResult {
+        green: false,
+        reason,
+    }
 }

@@ -16,13 +16,20 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
 impl Pipeline {
     /// Records the end of `job` and moves the pipeline on.
-    pub async fn job_finished(&self, job: &Job, outcome: AgentOutcome) -> Result<Outcome, PipelineError> {
+    pub async fn job_finished(
+        &self,
+        job: &Job,
+        outcome: AgentOutcome,
+    ) -> Result<Outcome, PipelineError> {
         let now = self.clock.now();
         let verdict = outcome.verdict.map(|v| v.as_str().to_string());
         let failure = match (&outcome.status, &outcome.result_error) {
             (_, Some(e)) => Some(format!("invalid result file: {e}")),
             (AgentStatus::Succeeded, None) => None,
-            (AgentStatus::Failed { exit_code }, None) => Some(format!("exited with {}", exit_code.map_or("a signal".to_string(), |c| c.to_string()))),
+            (AgentStatus::Failed { exit_code }, None) => Some(format!(
+                "exited with {}",
+                exit_code.map_or("a signal".to_string(), |c| c.to_string())
+            )),
             (AgentStatus::TimedOut, None) => Some("timed out".to_string()),
             (AgentStatus::SpawnFailed { error }, None) => Some(format!("could not start: {error}")),
         };
@@ -43,11 +50,21 @@ impl Pipeline {
             return self.job_failed(job, result, &error).await;
         }
         let r = result.clone();
-        self.store.call(move |c| store::jobs::finish(c, job_id, true, &r, now)).await?;
+        self.store
+            .call(move |c| store::jobs::finish(c, job_id, true, &r, now))
+            .await?;
         let task_id = job.task_id;
-        self.store.call(move |c| store::tasks::touch(c, task_id, now)).await?;
-        let Some(task) = self.store.call(move |c| store::tasks::get(c, task_id)).await? else {
-            return Ok(Outcome::Ignored { reason: format!("task {task_id} is gone") });
+        self.store
+            .call(move |c| store::tasks::touch(c, task_id, now))
+            .await?;
+        let Some(task) = self
+            .store
+            .call(move |c| store::tasks::get(c, task_id))
+            .await?
+        else {
+            return Ok(Outcome::Ignored {
+                reason: format!("task {task_id} is gone"),
+            });
         };
         if task.stage != job.stage {
             // The task moved on while the agent ran (e.g. a human rejected it); the result
@@ -57,18 +74,34 @@ impl Pipeline {
             });
         }
         let rules = self.rules.current();
-        let has_reject_path = rules.stage(&task.stage).is_some_and(|s| s.on_reject.is_some());
+        let has_reject_path = rules
+            .stage(&task.stage)
+            .is_some_and(|s| s.on_reject.is_some());
         match verdict.as_deref() {
             Some("reject") | Some("fail") if has_reject_path => {
-                let feedback = outcome.summary.clone().unwrap_or_else(|| format!("{} rejected the work", job.agent));
-                self.verdict(&task.work_item, PlaneAction::Reject, Some(feedback), VerdictSource::Agent, Trigger::AgentFinished)
-                    .await
+                let feedback = outcome
+                    .summary
+                    .clone()
+                    .unwrap_or_else(|| format!("{} rejected the work", job.agent));
+                self.verdict(
+                    &task.work_item,
+                    PlaneAction::Reject,
+                    Some(feedback),
+                    VerdictSource::Agent,
+                    Trigger::AgentFinished,
+                )
+                .await
             }
             _ => self.advance(task.id, Trigger::AgentFinished).await,
         }
     }
 
-    async fn job_failed(&self, job: &Job, result: JobResult, error: &str) -> Result<Outcome, PipelineError> {
+    async fn job_failed(
+        &self,
+        job: &Job,
+        result: JobResult,
+        error: &str,
+    ) -> Result<Outcome, PipelineError> {
         let rules = self.rules.current();
         let (max_attempts, backoff) = rules
             .agent_policy(&job.agent)
@@ -77,17 +110,32 @@ impl Pipeline {
         let now = self.clock.now();
         let job_id = job.id;
         if job.attempts < i64::from(max_attempts) {
-            let exp = u32::try_from(job.attempts.saturating_sub(1)).unwrap_or(0).min(16);
-            let delay = backoff.saturating_mul(2u32.saturating_pow(exp)).min(MAX_BACKOFF);
+            let exp = u32::try_from(job.attempts.saturating_sub(1))
+                .unwrap_or(0)
+                .min(16);
+            let delay = backoff
+                .saturating_mul(2u32.saturating_pow(exp))
+                .min(MAX_BACKOFF);
             let due = now.plus(delay);
-            self.store.call(move |c| store::jobs::retry_later(c, job_id, &result, due)).await?;
+            self.store
+                .call(move |c| store::jobs::retry_later(c, job_id, &result, due))
+                .await?;
             tracing::warn!(job = job.id, agent = %job.agent, attempt = job.attempts, error, retry_in = ?delay, "job failed; will retry");
-            return Ok(Outcome::Held { task_id: job.task_id, reason: format!("{} {error}; retrying", job.agent) });
+            return Ok(Outcome::Held {
+                task_id: job.task_id,
+                reason: format!("{} {error}; retrying", job.agent),
+            });
         }
-        self.store.call(move |c| store::jobs::finish(c, job_id, false, &result, now)).await?;
+        self.store
+            .call(move |c| store::jobs::finish(c, job_id, false, &result, now))
+            .await?;
         tracing::error!(job = job.id, agent = %job.agent, attempts = job.attempts, error, "job failed; retries exhausted, task blocked");
         let task_id = job.task_id;
-        if let Some(task) = self.store.call(move |c| store::tasks::get(c, task_id)).await? {
+        if let Some(task) = self
+            .store
+            .call(move |c| store::tasks::get(c, task_id))
+            .await?
+        {
             let key = format!("job-{}", job.id);
             let k = key.clone();
             let claimed = self
@@ -95,7 +143,8 @@ impl Pipeline {
                 .call(move |c| store::verdicts::claim_notice(c, task_id, "blocked", &k, now))
                 .await?;
             if claimed {
-                self.set_plane_state(&rules, &task, &OutboundEvent::Blocked).await;
+                self.set_plane_state(&rules, &task, &OutboundEvent::Blocked)
+                    .await;
                 let attempts = job.attempts.to_string();
                 let text = rules.render(
                     "blocked",
@@ -112,6 +161,9 @@ impl Pipeline {
                 self.telegram(&text).await;
             }
         }
-        Ok(Outcome::Held { task_id: job.task_id, reason: format!("{} failed {} times: {error}", job.agent, job.attempts) })
+        Ok(Outcome::Held {
+            task_id: job.task_id,
+            reason: format!("{} failed {} times: {error}", job.agent, job.attempts),
+        })
     }
 }

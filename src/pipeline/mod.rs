@@ -74,15 +74,36 @@ impl VerdictSource {
 /// tell a real change from a no-op.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Started { task_id: i64 },
-    AlreadyStarted { task_id: i64 },
-    Advanced { task_id: i64, from: String, to: String },
-    Rejected { task_id: i64, from: String, to: String },
-    Recorded { task_id: i64 },
-    Held { task_id: i64, reason: String },
+    Started {
+        task_id: i64,
+    },
+    AlreadyStarted {
+        task_id: i64,
+    },
+    Advanced {
+        task_id: i64,
+        from: String,
+        to: String,
+    },
+    Rejected {
+        task_id: i64,
+        from: String,
+        to: String,
+    },
+    Recorded {
+        task_id: i64,
+    },
+    Held {
+        task_id: i64,
+        reason: String,
+    },
     /// Another trigger changed the task first.
-    Raced { task_id: i64 },
-    Ignored { reason: String },
+    Raced {
+        task_id: i64,
+    },
+    Ignored {
+        reason: String,
+    },
 }
 
 /// Everything the handlers need. Cheap to clone.
@@ -147,7 +168,8 @@ impl Pipeline {
         if let Err(e) = self.prepare_worktree(&task).await {
             tracing::warn!(work_item = %task.work_item, error = %e, "worktree not ready yet; the worker will retry");
         }
-        self.enter_stage(&rules, &task, &first.name, trigger).await?;
+        self.enter_stage(&rules, &task, &first.name, trigger)
+            .await?;
         Ok(Outcome::Started { task_id: task.id })
     }
 
@@ -158,13 +180,20 @@ impl Pipeline {
             .projects
             .iter()
             .find(|p| p.repo == task.repo)
-            .ok_or_else(|| anyhow::anyhow!("repository {} is not configured in [[projects]]", task.repo))?;
-        let url = self
-            .config
-            .clone_url(project)
-            .ok_or_else(|| anyhow::anyhow!("no clone_url for {} and no Gitea URL to derive it from", task.repo))?;
+            .ok_or_else(|| {
+                anyhow::anyhow!("repository {} is not configured in [[projects]]", task.repo)
+            })?;
+        let url = self.config.clone_url(project).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no clone_url for {} and no Gitea URL to derive it from",
+                task.repo
+            )
+        })?;
         let repo_path = self.git.ensure_clone(&task.repo, &url).await?;
-        Ok(self.git.add_worktree(&repo_path, &task.branch, None).await?)
+        Ok(self
+            .git
+            .add_worktree(&repo_path, &task.branch, None)
+            .await?)
     }
 
     // -----------------------------------------------------------------------------------
@@ -181,7 +210,11 @@ impl Pipeline {
         trigger: Trigger,
     ) -> Result<Outcome, PipelineError> {
         let wi = work_item.to_string();
-        let Some(task) = self.store.call(move |c| store::tasks::get_by_work_item(c, &wi)).await? else {
+        let Some(task) = self
+            .store
+            .call(move |c| store::tasks::get_by_work_item(c, &wi))
+            .await?
+        else {
             return Ok(Outcome::Ignored {
                 reason: format!("{work_item} has no task"),
             });
@@ -241,13 +274,27 @@ impl Pipeline {
             });
         };
         let feedback = feedback.unwrap_or_else(|| format!("rejected in {}", task.stage));
-        let (id, from, to, fb) = (task.id, task.stage.clone(), target.clone(), feedback.clone());
+        let (id, from, to, fb) = (
+            task.id,
+            task.stage.clone(),
+            target.clone(),
+            feedback.clone(),
+        );
         let version = rules.version().to_string();
         let now = self.clock.now();
         let won = self
             .store
             .call(move |c| {
-                store::tasks::compare_and_set_stage(c, id, &from, &to, Some(&fb), trigger, &version, now)
+                store::tasks::compare_and_set_stage(
+                    c,
+                    id,
+                    &from,
+                    &to,
+                    Some(&fb),
+                    trigger,
+                    &version,
+                    now,
+                )
             })
             .await?;
         if !won {
@@ -271,14 +318,21 @@ impl Pipeline {
     /// Evaluates the task's exit gate: green moves it to the next stage; red is reported once
     /// per stage visit for webhook and agent triggers, and is silent for the reconciler.
     pub async fn advance(&self, task_id: i64, trigger: Trigger) -> Result<Outcome, PipelineError> {
-        let Some(task) = self.store.call(move |c| store::tasks::get(c, task_id)).await? else {
+        let Some(task) = self
+            .store
+            .call(move |c| store::tasks::get(c, task_id))
+            .await?
+        else {
             return Ok(Outcome::Ignored {
                 reason: format!("task {task_id} does not exist"),
             });
         };
         let rules = self.rules.current();
         // No gate I/O for a task that cannot move anyway.
-        if rules.stage(&task.stage).is_none_or(|s| s.terminal || s.next.is_none()) {
+        if rules
+            .stage(&task.stage)
+            .is_none_or(|s| s.terminal || s.next.is_none())
+        {
             return Ok(Outcome::Ignored {
                 reason: format!("stage {} is terminal or unknown", task.stage),
             });
@@ -308,7 +362,8 @@ impl Pipeline {
             });
         };
         if !gate.green {
-            self.report_red_gate(rules, task, &stage, &gate.reason, trigger).await;
+            self.report_red_gate(rules, task, &stage, &gate.reason, trigger)
+                .await;
             return Ok(Outcome::Held {
                 task_id,
                 reason: gate.reason.clone(),
@@ -319,7 +374,11 @@ impl Pipeline {
         let now = self.clock.now();
         let won = self
             .store
-            .call(move |c| store::tasks::compare_and_set_stage(c, task_id, &from, &to, None, trigger, &version, now))
+            .call(move |c| {
+                store::tasks::compare_and_set_stage(
+                    c, task_id, &from, &to, None, trigger, &version, now,
+                )
+            })
             .await?;
         if !won {
             return Ok(Outcome::Raced { task_id });
@@ -350,7 +409,11 @@ impl Pipeline {
             return;
         }
         let (kind, event, template) = if stage.human_gate {
-            ("awaiting_human", Some(OutboundEvent::AwaitingHuman), "awaiting_human")
+            (
+                "awaiting_human",
+                Some(OutboundEvent::AwaitingHuman),
+                "awaiting_human",
+            )
         } else {
             ("gate_failed", None, "gate_failed")
         };
@@ -395,7 +458,10 @@ impl Pipeline {
 
     /// When the task last entered its current stage (ms), from the history.
     async fn stage_visit(&self, task_id: i64) -> Result<i64, store::StoreError> {
-        let history = self.store.call(move |c| store::tasks::history(c, task_id)).await?;
+        let history = self
+            .store
+            .call(move |c| store::tasks::history(c, task_id))
+            .await?;
         Ok(history.last().map(|h| h.at.as_millis()).unwrap_or(0))
     }
 
@@ -446,11 +512,19 @@ impl Pipeline {
     // outbound, never-raise
 
     /// Sets the Plane state the rules name for `event`; failures are logged and counted.
-    pub async fn set_plane_state(&self, rules: &policy::RuleSet, task: &Task, event: &OutboundEvent) {
+    pub async fn set_plane_state(
+        &self,
+        rules: &policy::RuleSet,
+        task: &Task,
+        event: &OutboundEvent,
+    ) {
         let Some(state) = rules.outbound_plane_state(event) else {
             return;
         };
-        let (Some(project), Some(issue)) = (task.plane_project_id.as_deref(), task.plane_issue_id.as_deref()) else {
+        let (Some(project), Some(issue)) = (
+            task.plane_project_id.as_deref(),
+            task.plane_issue_id.as_deref(),
+        ) else {
             return;
         };
         if let Err(e) = self.tracker.set_state_by_name(project, issue, state).await {
@@ -460,11 +534,18 @@ impl Pipeline {
     }
 
     async fn comment(&self, task: &Task, external_id: &str, text: &str) {
-        let (Some(project), Some(issue)) = (task.plane_project_id.as_deref(), task.plane_issue_id.as_deref()) else {
+        let (Some(project), Some(issue)) = (
+            task.plane_project_id.as_deref(),
+            task.plane_issue_id.as_deref(),
+        ) else {
             return;
         };
         let html = format!("<p>{}</p>", html_escape(text));
-        if let Err(e) = self.tracker.add_comment(project, issue, &html, external_id).await {
+        if let Err(e) = self
+            .tracker
+            .add_comment(project, issue, &html, external_id)
+            .await
+        {
             tracing::warn!(work_item = %task.work_item, error = %e, "could not comment in Plane");
             self.count_failed("plane_comment");
         }
@@ -483,11 +564,15 @@ impl Pipeline {
     fn count_failed(&self, kind: &str) {
         self.metrics
             .notifications_failed
-            .get_or_create(&KindLabels { kind: kind.to_string() })
+            .get_or_create(&KindLabels {
+                kind: kind.to_string(),
+            })
             .inc();
     }
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }

@@ -14,7 +14,10 @@ use super::{Outcome, Pipeline, PipelineError, VerdictSource, WorkItem};
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
     #[error("malformed {source_name} payload: {message}")]
-    Malformed { source_name: &'static str, message: String },
+    Malformed {
+        source_name: &'static str,
+        message: String,
+    },
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
 }
@@ -63,7 +66,7 @@ struct PlaneState {
 #[serde(untagged)]
 enum PlaneLabel {
     Expanded { name: String },
-    Id(String),
+    Id(serde::de::IgnoredAny),
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,16 +115,20 @@ impl Pipeline {
             serde_json::from_slice(body).map_err(|e| malformed("Plane", e.to_string()))?;
         let is_v2 = value.get("version").and_then(|v| v.as_str()) == Some("v2");
         let (issue, actor, relevant) = if is_v2 {
-            let p: PlaneV2 = serde_json::from_value(value).map_err(|e| malformed("Plane", e.to_string()))?;
+            let p: PlaneV2 =
+                serde_json::from_value(value).map_err(|e| malformed("Plane", e.to_string()))?;
             let event = p.event.unwrap_or_default();
             let relevant = event.ends_with(".created")
                 || (event.ends_with(".updated") && p.previous_attributes.contains_key("state_id"));
             if !event.starts_with("workitem") && !event.starts_with("issue") {
-                return Ok(ignored(format!("Plane event {event} is not about work items")));
+                return Ok(ignored(format!(
+                    "Plane event {event} is not about work items"
+                )));
             }
             (p.data, None, relevant)
         } else {
-            let p: PlaneV1 = serde_json::from_value(value).map_err(|e| malformed("Plane", e.to_string()))?;
+            let p: PlaneV1 =
+                serde_json::from_value(value).map_err(|e| malformed("Plane", e.to_string()))?;
             if p.event.as_deref() != Some("issue") {
                 return Ok(ignored(format!(
                     "Plane event {} is not about work items",
@@ -146,14 +153,23 @@ impl Pipeline {
             tracing::debug!("Plane event caused by orch itself; ignored");
             return Ok(ignored("caused by orch's own API write".into()));
         }
-        let Some(item) = self.plane_item(issue, actor.and_then(|a| a.display_name)).await? else {
+        let Some(item) = self
+            .plane_item(issue, actor.and_then(|a| a.display_name))
+            .await?
+        else {
             return Ok(ignored("work item of an unconfigured project".into()));
         };
         Ok(self.apply_plane_state(&item, Trigger::Webhook).await?)
     }
 
-    async fn plane_item(&self, issue: PlaneIssue, actor: Option<String>) -> Result<Option<PlaneItem>, DeliveryError> {
-        let project_id = issue.project.ok_or_else(|| malformed("Plane", "data.project is missing"))?;
+    async fn plane_item(
+        &self,
+        issue: PlaneIssue,
+        actor: Option<String>,
+    ) -> Result<Option<PlaneItem>, DeliveryError> {
+        let project_id = issue
+            .project
+            .ok_or_else(|| malformed("Plane", "data.project is missing"))?;
         let Some(project) = self.config.project_by_plane_id(&project_id) else {
             tracing::debug!(project = %project_id, "Plane event for an unconfigured project; ignored");
             return Ok(None);
@@ -162,7 +178,11 @@ impl Pipeline {
             .sequence_id
             .ok_or_else(|| malformed("Plane", "data.sequence_id is missing"))?;
         let (state_name, state_group) = match issue.state {
-            Some(PlaneState { name: Some(name), group, .. }) => (name, group),
+            Some(PlaneState {
+                name: Some(name),
+                group,
+                ..
+            }) => (name, group),
             other => {
                 // v2 (and a non-expanded v1) carries only the state id: ask Plane for its name.
                 let id = other
@@ -205,10 +225,19 @@ impl Pipeline {
 
     /// Applies the pipeline action a Plane state maps to; shared by the webhook and the
     /// reconciler's Plane-side replay.
-    pub async fn apply_plane_state(&self, item: &PlaneItem, trigger: Trigger) -> Result<Outcome, PipelineError> {
+    pub async fn apply_plane_state(
+        &self,
+        item: &PlaneItem,
+        trigger: Trigger,
+    ) -> Result<Outcome, PipelineError> {
         let rules = self.rules.current();
-        let Some(action) = rules.inbound_plane_action(&item.state_name, item.state_group.as_deref()) else {
-            return Ok(ignored(format!("Plane state {:?} maps to no action", item.state_name)));
+        let Some(action) =
+            rules.inbound_plane_action(&item.state_name, item.state_group.as_deref())
+        else {
+            return Ok(ignored(format!(
+                "Plane state {:?} maps to no action",
+                item.state_name
+            )));
         };
         match action {
             PlaneAction::Start => self.start(&item.item, trigger).await,
@@ -217,8 +246,14 @@ impl Pipeline {
                     Some(who) => format!("rejected in Plane by {who}"),
                     None => "rejected in Plane".to_string(),
                 });
-                self.verdict(&item.item.work_item, action, feedback, VerdictSource::Plane, trigger)
-                    .await
+                self.verdict(
+                    &item.item.work_item,
+                    action,
+                    feedback,
+                    VerdictSource::Plane,
+                    trigger,
+                )
+                .await
             }
         }
     }
@@ -227,14 +262,16 @@ impl Pipeline {
     // Gitea
 
     async fn handle_gitea(&self, event: &str, body: &[u8]) -> Result<Outcome, DeliveryError> {
-        let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| malformed("Gitea", e.to_string()))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| malformed("Gitea", e.to_string()))?;
         let repo = v
             .pointer("/repository/full_name")
             .and_then(|r| r.as_str())
             .map(str::to_string);
         match event {
             "push" => {
-                let repo = repo.ok_or_else(|| malformed("Gitea", "repository.full_name is missing"))?;
+                let repo =
+                    repo.ok_or_else(|| malformed("Gitea", "repository.full_name is missing"))?;
                 let git_ref = v.get("ref").and_then(|r| r.as_str()).unwrap_or_default();
                 let Some(branch) = git_ref.strip_prefix("refs/heads/") else {
                     return Ok(ignored(format!("push of {git_ref} is not a branch")));
@@ -243,12 +280,16 @@ impl Pipeline {
                     return Ok(ignored(format!("no task for {repo} {branch}")));
                 };
                 if !self.gate_uses_ci(&task) {
-                    return Ok(ignored(format!("{} is in {}, whose gate does not read CI", task.work_item, task.stage)));
+                    return Ok(ignored(format!(
+                        "{} is in {}, whose gate does not read CI",
+                        task.work_item, task.stage
+                    )));
                 }
                 Ok(self.advance(task.id, Trigger::Webhook).await?)
             }
             "status" => {
-                let repo = repo.ok_or_else(|| malformed("Gitea", "repository.full_name is missing"))?;
+                let repo =
+                    repo.ok_or_else(|| malformed("Gitea", "repository.full_name is missing"))?;
                 let sha = v
                     .get("sha")
                     .and_then(|s| s.as_str())
@@ -261,7 +302,8 @@ impl Pipeline {
                 Ok(last)
             }
             "pull_request_review_approved" | "pull_request_review_rejected" => {
-                let repo = repo.ok_or_else(|| malformed("Gitea", "repository.full_name is missing"))?;
+                let repo =
+                    repo.ok_or_else(|| malformed("Gitea", "repository.full_name is missing"))?;
                 let branch = v
                     .pointer("/pull_request/head/ref")
                     .and_then(|b| b.as_str())
@@ -272,7 +314,10 @@ impl Pipeline {
                 let approved = event.ends_with("approved");
                 let rules = self.rules.current();
                 let Some(action) = rules.gitea_review_action(&task.stage, approved) else {
-                    return Ok(ignored(format!("no rule maps a Gitea review in {}", task.stage)));
+                    return Ok(ignored(format!(
+                        "no rule maps a Gitea review in {}",
+                        task.stage
+                    )));
                 };
                 let feedback = v
                     .pointer("/review/content")
@@ -280,16 +325,29 @@ impl Pipeline {
                     .filter(|c| !c.trim().is_empty())
                     .map(str::to_string);
                 Ok(self
-                    .verdict(&task.work_item, action, feedback, VerdictSource::Gitea, Trigger::Webhook)
+                    .verdict(
+                        &task.work_item,
+                        action,
+                        feedback,
+                        VerdictSource::Gitea,
+                        Trigger::Webhook,
+                    )
                     .await?)
             }
             other => Ok(ignored(format!("Gitea event {other} is not used"))),
         }
     }
 
-    async fn task_by_branch(&self, repo: &str, branch: &str) -> Result<Option<Task>, PipelineError> {
+    async fn task_by_branch(
+        &self,
+        repo: &str,
+        branch: &str,
+    ) -> Result<Option<Task>, PipelineError> {
         let (r, b) = (repo.to_string(), branch.to_string());
-        Ok(self.store.call(move |c| store::tasks::get_by_branch(c, &r, &b)).await?)
+        Ok(self
+            .store
+            .call(move |c| store::tasks::get_by_branch(c, &r, &b))
+            .await?)
     }
 
     fn gate_uses_ci(&self, task: &Task) -> bool {
@@ -331,7 +389,11 @@ impl Pipeline {
         let mut candidates = Vec::new();
         for stage in ci_stages {
             let r = repo.to_string();
-            candidates.extend(self.store.call(move |c| store::tasks::in_stage_of_repo(c, &r, &stage)).await?);
+            candidates.extend(
+                self.store
+                    .call(move |c| store::tasks::in_stage_of_repo(c, &r, &stage))
+                    .await?,
+            );
         }
         match candidates.len() {
             1 => {
@@ -339,11 +401,20 @@ impl Pipeline {
                 Ok(candidates)
             }
             0 => {
-                tracing::info!(repo, sha, "status unresolved: no task waits on CI in this repository");
+                tracing::info!(
+                    repo,
+                    sha,
+                    "status unresolved: no task waits on CI in this repository"
+                );
                 Ok(Vec::new())
             }
             n => {
-                tracing::info!(repo, sha, candidates = n, "status unresolved: several tasks wait on CI; not guessing");
+                tracing::info!(
+                    repo,
+                    sha,
+                    candidates = n,
+                    "status unresolved: several tasks wait on CI; not guessing"
+                );
                 Ok(Vec::new())
             }
         }

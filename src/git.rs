@@ -1,0 +1,255 @@
+//! Git through the git CLI: clones, task worktrees, pushes.
+//!
+//! Every call runs with a timeout (a hung remote must not hang a job) and reports git's
+//! stderr in its error. Layout under `repos_dir`: `owner/name` is a clone of the remote;
+//! `worktrees/<branch with / replaced>` is one task's worktree on its own branch.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("git {args}: could not run git: {source}")]
+    Spawn {
+        args: String,
+        source: std::io::Error,
+    },
+    #[error("git {args}: timed out after {timeout:?}")]
+    Timeout { args: String, timeout: Duration },
+    #[error("git {args}: exit {code:?}: {stderr}")]
+    Failed {
+        args: String,
+        code: Option<i32>,
+        stderr: String,
+    },
+    #[error("invalid repository name {0:?}: expected owner/name")]
+    BadRepo(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Git {
+    repos_dir: PathBuf,
+    timeout: Duration,
+}
+
+/// `feature/<WORK-ITEM>-<slug of the title>`: lowercase ASCII, words joined by `-`, at most
+/// 40 characters of slug, never empty.
+pub fn branch_name(work_item: &str, title: &str) -> String {
+    let mut slug = String::new();
+    for c in title.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+        if slug.len() >= 40 {
+            break;
+        }
+    }
+    let slug = slug.trim_matches('-');
+    let wi: String = work_item
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    if slug.is_empty() {
+        format!("feature/{wi}")
+    } else {
+        format!("feature/{wi}-{slug}")
+    }
+}
+
+impl Git {
+    pub fn new(repos_dir: PathBuf, timeout: Duration) -> Git {
+        Git { repos_dir, timeout }
+    }
+
+    pub fn repos_dir(&self) -> &Path {
+        &self.repos_dir
+    }
+
+    /// Runs git with `args` in `cwd`; returns stdout.
+    pub async fn run(&self, cwd: &Path, args: &[&str]) -> Result<String, GitError> {
+        let shown = args.join(" ");
+        let mut cmd = Command::new("git");
+        cmd.args(args)
+            .current_dir(cwd)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .kill_on_drop(true)
+            .stdin(std::process::Stdio::null());
+        let child = cmd.output();
+        let out = match tokio::time::timeout(self.timeout, child).await {
+            Err(_) => {
+                return Err(GitError::Timeout {
+                    args: shown,
+                    timeout: self.timeout,
+                });
+            }
+            Ok(Err(source)) => {
+                return Err(GitError::Spawn {
+                    args: shown,
+                    source,
+                });
+            }
+            Ok(Ok(out)) => out,
+        };
+        if !out.status.success() {
+            return Err(GitError::Failed {
+                args: shown,
+                code: out.status.code(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// The local clone of `repo` (`owner/name`), cloned on first use and fetched otherwise.
+    pub async fn ensure_clone(&self, repo: &str, clone_url: &str) -> Result<PathBuf, GitError> {
+        let (owner, name) = repo
+            .split_once('/')
+            .filter(|(o, n)| {
+                !o.is_empty() && !n.is_empty() && !n.contains('/') && !o.contains("..")
+            })
+            .ok_or_else(|| GitError::BadRepo(repo.to_string()))?;
+        let path = self.repos_dir.join(owner).join(name);
+        if path.join(".git").exists() {
+            self.run(&path, &["fetch", "--prune", "origin"]).await?;
+            return Ok(path);
+        }
+        let parent = self.repos_dir.join(owner);
+        tokio::fs::create_dir_all(&parent)
+            .await
+            .map_err(|source| GitError::Spawn {
+                args: format!("clone (creating {})", parent.display()),
+                source,
+            })?;
+        self.run(&parent, &["clone", "--quiet", clone_url, name])
+            .await?;
+        Ok(path)
+    }
+
+    /// Where the worktree of `branch` lives.
+    pub fn worktree_path(&self, branch: &str) -> PathBuf {
+        self.repos_dir
+            .join("worktrees")
+            .join(branch.replace('/', "__"))
+    }
+
+    /// Adds (or returns the existing) worktree for `branch`, creating the branch from
+    /// `base` (default: the remote's default branch) if it does not exist yet; an existing
+    /// remote branch of that name is checked out instead.
+    pub async fn add_worktree(
+        &self,
+        repo_path: &Path,
+        branch: &str,
+        base: Option<&str>,
+    ) -> Result<PathBuf, GitError> {
+        let path = self.worktree_path(branch);
+        if path.join(".git").exists() {
+            return Ok(path);
+        }
+        let path_s = path.to_string_lossy().to_string();
+        let local = self
+            .run(
+                repo_path,
+                &[
+                    "rev-parse",
+                    "--verify",
+                    "--quiet",
+                    &format!("refs/heads/{branch}"),
+                ],
+            )
+            .await
+            .is_ok();
+        if local {
+            self.run(repo_path, &["worktree", "add", &path_s, branch])
+                .await?;
+            return Ok(path);
+        }
+        let remote_ref = format!("refs/remotes/origin/{branch}");
+        let start = if self
+            .run(
+                repo_path,
+                &["rev-parse", "--verify", "--quiet", &remote_ref],
+            )
+            .await
+            .is_ok()
+        {
+            format!("origin/{branch}")
+        } else {
+            match base {
+                Some(b) => b.to_string(),
+                None => "origin/HEAD".to_string(),
+            }
+        };
+        // An empty remote has no origin/HEAD: start from an orphan-free HEAD in that case.
+        let start = if self
+            .run(repo_path, &["rev-parse", "--verify", "--quiet", &start])
+            .await
+            .is_ok()
+        {
+            start
+        } else {
+            "HEAD".to_string()
+        };
+        self.run(
+            repo_path,
+            &["worktree", "add", "-b", branch, &path_s, &start],
+        )
+        .await?;
+        Ok(path)
+    }
+
+    pub async fn remove_worktree(&self, repo_path: &Path, branch: &str) -> Result<(), GitError> {
+        let path = self.worktree_path(branch);
+        if !path.exists() {
+            return Ok(());
+        }
+        let path_s = path.to_string_lossy().to_string();
+        self.run(repo_path, &["worktree", "remove", "--force", &path_s])
+            .await?;
+        Ok(())
+    }
+
+    /// Pushes `branch` from a worktree to origin and sets its upstream.
+    pub async fn push(&self, worktree: &Path, branch: &str) -> Result<(), GitError> {
+        self.run(
+            worktree,
+            &[
+                "push",
+                "--quiet",
+                "--set-upstream",
+                "origin",
+                &format!("{branch}:{branch}"),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn head_sha(&self, worktree: &Path) -> Result<String, GitError> {
+        self.run(worktree, &["rev-parse", "HEAD"]).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn branch_names_are_slugged() {
+        assert_eq!(
+            branch_name("ET-42", "Login redirect loop on Safari"),
+            "feature/ET-42-login-redirect-loop-on-safari"
+        );
+        assert_eq!(
+            branch_name("ET-1", "  Ünïcode & -- symbols!! "),
+            "feature/ET-1-n-code-symbols"
+        );
+        assert_eq!(branch_name("ET-2", "???"), "feature/ET-2");
+        let long = branch_name("ET-3", &"word ".repeat(40));
+        assert!(long.len() <= "feature/ET-3-".len() + 40, "{long}");
+        assert!(!long.ends_with('-'));
+    }
+}

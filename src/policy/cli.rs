@@ -1,0 +1,162 @@
+//! `orch rules check | simulate | diff`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use super::scenario;
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Parse, validate and compile a rule set; print every error as file:line:col: message.
+    Check {
+        /// The rule-set directory.
+        #[arg(default_value = "rules")]
+        dir: PathBuf,
+    },
+    /// Print the decision table of a rule set for a scenario file.
+    Simulate {
+        #[arg(default_value = "rules")]
+        dir: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        scenarios: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Print only the decisions that change between two rule sets; exit 1 when any does.
+    Diff {
+        old: PathBuf,
+        new: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        scenarios: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+fn load(dir: &std::path::Path) -> Result<super::RuleSet, ExitCode> {
+    super::load_dir(dir).map_err(|errors| {
+        eprintln!("{errors}");
+        eprintln!("{} error(s) in {}", errors.0.len(), dir.display());
+        ExitCode::FAILURE
+    })
+}
+
+pub fn run(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        RulesCommand::Check { dir } => Ok(match load(&dir) {
+            Ok(set) => {
+                println!(
+                    "{}: ok, version {}, {} stages ({})",
+                    dir.display(),
+                    set.version(),
+                    set.stages().len(),
+                    set.stages()
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" -> ")
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        }),
+        RulesCommand::Simulate {
+            dir,
+            scenarios,
+            format,
+        } => {
+            let set = match load(&dir) {
+                Ok(s) => s,
+                Err(code) => return Ok(code),
+            };
+            let file = scenario::read(&scenarios)?;
+            let rows = scenario::simulate(&set, &file).map_err(anyhow::Error::msg)?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                Format::Text => {
+                    println!("rule set {} (version {})", dir.display(), set.version());
+                    let cells: Vec<Vec<String>> = rows
+                        .iter()
+                        .map(|r| {
+                            vec![
+                                r.scenario.clone(),
+                                r.subject.clone(),
+                                r.decision.clone(),
+                                r.rule.clone(),
+                                r.reason.clone(),
+                            ]
+                        })
+                        .collect();
+                    print!(
+                        "{}",
+                        crate::report::table(
+                            &["SCENARIO", "SUBJECT", "DECISION", "RULE", "REASON"],
+                            &cells
+                        )
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RulesCommand::Diff {
+            old,
+            new,
+            scenarios,
+            format,
+        } => {
+            let (a, b) = match (load(&old), load(&new)) {
+                (Ok(a), Ok(b)) => (a, b),
+                (Err(code), _) | (_, Err(code)) => return Ok(code),
+            };
+            let file = scenario::read(&scenarios)?;
+            let rows_a = scenario::simulate(&a, &file).map_err(anyhow::Error::msg)?;
+            let rows_b = scenario::simulate(&b, &file).map_err(anyhow::Error::msg)?;
+            let changes = scenario::diff(&rows_a, &rows_b);
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&changes)?),
+                Format::Text => {
+                    if changes.is_empty() {
+                        println!("no decision changes ({} -> {})", a.version(), b.version());
+                    } else {
+                        let cells: Vec<Vec<String>> = changes
+                            .iter()
+                            .map(|c| {
+                                vec![
+                                    c.scenario.clone(),
+                                    c.subject.clone(),
+                                    c.old.clone().unwrap_or_else(|| "-".into()),
+                                    c.new.clone().unwrap_or_else(|| "-".into()),
+                                    c.new_rule
+                                        .clone()
+                                        .or(c.old_rule.clone())
+                                        .unwrap_or_default(),
+                                ]
+                            })
+                            .collect();
+                        print!(
+                            "{}",
+                            crate::report::table(
+                                &["SCENARIO", "SUBJECT", "OLD", "NEW", "RULE"],
+                                &cells
+                            )
+                        );
+                        println!("{} decision(s) change", changes.len());
+                    }
+                }
+            }
+            Ok(if changes.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! Policy is data: the rule set under `rules/` and a pure evaluator over it.
+//!
+//! Nothing in here does I/O or reads a clock (the watcher in [`watch`] is the one exception,
+//! and it only swaps rule sets). Given a rule set, a task snapshot, the facts and `now`, the
+//! evaluator returns a [`Decision`] naming the rule that decided and why — data that the
+//! snapshot tests pin, so a policy change is reviewed as a diff of decisions.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+
+pub mod cli;
+mod eval;
+mod ruleset;
+mod sandbox;
+pub mod scenario;
+mod schema;
+mod watch;
+
+pub use eval::{decide_plane_item, decide_task, grace_for};
+pub use ruleset::{AgentPolicy, EMBEDDED, RuleSet, Stage, Switches, load_sources, read_dir};
+pub use watch::{RulesHandle, RulesStatus, RulesWatcher, watch};
+
+/// The gate checks the pipeline implements; rules may use only these names.
+pub const KNOWN_CHECKS: &[&str] = &[
+    "ci_green",
+    "analysis_approved",
+    "review_approved",
+    "tests_passed",
+];
+
+/// One problem in a rule set, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for RuleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.col,
+            self.message
+        )
+    }
+}
+
+/// Every problem found in a rule set, one `file:line:col: message` per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleErrors(pub Vec<RuleError>);
+
+impl std::fmt::Display for RuleErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RuleErrors {}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("stage {0:?} is not in the rule set")]
+    UnknownStage(String),
+    #[error("rule {rule}: {message}")]
+    Script { rule: String, message: String },
+    #[error("cannot watch {path}: {message}")]
+    Watch { path: PathBuf, message: String },
+}
+
+/// Loads and validates the rule set in `dir`.
+pub fn load_dir(dir: &Path) -> Result<RuleSet, RuleErrors> {
+    load_sources(read_dir(dir)?)
+}
+
+/// The default rule set compiled into the binary.
+pub fn load_embedded() -> Result<RuleSet, RuleErrors> {
+    load_sources(
+        EMBEDDED
+            .iter()
+            .map(|(name, text)| (PathBuf::from("<embedded>").join(name), text.to_string()))
+            .collect(),
+    )
+}
+
+/// The rule set `orch serve` starts with: `dir` when it exists, the embedded defaults
+/// otherwise (so the service runs from any directory with nothing configured).
+pub fn load_active(dir: &Path) -> Result<RulesHandle, RuleErrors> {
+    if dir.exists() {
+        Ok(RulesHandle::new(load_dir(dir)?, dir.to_path_buf()))
+    } else {
+        tracing::info!(dir = %dir.display(), "rules directory not found; using the embedded default rules");
+        Ok(RulesHandle::new(load_embedded()?, dir.to_path_buf()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlaneAction {
+    Start,
+    Approve,
+    Reject,
+}
+
+impl PlaneAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlaneAction::Start => "start",
+            PlaneAction::Approve => "approve",
+            PlaneAction::Reject => "reject",
+        }
+    }
+}
+
+/// Pipeline events that set a Plane state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutboundEvent {
+    Entered { stage: String },
+    AwaitingHuman,
+    NeedsInput,
+    Blocked,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckResult {
+    pub green: bool,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GateOutcome {
+    pub green: bool,
+    pub reason: String,
+}
+
+/// The operator's environment overrides (`ORCH_RECONCILE_*`); they win over the rules.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub reconcile_enabled: Option<bool>,
+    pub plane_enabled: Option<bool>,
+    pub notify_unblock: Option<bool>,
+    pub grace_default: Option<Duration>,
+    pub grace_by_stage: BTreeMap<String, Duration>,
+}
+
+impl Overrides {
+    /// An environment `false` kill switch wins; an environment `true` cannot re-enable what
+    /// the rules switched off (the rules' switches are the hot-reloadable pause).
+    pub fn effective_switches(&self, rules: &RuleSet) -> Switches {
+        let r = rules.switches();
+        Switches {
+            reconcile_enabled: r.reconcile_enabled && self.reconcile_enabled.unwrap_or(true),
+            plane_enabled: r.plane_enabled && self.plane_enabled.unwrap_or(true),
+            notify_unblock: self.notify_unblock.unwrap_or(r.notify_unblock),
+        }
+    }
+}
+
+/// What the evaluator knows about a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSnapshot {
+    pub work_item: String,
+    pub stage: String,
+    #[serde(default)]
+    pub labels: Vec<String>,
+    pub updated_at: Timestamp,
+    #[serde(default)]
+    pub has_active_job: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    Terminal,
+    HumanGate,
+    Busy,
+    Disabled,
+    UnknownStage,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    Skip { why: SkipReason },
+    Wait { remaining_s: u64 },
+    CheckGate { checks: Vec<String> },
+    Advance { from: String, to: String },
+    Hold { reason: String },
+    Error { message: String },
+}
+
+/// The evaluator's verdict on one task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    pub rules_version: String,
+    /// The rule that decided, e.g. `stage.analysis.human_gate` or `grace.stages.review`.
+    pub rule: String,
+    pub reason: String,
+    pub outcome: Outcome,
+    pub grace_left_s: Option<u64>,
+}
+
+/// What the evaluator knows about a Plane work item (F-2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlaneItemSnapshot {
+    pub work_item: String,
+    pub state_name: String,
+    pub state_group: Option<String>,
+    pub updated_at: Timestamp,
+    pub task: Option<TaskSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PlaneOutcome {
+    InSync,
+    Replay { action: PlaneAction },
+    Ignore { why: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlaneDecision {
+    pub rules_version: String,
+    pub rule: String,
+    pub reason: String,
+    pub outcome: PlaneOutcome,
+}
+
+impl RuleSet {
+    /// The content hash recorded with every decision and task-history row.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    pub fn stages(&self) -> &[Stage] {
+        &self.stages
+    }
+
+    pub fn stage(&self, name: &str) -> Option<&Stage> {
+        self.stages.iter().find(|s| s.name == name)
+    }
+
+    /// Where a new task starts: the first stage. Validation guarantees there is one.
+    pub fn initial_stage(&self) -> &Stage {
+        &self.stages[0]
+    }
+
+    pub fn switches(&self) -> Switches {
+        self.switches
+    }
+
+    pub fn agent_policy(&self, agent: &str) -> Option<&AgentPolicy> {
+        self.agents.get(agent)
+    }
+
+    /// The action a Plane state means: by name (case-insensitive), else by state group.
+    pub fn inbound_plane_action(
+        &self,
+        state_name: &str,
+        state_group: Option<&str>,
+    ) -> Option<PlaneAction> {
+        self.inbound_states
+            .get(&state_name.to_lowercase())
+            .or_else(|| state_group.and_then(|g| self.inbound_groups.get(&g.to_lowercase())))
+            .copied()
+    }
+
+    /// A Gitea pull-request review in `stage` as a verdict, when the stage takes them.
+    pub fn gitea_review_action(&self, stage: &str, approved: bool) -> Option<PlaneAction> {
+        let s = self.stage(stage)?;
+        if !s.gitea_reviews {
+            return None;
+        }
+        if approved {
+            Some(PlaneAction::Approve)
+        } else {
+            s.on_reject.as_ref().map(|_| PlaneAction::Reject)
+        }
+    }
+
+    pub fn outbound_plane_state(&self, event: &OutboundEvent) -> Option<&str> {
+        match event {
+            OutboundEvent::Entered { stage } => self.out_entered.get(stage).map(String::as_str),
+            OutboundEvent::AwaitingHuman => self.out_awaiting_human.as_deref(),
+            OutboundEvent::NeedsInput => self.out_needs_input.as_deref(),
+            OutboundEvent::Blocked => self.out_blocked.as_deref(),
+        }
+    }
+
+    /// Renders a template; `{name}` placeholders are replaced, unknown ones left as written.
+    /// An undefined template renders as the empty string (the caller skips sending it).
+    pub fn render(&self, template: &str, vars: &[(&str, &str)]) -> String {
+        let Some(t) = self.templates.get(template) else {
+            return String::new();
+        };
+        let mut out = t.clone();
+        for (k, v) in vars {
+            out = out.replace(&format!("{{{k}}}"), v);
+        }
+        out
+    }
+
+    /// The named checks the stage's exit gate needs (empty: no gate).
+    pub fn gate_checks(&self, stage: &str) -> Vec<String> {
+        match self.gates.get(stage) {
+            Some(ruleset::Gate::Check(c)) => vec![c.clone()],
+            Some(ruleset::Gate::Expr { checks, .. }) => checks.clone(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Combines check results into the gate's outcome.
+    pub fn gate_outcome(
+        &self,
+        stage: &str,
+        results: &BTreeMap<String, CheckResult>,
+    ) -> Result<GateOutcome, PolicyError> {
+        eval::gate_outcome(self, stage, results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_rules_are_the_shipped_rules_and_valid() {
+        let embedded = load_embedded().unwrap();
+        let dir = load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")).unwrap();
+        assert_eq!(embedded.version(), dir.version());
+        let names: Vec<_> = embedded.stages().iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["analysis", "development", "review", "testing", "done"]
+        );
+    }
+}

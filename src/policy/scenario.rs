@@ -1,0 +1,307 @@
+//! Scenario files: named situations run through the evaluator to produce a decision table.
+//!
+//! A scenario may name `stage = "*"`, which expands to every stage of the rule set under
+//! test, so one scenario file covers rule sets with different pipelines. The tables are what
+//! `orch rules simulate` prints, what `orch rules diff` compares, and what the snapshot tests
+//! pin.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    GateOutcome, Outcome, Overrides, PlaneItemSnapshot, PlaneOutcome, RuleSet, TaskSnapshot,
+};
+use super::{decide_plane_item, decide_task};
+use crate::clock::Timestamp;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    /// The evaluation time; fixed so tables are reproducible.
+    #[serde(default = "default_now")]
+    pub now: String,
+    #[serde(default)]
+    pub overrides: RawOverrides,
+    #[serde(default)]
+    pub task: Vec<TaskScenario>,
+    #[serde(default)]
+    pub plane: Vec<PlaneScenario>,
+}
+
+fn default_now() -> String {
+    "2026-01-01T12:00:00Z".into()
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawOverrides {
+    pub reconcile_enabled: Option<bool>,
+    pub plane_enabled: Option<bool>,
+    pub grace_default: Option<String>,
+    #[serde(default)]
+    pub grace_stages: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskScenario {
+    pub name: String,
+    /// A stage name, or `*` for every stage of the rule set.
+    pub stage: String,
+    /// How long the task has been quiet, e.g. `30s`, `2h`.
+    pub age: String,
+    #[serde(default)]
+    pub busy: bool,
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// `green` or `red`: the gate's result, when the scenario is past the check.
+    pub gate: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaneScenario {
+    pub name: String,
+    pub state: String,
+    pub group: Option<String>,
+    /// The task's stage (`*` for every stage); absent: no task exists.
+    pub task_stage: Option<String>,
+    #[serde(default)]
+    pub task_busy: bool,
+    /// Was the Plane item changed after the task's last update?
+    #[serde(default = "yes")]
+    pub changed_after_task: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One line of a decision table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Row {
+    pub scenario: String,
+    /// The stage (task scenarios) or the Plane state and task stage (Plane scenarios).
+    pub subject: String,
+    pub decision: String,
+    pub rule: String,
+    pub reason: String,
+}
+
+impl Row {
+    fn key(&self) -> (String, String) {
+        (self.scenario.clone(), self.subject.clone())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+}
+
+pub fn read(path: &Path) -> Result<ScenarioFile, ScenarioError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        let (line, col) = e
+            .span()
+            .map(|s| crate::config::line_col(&text, s.start))
+            .unwrap_or((0, 0));
+        ScenarioError::Parse {
+            path: format!("{}:{line}:{col}", path.display()),
+            message: e.message().trim().to_string(),
+        }
+    })
+}
+
+fn dur(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|e| e.to_string());
+    }
+    humantime::parse_duration(t).map_err(|e| format!("{s:?}: {e}"))
+}
+
+fn describe(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Skip { why } => format!(
+            "skip ({})",
+            serde_json::to_value(why)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        ),
+        Outcome::Wait { remaining_s } => format!("wait {remaining_s}s"),
+        Outcome::CheckGate { checks } => format!("check gate [{}]", checks.join(", ")),
+        Outcome::Advance { from, to } => format!("advance {from} -> {to}"),
+        Outcome::Hold { .. } => "hold".into(),
+        Outcome::Error { message } => format!("error: {message}"),
+    }
+}
+
+fn describe_plane(outcome: &PlaneOutcome) -> String {
+    match outcome {
+        PlaneOutcome::InSync => "in sync".into(),
+        PlaneOutcome::Replay { action } => format!("replay {}", action.as_str()),
+        PlaneOutcome::Ignore { why } => format!("ignore ({why})"),
+    }
+}
+
+fn stages_for<'a>(rules: &'a RuleSet, spec: &'a str) -> Vec<String> {
+    if spec == "*" {
+        rules.stages().iter().map(|s| s.name.clone()).collect()
+    } else {
+        vec![spec.to_string()]
+    }
+}
+
+/// Runs every scenario against `rules`.
+pub fn simulate(rules: &RuleSet, file: &ScenarioFile) -> Result<Vec<Row>, String> {
+    let now =
+        Timestamp::parse_rfc3339(&file.now).map_err(|e| format!("now = {:?}: {e}", file.now))?;
+    let ov = Overrides {
+        reconcile_enabled: file.overrides.reconcile_enabled,
+        plane_enabled: file.overrides.plane_enabled,
+        notify_unblock: None,
+        grace_default: file
+            .overrides
+            .grace_default
+            .as_deref()
+            .map(dur)
+            .transpose()?,
+        grace_by_stage: file
+            .overrides
+            .grace_stages
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), dur(v)?)))
+            .collect::<Result<_, String>>()?,
+    };
+    let mut rows = Vec::new();
+    for sc in &file.task {
+        let age = dur(&sc.age).map_err(|e| format!("scenario {:?}: age {e}", sc.name))?;
+        let gate = match sc.gate.as_deref() {
+            None => None,
+            Some("green") => Some(GateOutcome {
+                green: true,
+                reason: "green in scenario".into(),
+            }),
+            Some("red") => Some(GateOutcome {
+                green: false,
+                reason: "red in scenario".into(),
+            }),
+            Some(other) => {
+                return Err(format!(
+                    "scenario {:?}: gate must be green or red, not {other:?}",
+                    sc.name
+                ));
+            }
+        };
+        for stage in stages_for(rules, &sc.stage) {
+            let task = TaskSnapshot {
+                work_item: "SIM-1".into(),
+                stage: stage.clone(),
+                labels: sc.labels.clone(),
+                updated_at: now.minus(age),
+                has_active_job: sc.busy,
+            };
+            let mut d = decide_task(rules, &ov, &task, None, now);
+            if let (Outcome::CheckGate { .. }, Some(g)) = (&d.outcome, &gate) {
+                d = decide_task(rules, &ov, &task, Some(g), now);
+            }
+            rows.push(Row {
+                scenario: sc.name.clone(),
+                subject: stage,
+                decision: describe(&d.outcome),
+                rule: d.rule,
+                reason: d.reason,
+            });
+        }
+    }
+    for sc in &file.plane {
+        let stages = match &sc.task_stage {
+            None => vec![None],
+            Some(spec) => stages_for(rules, spec).into_iter().map(Some).collect(),
+        };
+        for stage in stages {
+            let task_updated = now.minus(Duration::from_secs(600));
+            let item_updated = if sc.changed_after_task {
+                now.minus(Duration::from_secs(60))
+            } else {
+                now.minus(Duration::from_secs(3600))
+            };
+            let item = PlaneItemSnapshot {
+                work_item: "SIM-1".into(),
+                state_name: sc.state.clone(),
+                state_group: sc.group.clone(),
+                updated_at: item_updated,
+                task: stage.as_ref().map(|s| TaskSnapshot {
+                    work_item: "SIM-1".into(),
+                    stage: s.clone(),
+                    labels: Vec::new(),
+                    updated_at: task_updated,
+                    has_active_job: sc.task_busy,
+                }),
+            };
+            let d = decide_plane_item(rules, &ov, &item, now);
+            rows.push(Row {
+                scenario: sc.name.clone(),
+                subject: format!("{} / {}", sc.state, stage.as_deref().unwrap_or("no task")),
+                decision: describe_plane(&d.outcome),
+                rule: d.rule,
+                reason: d.reason,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// A decision that differs between two rule sets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub scenario: String,
+    pub subject: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+    pub old_rule: Option<String>,
+    pub new_rule: Option<String>,
+}
+
+/// Only the rows whose decision (or deciding rule) differs.
+pub fn diff(old: &[Row], new: &[Row]) -> Vec<Change> {
+    let old_map: BTreeMap<_, _> = old.iter().map(|r| (r.key(), r)).collect();
+    let new_map: BTreeMap<_, _> = new.iter().map(|r| (r.key(), r)).collect();
+    let mut keys: Vec<_> = old_map.keys().chain(new_map.keys()).cloned().collect();
+    keys.sort();
+    keys.dedup();
+    let mut out = Vec::new();
+    for k in keys {
+        let (o, n) = (old_map.get(&k), new_map.get(&k));
+        let same =
+            matches!((o, n), (Some(a), Some(b)) if a.decision == b.decision && a.rule == b.rule);
+        if !same {
+            out.push(Change {
+                scenario: k.0.clone(),
+                subject: k.1.clone(),
+                old: o.map(|r| r.decision.clone()),
+                new: n.map(|r| r.decision.clone()),
+                old_rule: o.map(|r| r.rule.clone()),
+                new_rule: n.map(|r| r.rule.clone()),
+            });
+        }
+    }
+    out
+}

@@ -1,0 +1,132 @@
+//! Plain-text renderings of reports for the command line: aligned tables a person can scan.
+
+use std::fmt::Write;
+
+use crate::reconciler::{Explanation, SweepReport};
+
+/// Left-aligned columns separated by two spaces.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                let _ = write!(l, "{:<w$}  ", c, w = widths[i]);
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+fn outcome_kind(v: &impl serde::Serialize) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string))
+        .unwrap_or_default()
+}
+
+pub fn sweep_table(r: &SweepReport, dry_run: bool) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "sweep{}: gate side {}, Plane side {}",
+        if dry_run {
+            " (dry run: nothing changed)"
+        } else {
+            ""
+        },
+        if r.gate_enabled { "on" } else { "off" },
+        if r.plane_enabled { "on" } else { "off" },
+    );
+    let rows: Vec<Vec<String>> = r
+        .tasks
+        .iter()
+        .map(|t| {
+            vec![
+                t.work_item.clone(),
+                t.stage.clone(),
+                outcome_kind(&t.decision.outcome),
+                t.decision.rule.clone(),
+                t.action.clone().unwrap_or_else(|| "-".into()),
+                t.decision.reason.clone(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["WORK ITEM", "STAGE", "DECISION", "RULE", "ACTION", "REASON"],
+        &rows,
+    ));
+    if !r.plane.is_empty() {
+        let rows: Vec<Vec<String>> = r
+            .plane
+            .iter()
+            .map(|p| {
+                vec![
+                    p.work_item.clone(),
+                    p.state.clone(),
+                    outcome_kind(&p.decision.outcome),
+                    p.action.clone().unwrap_or_else(|| "-".into()),
+                    p.decision.reason.clone(),
+                ]
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&table(
+            &["WORK ITEM", "PLANE STATE", "DECISION", "ACTION", "REASON"],
+            &rows,
+        ));
+    }
+    for line in &r.unblocked {
+        let _ = writeln!(out, "{line}");
+    }
+    for e in &r.errors {
+        let _ = writeln!(out, "error: {e}");
+    }
+    out
+}
+
+pub fn explanation(x: &Explanation) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "work item   {}", x.work_item);
+    let _ = writeln!(out, "stage       {}", x.stage);
+    let _ = writeln!(
+        out,
+        "decision    {} ({})",
+        outcome_kind(&x.decision.outcome),
+        x.decision.rule
+    );
+    let _ = writeln!(out, "reason      {}", x.decision.reason);
+    let _ = writeln!(out, "rules       {}", x.decision.rules_version);
+    let _ = writeln!(out, "active job  {}", x.facts.has_active_job);
+    let _ = writeln!(
+        out,
+        "quiet for   {}s (since {})",
+        x.facts.age_s, x.facts.updated_at
+    );
+    if let Some(left) = x.grace_left_s {
+        let _ = writeln!(out, "grace left  {left}s");
+    }
+    if !x.facts.labels.is_empty() {
+        let _ = writeln!(out, "labels      {}", x.facts.labels.join(", "));
+    }
+    if let Some(g) = &x.facts.gate {
+        let _ = writeln!(out, "gate        {g}");
+    }
+    out
+}
