@@ -102,7 +102,9 @@ async fn fifty_concurrent_creates_make_one_task() {
         handles.push(tokio::spawn(async move {
             barrier.wait().await;
             store
-                .call(|c| tasks::create_atomic(c, &new_task("ET-42"), "v1", Trigger::Webhook, T0))
+                .call(|c| {
+                    tasks::create_atomic(c, &new_task("ET-42"), None, "v1", Trigger::Webhook, T0)
+                })
                 .await
                 .unwrap()
         }));
@@ -131,7 +133,7 @@ fn stale_compare_and_set_loses_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("orch.db")).unwrap();
     let (task, _) = store
-        .call_sync(|c| tasks::create_atomic(c, &new_task("ET-7"), "v1", Trigger::Webhook, T0))
+        .call_sync(|c| tasks::create_atomic(c, &new_task("ET-7"), None, "v1", Trigger::Webhook, T0))
         .unwrap();
     let later = T0.plus(std::time::Duration::from_secs(5));
     let won = store
@@ -182,10 +184,10 @@ fn enqueue_never_makes_a_second_active_job_and_claim_is_fifo() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("orch.db")).unwrap();
     let (a, _) = store
-        .call_sync(|c| tasks::create_atomic(c, &new_task("ET-1"), "v1", Trigger::Webhook, T0))
+        .call_sync(|c| tasks::create_atomic(c, &new_task("ET-1"), None, "v1", Trigger::Webhook, T0))
         .unwrap();
     let (b, _) = store
-        .call_sync(|c| tasks::create_atomic(c, &new_task("ET-2"), "v1", Trigger::Webhook, T0))
+        .call_sync(|c| tasks::create_atomic(c, &new_task("ET-2"), None, "v1", Trigger::Webhook, T0))
         .unwrap();
     let (j1, created1) = store
         .call_sync(|c| jobs::enqueue(c, a.id, "analyst", "analysis", T0))
@@ -241,7 +243,7 @@ fn running_jobs_are_requeued_at_startup_and_backoff_is_respected() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("orch.db")).unwrap();
     let (a, _) = store
-        .call_sync(|c| tasks::create_atomic(c, &new_task("ET-1"), "v1", Trigger::Webhook, T0))
+        .call_sync(|c| tasks::create_atomic(c, &new_task("ET-1"), None, "v1", Trigger::Webhook, T0))
         .unwrap();
     let (j, _) = store
         .call_sync(|c| jobs::enqueue(c, a.id, "developer", "development", T0))
@@ -331,7 +333,7 @@ fn notices_are_claimed_once() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("orch.db")).unwrap();
     let (a, _) = store
-        .call_sync(|c| tasks::create_atomic(c, &new_task("ET-1"), "v1", Trigger::Webhook, T0))
+        .call_sync(|c| tasks::create_atomic(c, &new_task("ET-1"), None, "v1", Trigger::Webhook, T0))
         .unwrap();
     let first = store
         .call_sync(|c| {

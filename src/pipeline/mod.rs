@@ -154,9 +154,12 @@ impl Pipeline {
         };
         let version = rules.version().to_string();
         let now = self.clock.now();
+        let first_agent = first.agent.clone();
         let (task, created) = self
             .store
-            .call(move |c| store::tasks::create_atomic(c, &new, &version, trigger, now))
+            .call(move |c| {
+                store::tasks::create_atomic(c, &new, first_agent.as_deref(), &version, trigger, now)
+            })
             .await?;
         if !created {
             tracing::debug!(work_item = %task.work_item, "start: task exists, nothing to do");
@@ -465,7 +468,7 @@ impl Pipeline {
         Ok(history.last().map(|h| h.at.as_millis()).unwrap_or(0))
     }
 
-    /// Side effects of entering `stage`: queue its agent, set the Plane state, notify.
+    /// Side effects of entering `stage`: queue its agent, then announce it.
     async fn enter_stage(
         &self,
         rules: &policy::RuleSet,
@@ -485,6 +488,18 @@ impl Pipeline {
                 self.job_wakeup.notify_one();
             }
         }
+        self.announce_stage(rules, task, stage, trigger).await;
+        Ok(())
+    }
+
+    /// Best-effort: the Plane state the rules name for entering `stage`, and a notification.
+    async fn announce_stage(
+        &self,
+        rules: &policy::RuleSet,
+        task: &Task,
+        stage: &str,
+        trigger: Trigger,
+    ) {
         self.set_plane_state(
             rules,
             task,
@@ -505,7 +520,6 @@ impl Pipeline {
         if !text.is_empty() {
             self.telegram(&text).await;
         }
-        Ok(())
     }
 
     // -----------------------------------------------------------------------------------

@@ -98,15 +98,17 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Task> {
     })
 }
 
-/// Returns the task of `new.work_item`, creating it (and its first history row) if it does
-/// not exist. The boolean is true when this call created it.
+/// Returns the task of `new.work_item`, creating it (with its first history row and, when
+/// `first_agent` is given, its first job) if it does not exist. The boolean is true when this
+/// call created it.
 ///
-/// Atomic against any concurrency, in this process or another: the insert and the history
-/// row share one IMMEDIATE transaction, and the unique work item makes a racing insert a
-/// no-op that then reads the winner's row.
+/// Atomic against any concurrency, in this process or another: the inserts share one
+/// IMMEDIATE transaction, and the unique work item makes a racing insert a no-op that then
+/// reads the winner's row. A task therefore never exists without its first job.
 pub fn create_atomic(
     conn: &mut Connection,
     new: &NewTask,
+    first_agent: Option<&str>,
     rules_version: &str,
     trigger: Trigger,
     now: Timestamp,
@@ -138,6 +140,12 @@ pub fn create_atomic(
     let result = match inserted {
         Some(task) => {
             insert_history(&tx, task.id, None, &task.stage, trigger, rules_version, now)?;
+            if let Some(agent) = first_agent {
+                tx.execute(
+                    "INSERT INTO jobs (task_id, agent, stage, status, created_at) VALUES (?1, ?2, ?3, 'queued', ?4)",
+                    params![task.id, agent, task.stage, now.as_millis()],
+                )?;
+            }
             (task, true)
         }
         None => {

@@ -37,6 +37,9 @@ impl TestApp {
     }
 
     pub async fn spawn_in(dir: tempfile::TempDir, cfg: Config) -> TestApp {
+        if std::env::var_os("RUST_LOG").is_some() {
+            orch::telemetry::init(orch::telemetry::LogFormat::Text);
+        }
         let app = Application::build(cfg).await.unwrap();
         let base = format!("http://{}", app.local_addr().unwrap());
         let state = app.state().clone();
@@ -100,4 +103,259 @@ pub fn fixture(name: &str) -> Vec<u8> {
             .join(name),
     )
     .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Peers: Plane, Gitea and Telegram as real HTTP servers (wiremock), a bare git remote.
+
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+pub const PROJECT_ID: &str = "59e3be42-87ec-4950-99a3-ae639cf2b089";
+pub const ISSUE_ID: &str = "775c5716-5302-4617-bb9f-2cd843911268";
+pub const WORKSPACE: &str = "acme";
+pub const REPO: &str = "acme/widget";
+pub const TG_TOKEN: &str = "123:tg-token";
+
+/// The default Plane states plus the ones orch's rules use; id = "st-" + slug.
+pub const STATES: &[(&str, &str)] = &[
+    ("Backlog", "backlog"),
+    ("Todo", "unstarted"),
+    ("In Progress", "started"),
+    ("In Review", "started"),
+    ("Needs Input", "started"),
+    ("Approved", "started"),
+    ("Rejected", "started"),
+    ("Blocked", "started"),
+    ("Done", "completed"),
+    ("Cancelled", "cancelled"),
+];
+
+pub fn state_id(name: &str) -> String {
+    format!("st-{}", name.to_lowercase().replace(' ', "-"))
+}
+
+pub struct Peers {
+    pub plane: MockServer,
+    pub gitea: MockServer,
+    pub telegram: MockServer,
+}
+
+impl Peers {
+    pub async fn start() -> Peers {
+        let peers = Peers {
+            plane: MockServer::start().await,
+            gitea: MockServer::start().await,
+            telegram: MockServer::start().await,
+        };
+        let results: Vec<serde_json::Value> = STATES
+            .iter()
+            .map(|(name, group)| serde_json::json!({"id": state_id(name), "name": name, "group": group}))
+            .collect();
+        Mock::given(method("GET"))
+            .and(path(format!(
+                "/api/v1/workspaces/{WORKSPACE}/projects/{PROJECT_ID}/states/"
+            )))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "grouped_by": null, "sub_grouped_by": null, "total_count": results.len(),
+                "next_cursor": "100:1:0", "prev_cursor": "100:-1:1", "next_page_results": false,
+                "prev_page_results": false, "count": results.len(), "total_pages": 1,
+                "total_results": results.len(), "extra_stats": null, "results": results
+            })))
+            .mount(&peers.plane)
+            .await;
+        Mock::given(method("PATCH"))
+            .and(path_regex(
+                r"^/api/v1/workspaces/acme/projects/[^/]+/work-items/[^/]+/$",
+            ))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(serde_json::json!({"id": ISSUE_ID})),
+            )
+            .mount(&peers.plane)
+            .await;
+        Mock::given(method("POST"))
+            .and(path_regex(
+                r"^/api/v1/workspaces/acme/projects/[^/]+/work-items/[^/]+/comments/$",
+            ))
+            .respond_with(
+                ResponseTemplate::new(201).set_body_json(serde_json::json!({"id": "c-1"})),
+            )
+            .mount(&peers.plane)
+            .await;
+        Mock::given(method("POST"))
+            .and(path(format!("/bot{TG_TOKEN}/sendMessage")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"ok": true})))
+            .mount(&peers.telegram)
+            .await;
+        peers
+    }
+
+    pub fn configure(&self, cfg: &mut Config, clone_url: &str) {
+        cfg.plane.url = Some(self.plane.uri());
+        cfg.plane.api_token = Some(orch::secret::Secret::new("plane_api_test"));
+        cfg.plane.workspace = Some(WORKSPACE.into());
+        cfg.plane.requests_per_minute = 100_000;
+        cfg.gitea.url = Some(self.gitea.uri());
+        cfg.gitea.token = Some(orch::secret::Secret::new("gitea-token"));
+        cfg.telegram.bot_token = Some(orch::secret::Secret::new(TG_TOKEN));
+        cfg.telegram.chat_id = Some("-100".into());
+        cfg.telegram.api_url = self.telegram.uri();
+        cfg.projects = vec![orch::config::Project {
+            plane_project_id: PROJECT_ID.into(),
+            identifier: "ET".into(),
+            repo: REPO.into(),
+            clone_url: Some(clone_url.into()),
+        }];
+    }
+
+    /// Gitea answers branch heads from the bare repository and reports `ci` for every sha.
+    pub async fn gitea_from_bare(&self, bare: &std::path::Path, ci: &'static str) {
+        let bare = bare.to_path_buf();
+        Mock::given(method("GET"))
+            .and(path_regex(r"^/api/v1/repos/acme/widget/branches/.+$"))
+            .respond_with(move |req: &Request| {
+                let branch = req
+                    .url
+                    .path()
+                    .trim_start_matches("/api/v1/repos/acme/widget/branches/")
+                    .to_string();
+                match git_head(&bare, &branch) {
+                    Some(sha) => ResponseTemplate::new(200)
+                        .set_body_json(serde_json::json!({"name": branch, "commit": {"id": sha}})),
+                    None => ResponseTemplate::new(404)
+                        .set_body_json(serde_json::json!({"message": "not found"})),
+                }
+            })
+            .mount(&self.gitea)
+            .await;
+        Mock::given(method("GET"))
+            .and(path_regex(
+                r"^/api/v1/repos/acme/widget/commits/[^/]+/statuses$",
+            ))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .insert_header("X-Total-Count", "1")
+                    .set_body_json(
+                        serde_json::json!([{"id": 1, "status": ci, "context": "ci/build"}]),
+                    ),
+            )
+            .mount(&self.gitea)
+            .await;
+    }
+
+    /// Texts sent to Telegram so far.
+    pub async fn telegram_texts(&self) -> Vec<String> {
+        self.telegram
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+            .filter_map(|v| v["text"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// Plane state ids PATCHed so far, in order.
+    pub async fn plane_states_set(&self) -> Vec<String> {
+        self.plane
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.method.as_str() == "PATCH")
+            .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+            .filter_map(|v| v["state"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    pub async fn plane_comments(&self) -> Vec<serde_json::Value> {
+        self.plane
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.method.as_str() == "POST" && r.url.path().ends_with("/comments/"))
+            .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+            .collect()
+    }
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A bare repository with one commit on `main`, as a Gitea remote would hold.
+pub fn bare_repo(dir: &std::path::Path) -> std::path::PathBuf {
+    let bare = dir.join("remote/widget.git");
+    std::fs::create_dir_all(&bare).unwrap();
+    git(&bare, &["init", "-q", "--bare", "-b", "main"]);
+    let seed = dir.join("seed");
+    std::fs::create_dir_all(&seed).unwrap();
+    git(&seed, &["init", "-q", "-b", "main"]);
+    std::fs::write(seed.join("README.md"), "widget\n").unwrap();
+    git(&seed, &["add", "README.md"]);
+    git(&seed, &["commit", "-q", "-m", "initial"]);
+    git(&seed, &["push", "-q", bare.to_str().unwrap(), "main"]);
+    bare
+}
+
+/// The head sha of `branch` in a bare repository.
+pub fn git_head(bare: &std::path::Path, branch: &str) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args([
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("refs/heads/{branch}"),
+        ])
+        .current_dir(bare)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The Plane webhook fixture (ET-42 in the configured project) with another state.
+pub fn plane_webhook(state_name: &str, group: &str) -> Vec<u8> {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&fixture("plane_issue_in_progress.json")).unwrap();
+    v["data"]["state"] = serde_json::json!({"id": state_id(state_name), "name": state_name, "color": "#000", "group": group});
+    v["activity"]["new_value"] = serde_json::json!(state_id(state_name));
+    // Python's separators, as Plane sends them.
+    serde_json::to_string(&v).unwrap().into_bytes()
+}
+
+pub fn agent(name: &str) -> orch::config::AgentConfig {
+    orch::config::AgentConfig {
+        command: vec![format!(
+            "{}/tests/agents/{name}.sh",
+            env!("CARGO_MANIFEST_DIR")
+        )],
+        timeout: Duration::from_secs(30),
+        push: false,
+    }
+}
+
+pub async fn task_of(app: &TestApp, wi: &str) -> Option<orch::store::Task> {
+    let wi = wi.to_string();
+    app.state
+        .store
+        .call(move |c| orch::store::tasks::get_by_work_item(c, &wi))
+        .await
+        .unwrap()
 }

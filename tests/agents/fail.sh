@@ -1,0 +1,3 @@
+#!/bin/sh
+echo "this agent always fails" >&2
+exit 3
