@@ -4,7 +4,9 @@
 //! stderr in its error. Layout under `repos_dir`: `owner/name` is a clone of the remote;
 //! `worktrees/<branch with / replaced>` is one task's worktree on its own branch.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::process::Command;
@@ -32,6 +34,8 @@ pub enum GitError {
 pub struct Git {
     repos_dir: PathBuf,
     timeout: Duration,
+    /// One lock per clone: git itself does not serialise a clone racing a worktree add.
+    locks: Arc<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 /// `feature/<WORK-ITEM>-<slug of the title>`: lowercase ASCII, words joined by `-`, at most
@@ -62,7 +66,16 @@ pub fn branch_name(work_item: &str, title: &str) -> String {
 
 impl Git {
     pub fn new(repos_dir: PathBuf, timeout: Duration) -> Git {
-        Git { repos_dir, timeout }
+        Git {
+            repos_dir,
+            timeout,
+            locks: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn lock_for(&self, path: &Path) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(map.entry(path.to_path_buf()).or_default())
     }
 
     pub fn repos_dir(&self) -> &Path {
@@ -113,6 +126,8 @@ impl Git {
             })
             .ok_or_else(|| GitError::BadRepo(repo.to_string()))?;
         let path = self.repos_dir.join(owner).join(name);
+        let lock = self.lock_for(&path);
+        let _guard = lock.lock().await;
         if path.join(".git").exists() {
             self.run(&path, &["fetch", "--prune", "origin"]).await?;
             return Ok(path);
@@ -145,6 +160,8 @@ impl Git {
         branch: &str,
         base: Option<&str>,
     ) -> Result<PathBuf, GitError> {
+        let lock = self.lock_for(repo_path);
+        let _guard = lock.lock().await;
         let path = self.worktree_path(branch);
         if path.join(".git").exists() {
             return Ok(path);

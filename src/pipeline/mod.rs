@@ -171,8 +171,10 @@ impl Pipeline {
         if let Err(e) = self.prepare_worktree(&task).await {
             tracing::warn!(work_item = %task.work_item, error = %e, "worktree not ready yet; the worker will retry");
         }
-        self.enter_stage(&rules, &task, &first.name, trigger)
-            .await?;
+        // The first job was queued with the task, in the same transaction.
+        self.job_wakeup.notify_one();
+        self.announce_stage(&rules, &task, &first.name, trigger)
+            .await;
         Ok(Outcome::Started { task_id: task.id })
     }
 

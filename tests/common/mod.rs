@@ -359,3 +359,59 @@ pub async fn task_of(app: &TestApp, wi: &str) -> Option<orch::store::Task> {
         .await
         .unwrap()
 }
+
+/// A copy of the default rules in `dir/rules`, with textual replacements applied.
+pub fn rules_copy(dir: &std::path::Path, edits: &[(&str, &str, &str)]) -> std::path::PathBuf {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let dst = dir.join("rules");
+    std::fs::create_dir_all(&dst).unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().and_then(|e| e.to_str()) == Some("toml") {
+            let name = p.file_name().unwrap().to_str().unwrap().to_string();
+            let mut text = std::fs::read_to_string(&p).unwrap();
+            for (file, from, to) in edits {
+                if *file == name {
+                    assert!(text.contains(from), "{name} has no {from:?}");
+                    text = text.replace(from, to);
+                }
+            }
+            std::fs::write(dst.join(name), text).unwrap();
+        }
+    }
+    dst
+}
+
+/// Inserts a task directly in `stage`, last updated `age` before `now`.
+pub async fn insert_task(
+    app: &TestApp,
+    wi: &str,
+    stage: &str,
+    updated: orch::clock::Timestamp,
+) -> orch::store::Task {
+    let new = orch::store::NewTask {
+        work_item: wi.into(),
+        plane_issue_id: Some(format!("issue-{wi}")),
+        plane_project_id: Some(PROJECT_ID.into()),
+        title: format!("Work item {wi}"),
+        repo: REPO.into(),
+        branch: format!("feature/{wi}-work"),
+        stage: stage.into(),
+        labels: vec![],
+    };
+    app.state
+        .store
+        .call(move |c| {
+            orch::store::tasks::create_atomic(
+                c,
+                &new,
+                None,
+                "test",
+                orch::store::Trigger::Manual,
+                updated,
+            )
+        })
+        .await
+        .unwrap()
+        .0
+}

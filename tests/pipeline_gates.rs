@@ -1,0 +1,253 @@
+//! Gate failures, retries, timeouts and crash recovery in the pipeline.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use orch::pipeline::Outcome;
+use orch::store::{self, Trigger};
+use wiremock::matchers::{method, path_regex};
+use wiremock::{Mock, ResponseTemplate};
+
+async fn red_ci(peers: &Peers) {
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/api/v1/repos/acme/widget/branches/.+$"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"name": "b", "commit": {"id": "abc123"}})),
+        )
+        .mount(&peers.gitea)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex(
+            r"^/api/v1/repos/acme/widget/commits/abc123/statuses$",
+        ))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("X-Total-Count", "1")
+                .set_body_json(
+                    serde_json::json!([{"id": 1, "status": "failure", "context": "ci/test"}]),
+                ),
+        )
+        .mount(&peers.gitea)
+        .await;
+}
+
+#[tokio::test]
+async fn a_red_gate_is_reported_once_for_webhooks_and_agents_and_never_for_the_reconciler() {
+    let peers = Peers::start().await;
+    red_ci(&peers).await;
+    let app = TestApp::spawn(|c| {
+        peers.configure(c, "unused");
+        c.reconcile.enabled = Some(false);
+    })
+    .await;
+    let now = app.state.clock.now();
+    let loud = insert_task(&app, "ET-1", "development", now).await;
+    let quiet = insert_task(&app, "ET-2", "development", now).await;
+    let p = &app.state.pipeline;
+
+    for trigger in [Trigger::Webhook, Trigger::AgentFinished, Trigger::Webhook] {
+        let out = p.advance(loud.id, trigger).await.unwrap();
+        assert!(matches!(out, Outcome::Held { .. }), "{out:?}");
+    }
+    let texts = peers.telegram_texts().await;
+    let failures: Vec<_> = texts
+        .iter()
+        .filter(|t| t.contains("ET-1: the development gate is red"))
+        .collect();
+    assert_eq!(failures.len(), 1, "{texts:?}");
+    assert!(failures[0].contains("CI failure"), "{failures:?}");
+    let comments = peers.plane_comments().await;
+    assert_eq!(comments.len(), 1, "{comments:?}");
+    assert_eq!(comments[0]["external_source"], "orch");
+
+    for _ in 0..5 {
+        let out = p.advance(quiet.id, Trigger::Reconciler).await.unwrap();
+        assert!(matches!(out, Outcome::Held { .. }));
+    }
+    assert!(
+        !peers
+            .telegram_texts()
+            .await
+            .iter()
+            .any(|t| t.contains("ET-2"))
+    );
+    assert_eq!(
+        peers.plane_comments().await.len(),
+        1,
+        "the reconciler never comments on red"
+    );
+    let t = task_of(&app, "ET-2").await.unwrap();
+    assert_eq!(t.stage, "development");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_agent_is_killed_with_its_children_retried_then_reported_blocked() {
+    let peers = Peers::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bare = bare_repo(dir.path());
+    let rules = rules_copy(
+        dir.path(),
+        &[(
+            "pipeline.toml",
+            "[agents.analyst]\nmax_attempts = 3\nbackoff = \"30s\"",
+            "[agents.analyst]\nmax_attempts = 2\nbackoff = \"0s\"",
+        )],
+    );
+    let pid_file = dir.path().join("children.pid");
+    let mut cfg = test_config(dir.path());
+    peers.configure(&mut cfg, bare.to_str().unwrap());
+    cfg.rules_dir = rules;
+    cfg.reconcile.enabled = Some(false);
+    cfg.agents.insert(
+        "analyst".into(),
+        orch::config::AgentConfig {
+            command: vec![
+                "/usr/bin/env".into(),
+                format!("SLOW_PID_FILE={}", pid_file.display()),
+                format!("{}/tests/agents/slow.sh", env!("CARGO_MANIFEST_DIR")),
+            ],
+            timeout: Duration::from_millis(500),
+            push: false,
+        },
+    );
+    let app = TestApp::spawn_in(dir, cfg).await;
+    let item = orch::pipeline::WorkItem {
+        work_item: "ET-9".into(),
+        plane_issue_id: Some(ISSUE_ID.into()),
+        plane_project_id: PROJECT_ID.into(),
+        title: "Slow".into(),
+        labels: vec![],
+    };
+    app.state
+        .pipeline
+        .start(&item, Trigger::Webhook)
+        .await
+        .unwrap();
+
+    eventually(
+        "the job fails for good",
+        Duration::from_secs(20),
+        || async {
+            let t = task_of(&app, "ET-9").await.unwrap();
+            let jobs = app
+                .state
+                .store
+                .call(move |c| store::jobs::for_task(c, t.id))
+                .await
+                .unwrap();
+            jobs.len() == 1 && jobs[0].status == store::JobStatus::Failed
+        },
+    )
+    .await;
+    let t = task_of(&app, "ET-9").await.unwrap();
+    let job = &app
+        .state
+        .store
+        .call(move |c| store::jobs::for_task(c, t.id))
+        .await
+        .unwrap()[0];
+    assert_eq!(job.attempts, 2, "retried once, then given up");
+    assert_eq!(job.error.as_deref(), Some("timed out"));
+
+    // Every child the agent started died with it.
+    let pids: Vec<i32> = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert_eq!(pids.len(), 2, "one child per attempt");
+    eventually("children are gone", Duration::from_secs(5), || async {
+        pids.iter().all(|pid| process_gone(*pid))
+    })
+    .await;
+
+    eventually("blocked is reported", Duration::from_secs(5), || async {
+        peers
+            .plane_states_set()
+            .await
+            .contains(&state_id("Blocked"))
+            && peers
+                .telegram_texts()
+                .await
+                .iter()
+                .any(|t| t.contains("ET-9: analyst failed 2 times"))
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_left_running_by_a_crash_is_run_to_completion_after_a_restart() {
+    let peers = Peers::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bare = bare_repo(dir.path());
+    let mut cfg = test_config(dir.path());
+    peers.configure(&mut cfg, bare.to_str().unwrap());
+    cfg.reconcile.enabled = Some(false);
+    cfg.agents.insert("analyst".into(), agent("analyst"));
+    // The "crashed" process: a task whose analyst job was claimed (running) when it died.
+    {
+        let store = store::Store::open(&cfg.db_path).unwrap();
+        let now = orch::clock::Timestamp::from_millis(1_795_000_000_000);
+        let new = store::NewTask {
+            work_item: "ET-5".into(),
+            plane_project_id: Some(PROJECT_ID.into()),
+            title: "Crash".into(),
+            repo: REPO.into(),
+            branch: "feature/ET-5-crash".into(),
+            stage: "analysis".into(),
+            ..Default::default()
+        };
+        store
+            .call_sync(|c| {
+                store::tasks::create_atomic(c, &new, Some("analyst"), "v0", Trigger::Webhook, now)
+            })
+            .unwrap();
+        let claimed = store
+            .call_sync(|c| store::jobs::claim_next(c, now))
+            .unwrap()
+            .unwrap();
+        assert_eq!(claimed.status, store::JobStatus::Running);
+    }
+    let app = TestApp::spawn_in(dir, cfg).await;
+    eventually(
+        "the interrupted job completes",
+        Duration::from_secs(20),
+        || async {
+            let t = task_of(&app, "ET-5").await.unwrap();
+            let jobs = app
+                .state
+                .store
+                .call(move |c| store::jobs::for_task(c, t.id))
+                .await
+                .unwrap();
+            jobs.len() == 1 && jobs[0].status == store::JobStatus::Done
+        },
+    )
+    .await;
+    let t = task_of(&app, "ET-5").await.unwrap();
+    assert!(
+        app.state
+            .pipeline
+            .git
+            .worktree_path(&t.branch)
+            .join("ANALYSIS.md")
+            .exists()
+    );
+    app.stop().await;
+}
+
+/// Gone, or a zombie waiting for init to reap it: either way no longer running.
+fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
