@@ -52,6 +52,7 @@ pub struct Config {
     pub telegram: TelegramConfig,
     pub reconcile: ReconcileConfig,
     pub worker: WorkerConfig,
+    pub http: HttpConfig,
     pub projects: Vec<Project>,
     pub agents: BTreeMap<String, AgentConfig>,
     /// Non-fatal problems found while loading (e.g. unparsable grace overrides JSON).
@@ -101,6 +102,15 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// How long a git command may take before it is killed.
     pub git_timeout: Duration,
+}
+
+/// Outbound HTTP to Plane, Gitea and Telegram.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Retries after a network error, 5xx or 429 (with exponential backoff).
+    pub retries: usize,
+    /// The first backoff delay; it doubles per retry up to 5 s.
+    pub retry_base_delay: Duration,
 }
 
 /// One Plane project and the Gitea repository its work items are built in.
@@ -156,6 +166,10 @@ impl Default for Config {
             worker: WorkerConfig {
                 concurrency: 2,
                 git_timeout: Duration::from_secs(120),
+            },
+            http: HttpConfig {
+                retries: 3,
+                retry_base_delay: Duration::from_millis(200),
             },
             projects: Vec::new(),
             agents: BTreeMap::new(),
@@ -253,6 +267,7 @@ struct FileConfig {
     telegram: Option<FileTelegram>,
     reconcile: Option<FileReconcile>,
     worker: Option<FileWorker>,
+    http: Option<FileHttp>,
     #[serde(default)]
     projects: Vec<FileProject>,
     #[serde(default)]
@@ -303,6 +318,13 @@ struct FileReconcile {
 struct FileWorker {
     concurrency: Option<usize>,
     git_timeout: Option<TomlDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHttp {
+    retries: Option<usize>,
+    retry_base_delay: Option<TomlDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -413,6 +435,14 @@ impl FileConfig {
             if let Some(d) = w.git_timeout {
                 cfg.worker.git_timeout =
                     nonzero("worker.git_timeout", d.resolve("worker.git_timeout")?)?;
+            }
+        }
+        if let Some(h) = self.http {
+            if let Some(n) = h.retries {
+                cfg.http.retries = n;
+            }
+            if let Some(d) = h.retry_base_delay {
+                cfg.http.retry_base_delay = d.resolve("http.retry_base_delay")?;
             }
         }
         for (i, p) in self.projects.into_iter().enumerate() {

@@ -81,6 +81,12 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Builds the clients the configuration has credentials for; logs one line for each peer
 /// that is disabled.
 pub fn from_config(cfg: &Config) -> Result<Integrations, IntegrationError> {
+    let policy = retry::RetryPolicy {
+        max_retries: cfg.http.retries,
+        min_delay: cfg.http.retry_base_delay,
+        max_delay: std::time::Duration::from_secs(5).max(cfg.http.retry_base_delay),
+        ..retry::RetryPolicy::default()
+    };
     let tracker: Arc<dyn Tracker> = match (
         &cfg.plane.url,
         &cfg.plane.api_token,
@@ -91,7 +97,7 @@ pub fn from_config(cfg: &Config) -> Result<Integrations, IntegrationError> {
             token.clone(),
             ws,
             cfg.plane.requests_per_minute,
-            retry::RetryPolicy::default(),
+            policy.clone(),
         )?),
         _ => {
             tracing::info!(
@@ -101,11 +107,9 @@ pub fn from_config(cfg: &Config) -> Result<Integrations, IntegrationError> {
         }
     };
     let forge: Arc<dyn Forge> = match (&cfg.gitea.url, &cfg.gitea.token) {
-        (Some(url), Some(token)) => Arc::new(gitea::HttpGitea::new(
-            url,
-            token.clone(),
-            retry::RetryPolicy::default(),
-        )?),
+        (Some(url), Some(token)) => {
+            Arc::new(gitea::HttpGitea::new(url, token.clone(), policy.clone())?)
+        }
         _ => {
             tracing::info!("gitea integration disabled: ORCH_GITEA_URL/ORCH_GITEA_TOKEN not set");
             Arc::new(gitea::DisabledGitea)
@@ -116,7 +120,7 @@ pub fn from_config(cfg: &Config) -> Result<Integrations, IntegrationError> {
             &cfg.telegram.api_url,
             token.clone(),
             chat,
-            retry::RetryPolicy::default(),
+            policy.clone(),
         )?),
         _ => {
             tracing::info!(

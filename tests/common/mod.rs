@@ -195,6 +195,8 @@ impl Peers {
         cfg.plane.api_token = Some(orch::secret::Secret::new("plane_api_test"));
         cfg.plane.workspace = Some(WORKSPACE.into());
         cfg.plane.requests_per_minute = 100_000;
+        cfg.http.retries = 2;
+        cfg.http.retry_base_delay = Duration::from_millis(5);
         cfg.gitea.url = Some(self.gitea.uri());
         cfg.gitea.token = Some(orch::secret::Secret::new("gitea-token"));
         cfg.telegram.bot_token = Some(orch::secret::Secret::new(TG_TOKEN));

@@ -1,0 +1,791 @@
+//! The reconciler against real HTTP peers and a SQLite file, with an injected clock: the
+//! seed's TC-01 … TC-21 and the Plane-side cases.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use orch::app::{AppState, Components};
+use orch::clock::{Clock, ManualClock, Timestamp};
+use orch::config::Config;
+use orch::store::{self, Trigger};
+use wiremock::matchers::{method, path, path_regex, query_param};
+use wiremock::{Mock, ResponseTemplate};
+
+const T0: Timestamp = Timestamp::from_millis(1_795_000_000_000);
+
+struct H {
+    peers: Peers,
+    state: AppState,
+    clock: Arc<ManualClock>,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness(configure: impl FnOnce(&mut Config, &std::path::Path)) -> H {
+    let peers = Peers::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    peers.configure(&mut cfg, "unused");
+    configure(&mut cfg, dir.path());
+    let clock = Arc::new(ManualClock::new(T0));
+    let parts = Components::build(cfg, clock.clone()).unwrap();
+    H {
+        peers,
+        state: parts.state,
+        clock,
+        _dir: dir,
+    }
+}
+
+impl H {
+    async fn task(&self, wi: &str, stage: &str, age_s: u64) -> store::Task {
+        let new = store::NewTask {
+            work_item: wi.into(),
+            plane_issue_id: Some(format!("issue-{wi}")),
+            plane_project_id: Some(PROJECT_ID.into()),
+            title: format!("Work item {wi}"),
+            repo: REPO.into(),
+            branch: format!("feature/{wi}-x"),
+            stage: stage.into(),
+            labels: vec![],
+        };
+        let at = self.clock.now().minus(Duration::from_secs(age_s));
+        self.state
+            .store
+            .call(move |c| store::tasks::create_atomic(c, &new, None, "test", Trigger::Manual, at))
+            .await
+            .unwrap()
+            .0
+    }
+
+    async fn stage_of(&self, id: i64) -> String {
+        self.state
+            .store
+            .call(move |c| store::tasks::get(c, id))
+            .await
+            .unwrap()
+            .unwrap()
+            .stage
+    }
+
+    async fn jobs_of(&self, id: i64, agent: &str) -> Vec<store::Job> {
+        let agent = agent.to_string();
+        self.state
+            .store
+            .call(move |c| {
+                Ok(store::jobs::for_task(c, id)?
+                    .into_iter()
+                    .filter(|j| j.agent == agent)
+                    .collect())
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Gitea reports `status` for the head of `wi`'s branch.
+    async fn ci(&self, wi: &str, status: &str) {
+        let sha = format!("sha{}", wi.replace('-', ""));
+        Mock::given(method("GET"))
+            .and(path(format!(
+                "/api/v1/repos/{REPO}/branches/feature/{wi}-x"
+            )))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(serde_json::json!({"name": "b", "commit": {"id": sha}})),
+            )
+            .mount(&self.peers.gitea)
+            .await;
+        Mock::given(method("GET"))
+            .and(path(format!("/api/v1/repos/{REPO}/commits/{sha}/statuses")))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .insert_header("X-Total-Count", "1")
+                    .set_body_json(
+                        serde_json::json!([{"id": 1, "status": status, "context": "ci/build"}]),
+                    ),
+            )
+            .mount(&self.peers.gitea)
+            .await;
+    }
+
+    async fn gitea_calls_for(&self, wi: &str) -> usize {
+        let needle = format!("feature/{wi}-x");
+        self.peers
+            .gitea
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.url.path().contains(&needle))
+            .count()
+    }
+}
+
+// TC-01: a stuck development task is advanced to review, with exactly one reviewer job.
+#[tokio::test]
+async fn tc01_advances_stuck_development_task() {
+    let h = harness(|_, _| {}).await;
+    let t = h.task("ET-1", "development", 3600).await;
+    h.ci("ET-1", "success").await;
+    let report = h.state.reconciler.reconcile_gate_once().await;
+    assert_eq!(h.stage_of(t.id).await, "review");
+    assert_eq!(h.jobs_of(t.id, "reviewer").await.len(), 1);
+    assert_eq!(report.unblocked.len(), 1);
+    // A second sweep finds the reviewer busy: still one job.
+    h.state.reconciler.reconcile_gate_once().await;
+    assert_eq!(h.jobs_of(t.id, "reviewer").await.len(), 1);
+}
+
+// TC-02: the advance goes through the pipeline, recorded with trigger = reconciler.
+#[tokio::test]
+async fn tc02_advance_goes_through_the_pipeline_with_trigger_reconciler() {
+    let h = harness(|_, _| {}).await;
+    let t = h.task("ET-2", "development", 3600).await;
+    h.ci("ET-2", "success").await;
+    h.state.reconciler.reconcile_gate_once().await;
+    let history = h
+        .state
+        .store
+        .call(move |c| store::tasks::history(c, t.id))
+        .await
+        .unwrap();
+    let last = history.last().unwrap();
+    assert_eq!(
+        (last.from_stage.as_deref(), last.to_stage.as_str()),
+        (Some("development"), "review")
+    );
+    assert_eq!(last.trigger, Trigger::Reconciler);
+    assert_eq!(last.rules_version, h.state.rules.current().version());
+    // The same side effects as the webhook path: Plane state for entering review.
+    assert!(
+        h.peers
+            .plane_states_set()
+            .await
+            .contains(&state_id("In Progress"))
+    );
+}
+
+// TC-03: a task with an active job is skipped; its gate is not evaluated.
+#[tokio::test]
+async fn tc03_busy_task_is_skipped_without_evaluating_its_gate() {
+    let h = harness(|_, _| {}).await;
+    let t = h.task("ET-3", "development", 3600).await;
+    h.ci("ET-3", "success").await;
+    h.state
+        .store
+        .call(move |c| store::jobs::enqueue(c, t.id, "developer", "development", T0))
+        .await
+        .unwrap();
+    let report = h.state.reconciler.reconcile_gate_once().await;
+    assert_eq!(h.stage_of(t.id).await, "development");
+    assert_eq!(h.gitea_calls_for("ET-3").await, 0, "gate not evaluated");
+    assert_eq!(report.tasks[0].decision.rule, "busy");
+}
+
+// TC-04: the grace boundary: younger than grace waits, at or past grace is eligible.
+#[tokio::test]
+async fn tc04_grace_boundary() {
+    let h = harness(|c, _| c.reconcile.grace_default = Some(Duration::from_secs(600))).await;
+    let fresh = h.task("ET-40", "development", 10).await;
+    let almost = h.task("ET-41", "development", 599).await;
+    let exactly = h.task("ET-42", "development", 600).await;
+    let stuck = h.task("ET-43", "development", 3600).await;
+    for wi in ["ET-40", "ET-41", "ET-42", "ET-43"] {
+        h.ci(wi, "success").await;
+    }
+    h.state.reconciler.reconcile_gate_once().await;
+    assert_eq!(h.stage_of(fresh.id).await, "development");
+    assert_eq!(h.stage_of(almost.id).await, "development");
+    assert_eq!(h.stage_of(exactly.id).await, "review");
+    assert_eq!(h.stage_of(stuck.id).await, "review");
+    assert_eq!(
+        h.gitea_calls_for("ET-40").await + h.gitea_calls_for("ET-41").await,
+        0
+    );
+}
+
+// TC-05: per-stage grace overrides from ORCH_RECONCILE_GRACE_OVERRIDES_JSON; invalid JSON
+// falls back to the default grace.
+#[tokio::test]
+async fn tc05_grace_overrides_and_invalid_json_fallback() {
+    let env = |json: &'static str| {
+        move |k: &str| match k {
+            "ORCH_RECONCILE_GRACE_DEFAULT_S" => Some("600".to_string()),
+            "ORCH_RECONCILE_GRACE_OVERRIDES_JSON" => Some(json.to_string()),
+            _ => None,
+        }
+    };
+    let good = Config::load_from(None, &env(r#"{"development": 30, "review": 7200}"#)).unwrap();
+    let h = harness(|c, _| c.reconcile = good.reconcile.clone()).await;
+    let dev = h.task("ET-50", "development", 60).await;
+    let rev = h.task("ET-51", "review", 3600).await;
+    let test = h.task("ET-52", "testing", 601).await;
+    h.ci("ET-50", "success").await;
+    let report = h.state.reconciler.reconcile_gate_once().await;
+    assert_eq!(
+        h.stage_of(dev.id).await,
+        "review",
+        "30 s grace for development"
+    );
+    assert_eq!(h.stage_of(rev.id).await, "review");
+    let by_wi = |wi: &str| {
+        report
+            .tasks
+            .iter()
+            .find(|t| t.work_item == wi)
+            .unwrap()
+            .decision
+            .clone()
+    };
+    assert_eq!(by_wi("ET-51").rule, "env.grace_overrides.review");
+    assert_eq!(by_wi("ET-51").grace_left_s, Some(3600));
+    assert_eq!(
+        by_wi("ET-52").rule,
+        "stage.testing.gate",
+        "testing falls back to the 600 s default"
+    );
+    let _ = test;
+
+    let bad = Config::load_from(None, &env("{not valid json")).unwrap();
+    assert_eq!(bad.warnings.len(), 1);
+    assert!(bad.reconcile.grace_overrides.is_empty());
+    let h = harness(|c, _| c.reconcile = bad.reconcile.clone()).await;
+    let dev = h.task("ET-53", "development", 60).await;
+    h.ci("ET-53", "success").await;
+    h.state.reconciler.reconcile_gate_once().await;
+    assert_eq!(
+        h.stage_of(dev.id).await,
+        "development",
+        "default 600 s grace applies"
+    );
+}
+
+// TC-06: a red gate over many sweeps: no advance, no notification, no unblock.
+#[tokio::test]
+async fn tc06_red_gate_never_advances_and_never_notifies() {
+    let h = harness(|c, _| c.reconcile.notify_unblock = Some(true)).await;
+    let t = h.task("ET-6", "development", 3600).await;
+    h.ci("ET-6", "failure").await;
+    for _ in 0..5 {
+        h.clock.advance(Duration::from_secs(60));
+        h.state.reconciler.reconcile_gate_once().await;
+    }
+    assert_eq!(h.stage_of(t.id).await, "development");
+    assert!(h.peers.telegram_texts().await.is_empty());
+    assert!(h.peers.plane_comments().await.is_empty());
+    assert!(h.peers.plane_states_set().await.is_empty());
+    assert_eq!(h.state.metrics.reconcile_unblocked.get(), 0);
+    assert_eq!(
+        h.gitea_calls_for("ET-6").await,
+        5,
+        "one gate evaluation per sweep"
+    );
+}
+
+// TC-07: silence when in sync: done, fresh and busy tasks are left alone.
+#[tokio::test]
+async fn tc07_silence_when_in_sync() {
+    let h = harness(|_, _| {}).await;
+    let done = h.task("ET-70", "done", 3600).await;
+    let fresh = h.task("ET-71", "development", 5).await;
+    let busy = h.task("ET-72", "development", 3600).await;
+    h.state
+        .store
+        .call(move |c| store::jobs::enqueue(c, busy.id, "developer", "development", T0))
+        .await
+        .unwrap();
+    let report = h.state.reconciler.reconcile_gate_once().await;
+    assert!(report.unblocked.is_empty());
+    assert_eq!(h.stage_of(done.id).await, "done");
+    assert_eq!(h.stage_of(fresh.id).await, "development");
+    assert!(
+        h.peers
+            .gitea
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .is_empty()
+    );
+    assert_eq!(report.tasks.len(), 2, "done is not an open task");
+}
+
+// TC-08 (AC-16): the sweep never advances the human analysis gate, even when it would pass.
+#[tokio::test]
+async fn tc08_analysis_is_never_advanced_by_the_sweep() {
+    let h = harness(|_, _| {}).await;
+    let t = h.task("ET-8", "analysis", 3600).await;
+    let id = t.id;
+    h.state
+        .store
+        .call(move |c| store::verdicts::record(c, id, "analysis", "approve", "plane", None, T0))
+        .await
+        .unwrap();
+    let report = h.state.reconciler.reconcile_gate_once().await;
+    assert_eq!(h.stage_of(t.id).await, "analysis");
+    assert_eq!(report.tasks[0].decision.rule, "stage.analysis.human_gate");
+    assert!(report.unblocked.is_empty());
+}
+
+// TC-09: never-raise: one task failing does not stop the others.
+#[tokio::test]
+async fn tc09_one_failing_task_does_not_stop_the_others() {
+    let h = harness(|_, _| {}).await;
+    let broken = h.task("ET-90", "development", 3600).await;
+    let fine = h.task("ET-91", "development", 3600).await;
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/api/v1/repos/{REPO}/branches/feature/ET-90-x"
+        )))
+        .respond_with(ResponseTemplate::new(500).set_body_string("boom"))
+        .mount(&h.peers.gitea)
+        .await;
+    h.ci("ET-91", "success").await;
+    let report = h.state.reconciler.reconcile_gate_once().await;
+    assert_eq!(h.stage_of(broken.id).await, "development");
+    assert_eq!(h.stage_of(fine.id).await, "review");
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert!(report.errors[0].contains("ET-90"));
+    assert_eq!(h.state.metrics.reconcile_errors.get(), 1);
+}
+
+// TC-10: kill switches. The environment's false wins; the rules' switch pauses without a
+// restart; the Plane switch mutes only the Plane side.
+#[tokio::test]
+async fn tc10_environment_kill_switch_disables_the_sweep() {
+    let h = harness(|c, _| c.reconcile.enabled = Some(false)).await;
+    let t = h.task("ET-10", "development", 3600).await;
+    h.ci("ET-10", "success").await;
+    let report = h.state.reconciler.sweep(false).await;
+    assert!(!report.gate_enabled && !report.plane_enabled);
+    assert_eq!(h.stage_of(t.id).await, "development");
+    assert!(
+        h.peers
+            .gitea
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn tc10_rules_kill_switch_pauses_and_resumes_on_reload() {
+    let h = harness(|c, dir| {
+        c.rules_dir = rules_copy(
+            dir,
+            &[("reconcile.toml", "enabled = true", "enabled = false")],
+        );
+    })
+    .await;
+    let t = h.task("ET-11", "development", 3600).await;
+    h.ci("ET-11", "success").await;
+    h.state.reconciler.reconcile_gate_once().await;
+    assert_eq!(h.stage_of(t.id).await, "development");
+    // Switch it back on in the rules: no restart needed.
+    let file = h.state.rules.dir().join("reconcile.toml");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("enabled = false", "enabled = true");
+    std::fs::write(&file, text).unwrap();
+    h.state.rules.reload().unwrap();
+    h.state.reconciler.reconcile_gate_once().await;
+    assert_eq!(h.stage_of(t.id).await, "review");
+}
+
+#[tokio::test]
+async fn tc10_plane_switch_mutes_only_the_plane_side() {
+    let h = harness(|c, _| c.reconcile.plane_enabled = Some(false)).await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"/work-items/$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(page(vec![], None)))
+        .expect(0)
+        .mount(&h.peers.plane)
+        .await;
+    let t = h.task("ET-12", "development", 3600).await;
+    h.ci("ET-12", "success").await;
+    let report = h.state.reconciler.sweep(false).await;
+    assert!(report.gate_enabled && !report.plane_enabled);
+    assert_eq!(h.stage_of(t.id).await, "review", "F-1 still runs");
+    h.peers.plane.verify().await;
+}
+
+/// A tracing writer that keeps what is logged, for asserting the unblock line.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// TC-20: every unblock logs one line and sends it to Telegram when notify-unblock is on.
+#[tokio::test(flavor = "current_thread")]
+async fn tc20_unblock_logs_the_line_and_notifies() {
+    let h = harness(|c, _| c.reconcile.notify_unblock = Some(true)).await;
+    h.task("ET-042", "development", 3600).await;
+    h.ci("ET-042", "success").await;
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let report = {
+        let _guard = tracing::subscriber::set_default(subscriber);
+        h.state.reconciler.reconcile_gate_once().await
+    };
+    let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line = "reconciler: ET-042 development unblocked (lost webhook)";
+    assert_eq!(logged.matches(line).count(), 1, "{logged}");
+    assert_eq!(report.unblocked, [line]);
+    assert_eq!(h.state.metrics.reconcile_unblocked.get(), 1);
+    assert_eq!(
+        h.state.reconcile.lock().unwrap().last_unblocked.as_deref(),
+        Some("ET-042")
+    );
+    let texts = h.peers.telegram_texts().await;
+    assert_eq!(
+        texts.iter().filter(|t| t.as_str() == line).count(),
+        1,
+        "{texts:?}"
+    );
+    let queue = h.state.reconcile_status();
+    assert_eq!(queue["unblocked_total"], 1);
+    assert_eq!(queue["last_unblocked"], "ET-042");
+}
+
+#[tokio::test]
+async fn tc20_no_telegram_when_notify_unblock_is_off() {
+    let h = harness(|c, _| c.reconcile.notify_unblock = Some(false)).await;
+    let t = h.task("ET-043", "development", 3600).await;
+    h.ci("ET-043", "success").await;
+    h.state.reconciler.reconcile_gate_once().await;
+    assert_eq!(h.stage_of(t.id).await, "review");
+    assert!(
+        !h.peers
+            .telegram_texts()
+            .await
+            .iter()
+            .any(|t| t.contains("unblocked"))
+    );
+}
+
+// TC-21: start, idempotent start, prompt stop.
+#[tokio::test]
+async fn tc21_start_is_idempotent_and_stop_is_prompt() {
+    let h = harness(|c, _| {
+        c.reconcile.enabled = Some(false);
+        c.reconcile.interval = Duration::from_secs(3600);
+    })
+    .await;
+    let r = &h.state.reconciler;
+    assert!(r.start());
+    assert!(r.is_running());
+    assert!(!r.start(), "a second start does not spawn a second loop");
+    let before = std::time::Instant::now();
+    assert!(r.stop(Duration::from_secs(5)).await);
+    assert!(before.elapsed() < Duration::from_secs(2));
+    assert!(!r.is_running());
+    assert!(r.start(), "restartable after stop");
+    assert!(r.stop(Duration::from_secs(5)).await);
+}
+
+// A gate that errors (not red) backs off per task and is reported once as needing a human.
+#[tokio::test]
+async fn gate_errors_back_off_and_are_reported_once() {
+    let h = harness(|c, _| c.reconcile.interval = Duration::from_secs(60)).await;
+    let t = h.task("ET-95", "development", 3600).await;
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/api/v1/repos/{REPO}/branches/feature/ET-95-x"
+        )))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&h.peers.gitea)
+        .await;
+    let mut evaluated = 0;
+    for _ in 0..40 {
+        let report = h.state.reconciler.reconcile_gate_once().await;
+        evaluated += report.errors.len();
+        h.clock.advance(Duration::from_secs(600));
+    }
+    assert!(
+        evaluated >= orch::reconciler::GATE_ERROR_CAP as usize,
+        "{evaluated}"
+    );
+    assert!(
+        evaluated < 40,
+        "backs off instead of hammering Gitea: {evaluated}"
+    );
+    let texts = h.peers.telegram_texts().await;
+    assert_eq!(
+        texts.iter().filter(|t| t.contains("needs a human")).count(),
+        1,
+        "{texts:?}"
+    );
+    assert_eq!(h.stage_of(t.id).await, "development");
+}
+
+// ---------------------------------------------------------------------------------------------
+// F-2: the Plane side.
+
+fn item(seq: i64, state: &str, updated: &str) -> serde_json::Value {
+    let group = STATES
+        .iter()
+        .find(|(n, _)| *n == state)
+        .map(|(_, g)| *g)
+        .unwrap_or("started");
+    serde_json::json!({
+        "id": format!("issue-{seq}"), "name": format!("Item {seq}"), "sequence_id": seq,
+        "state": {"id": state_id(state), "name": state, "color": "#000", "group": group},
+        "labels": [], "project": PROJECT_ID, "updated_at": updated
+    })
+}
+
+fn page(results: Vec<serde_json::Value>, next: Option<&str>) -> serde_json::Value {
+    serde_json::json!({
+        "grouped_by": null, "sub_grouped_by": null, "total_count": 5,
+        "next_cursor": next.unwrap_or("100:9:0"), "prev_cursor": "100:-1:1",
+        "next_page_results": next.is_some(), "prev_page_results": false,
+        "count": results.len(), "total_pages": 3, "total_results": 5, "extra_stats": null,
+        "results": results
+    })
+}
+
+const LIST: &str =
+    "/api/v1/workspaces/acme/projects/59e3be42-87ec-4950-99a3-ae639cf2b089/work-items/";
+
+async fn three_pages(h: &H) {
+    Mock::given(method("GET"))
+        .and(path(LIST))
+        .and(query_param("cursor", "100:1:0"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(page(
+            vec![
+                item(3, "Backlog", "2026-11-20T10:00:00Z"),
+                item(2, "In Progress", "2026-11-20T09:00:00Z"),
+            ],
+            Some("100:2:0"),
+        )))
+        .mount(&h.peers.plane)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(LIST))
+        .and(query_param("cursor", "100:2:0"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(page(vec![item(1, "Done", "2026-11-19T09:00:00Z")], None)),
+        )
+        .mount(&h.peers.plane)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(LIST))
+        .respond_with(ResponseTemplate::new(200).set_body_json(page(
+            vec![
+                item(5, "In Progress", "2026-11-21T10:00:00Z"),
+                item(4, "Todo", "2026-11-21T09:00:00Z"),
+            ],
+            Some("100:1:0"),
+        )))
+        .mount(&h.peers.plane)
+        .await;
+}
+
+fn list_requests(reqs: &[wiremock::Request]) -> usize {
+    reqs.iter().filter(|r| r.url.path() == LIST).count()
+}
+
+#[tokio::test]
+async fn plane_side_pages_through_every_page_and_replays_lost_starts_once() {
+    let h = harness(|_, _| {}).await;
+    three_pages(&h).await;
+    let report = h.state.reconciler.reconcile_plane_once().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let reqs = h.peers.plane.received_requests().await.unwrap();
+    assert_eq!(list_requests(&reqs), 3);
+    assert!(
+        reqs.iter().filter(|r| r.url.path() == LIST).all(|r| r
+            .url
+            .query()
+            .unwrap_or("")
+            .contains("per_page=100"))
+    );
+    assert_eq!(
+        report.replays, 2,
+        "ET-5 and ET-2 were In Progress without a task"
+    );
+    for wi in ["ET-5", "ET-2"] {
+        let w = wi.to_string();
+        let t = h
+            .state
+            .store
+            .call(move |c| store::tasks::get_by_work_item(c, &w))
+            .await
+            .unwrap();
+        let t = t.unwrap_or_else(|| panic!("{wi} started"));
+        assert_eq!(t.stage, "analysis");
+        assert_eq!(h.jobs_of(t.id, "analyst").await.len(), 1);
+    }
+    let history_trigger = h
+        .state
+        .store
+        .call(|c| {
+            Ok(
+                c.query_row("SELECT trigger FROM task_history LIMIT 1", [], |r| {
+                    r.get::<_, String>(0)
+                })?,
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(history_trigger, "reconciler");
+
+    // Replaying again changes nothing: no new tasks, jobs or replays.
+    h.clock.advance(Duration::from_secs(60));
+    let again = h.state.reconciler.reconcile_plane_once().await;
+    assert_eq!(again.replays, 0);
+    let counts: (i64, i64) = h
+        .state
+        .store
+        .call(|c| {
+            Ok((
+                c.query_row("SELECT COUNT(*) FROM tasks", [], |r| r.get(0))?,
+                c.query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get(0))?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(counts, (2, 2));
+    // The second pass stopped at the watermark of the first: it did not read the old pages.
+    let reqs = h.peers.plane.received_requests().await.unwrap();
+    assert_eq!(
+        list_requests(&reqs),
+        4,
+        "one page suffices once the watermark is known"
+    );
+}
+
+#[tokio::test]
+async fn plane_side_honours_429_retry_after() {
+    let h = harness(|_, _| {}).await;
+    Mock::given(method("GET"))
+        .and(path(LIST))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("Retry-After", "1")
+                .set_body_json(
+                    serde_json::json!({"error_code": 5900, "error_message": "RATE_LIMIT_EXCEEDED"}),
+                ),
+        )
+        .up_to_n_times(1)
+        .mount(&h.peers.plane)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(LIST))
+        .respond_with(ResponseTemplate::new(200).set_body_json(page(
+            vec![item(7, "In Progress", "2026-11-21T10:00:00Z")],
+            None,
+        )))
+        .mount(&h.peers.plane)
+        .await;
+    let started = std::time::Instant::now();
+    let report = h.state.reconciler.reconcile_plane_once().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.replays, 1);
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "waited for Retry-After"
+    );
+    assert_eq!(
+        list_requests(&h.peers.plane.received_requests().await.unwrap()),
+        2
+    );
+}
+
+#[tokio::test]
+async fn plane_side_one_project_failing_does_not_stop_another() {
+    const OTHER: &str = "11111111-2222-4333-8444-555555555555";
+    let h = harness(|c, _| {
+        c.projects.insert(
+            0,
+            orch::config::Project {
+                plane_project_id: OTHER.into(),
+                identifier: "OPS".into(),
+                repo: "acme/ops".into(),
+                clone_url: None,
+            },
+        );
+    })
+    .await;
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/api/v1/workspaces/acme/projects/{OTHER}/work-items/"
+        )))
+        .respond_with(ResponseTemplate::new(500).set_body_string("database is down"))
+        .mount(&h.peers.plane)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(LIST))
+        .respond_with(ResponseTemplate::new(200).set_body_json(page(
+            vec![item(8, "In Progress", "2026-11-21T10:00:00Z")],
+            None,
+        )))
+        .mount(&h.peers.plane)
+        .await;
+    let report = h.state.reconciler.reconcile_plane_once().await;
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert!(report.errors[0].contains("OPS"));
+    assert_eq!(report.replays, 1);
+    let t = h
+        .state
+        .store
+        .call(|c| store::tasks::get_by_work_item(c, "ET-8"))
+        .await
+        .unwrap();
+    assert!(t.is_some());
+}
+
+#[tokio::test]
+async fn plane_side_replays_a_lost_approval_once() {
+    let h = harness(|_, _| {}).await;
+    // ET-9 sits in analysis since before the person approved it in Plane.
+    let new = store::NewTask {
+        work_item: "ET-9".into(),
+        plane_issue_id: Some("issue-9".into()),
+        plane_project_id: Some(PROJECT_ID.into()),
+        title: "Item 9".into(),
+        repo: REPO.into(),
+        branch: "feature/ET-9-item-9".into(),
+        stage: "analysis".into(),
+        labels: vec![],
+    };
+    let created = Timestamp::parse_rfc3339("2026-11-21T08:00:00Z").unwrap();
+    let t = h
+        .state
+        .store
+        .call(move |c| store::tasks::create_atomic(c, &new, None, "test", Trigger::Manual, created))
+        .await
+        .unwrap()
+        .0;
+    Mock::given(method("GET"))
+        .and(path(LIST))
+        .respond_with(ResponseTemplate::new(200).set_body_json(page(
+            vec![item(9, "Approved", "2026-11-21T10:00:00Z")],
+            None,
+        )))
+        .mount(&h.peers.plane)
+        .await;
+    let report = h.state.reconciler.reconcile_plane_once().await;
+    assert_eq!(report.replays, 1, "{:?}", report.plane);
+    assert_eq!(h.stage_of(t.id).await, "development");
+    assert_eq!(h.jobs_of(t.id, "developer").await.len(), 1);
+    h.clock.advance(Duration::from_secs(60));
+    let again = h.state.reconciler.reconcile_plane_once().await;
+    assert_eq!(again.replays, 0);
+    assert_eq!(h.stage_of(t.id).await, "development");
+}
