@@ -1,0 +1,139 @@
+//! A kill -9 between the 202 and processing loses nothing.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn_orch(dir: &std::path::Path, port: u16, plane_url: &str) -> Child {
+    let config = format!(
+        r#"
+db_path = "{db}"
+repos_dir = "{repos}"
+listen = "127.0.0.1:{port}"
+rules_dir = "{rules}"
+
+[plane]
+url = "{plane_url}"
+api_token = "plane_api_test"
+workspace = "{WORKSPACE}"
+
+[reconcile]
+enabled = false
+
+[http]
+retries = 0
+
+[[projects]]
+plane_project_id = "{PROJECT_ID}"
+identifier = "ET"
+repo = "{REPO}"
+clone_url = "/nonexistent/remote.git"
+"#,
+        db = dir.join("orch.db").display(),
+        repos = dir.join("repos").display(),
+        rules = concat!(env!("CARGO_MANIFEST_DIR"), "/rules"),
+    );
+    std::fs::write(dir.join("orch.toml"), config).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_orch"))
+        .args(["serve", "--config"])
+        .arg(dir.join("orch.toml"))
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_healthy(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = client()
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .send()
+            .await
+            && r.status().as_u16() == 200
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "orch did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn query(db: &std::path::Path, sql: &str) -> i64 {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_after_the_202_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // Plane is down while the first process runs: the v2 delivery carries only a state id, so
+    // processing needs Plane's state list and cannot complete before the crash.
+    let dead_plane = format!("http://127.0.0.1:{}", free_port());
+    let mut first = spawn_orch(dir.path(), port, &dead_plane);
+    wait_healthy(port).await;
+    let v2 = serde_json::json!({
+        "version": "v2", "event": "workitem.updated", "delivery_id": "d-1", "event_id": "e-1",
+        "data": {"id": ISSUE_ID, "name": "Login redirect loop on Safari", "sequence_id": 42,
+                 "project_id": PROJECT_ID, "state_id": state_id("In Progress"), "label_ids": []},
+        "previous_attributes": {"state_id": state_id("Backlog")}
+    });
+    let r = client()
+        .post(format!("http://127.0.0.1:{port}/webhooks/plane"))
+        .header("X-Plane-Event", "issue")
+        .body(serde_json::to_vec(&v2).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let db = dir.path().join("orch.db");
+    // The delivery is on disk, its processing attempt failed: now kill -9.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while query(&db, "SELECT COUNT(*) FROM inbox WHERE attempts > 0") == 0 {
+        assert!(Instant::now() < deadline, "processing was never attempted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    assert_eq!(query(&db, "SELECT COUNT(*) FROM tasks"), 0);
+    assert_eq!(
+        query(&db, "SELECT COUNT(*) FROM inbox WHERE processed_at IS NULL"),
+        1
+    );
+
+    // Restart with Plane reachable: the stored delivery is processed.
+    let peers = Peers::start().await;
+    let mut second = spawn_orch(dir.path(), port, &peers.plane.uri());
+    wait_healthy(port).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while query(&db, "SELECT COUNT(*) FROM tasks WHERE work_item = 'ET-42'") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the delivery was not processed after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        query(&db, "SELECT COUNT(*) FROM inbox WHERE processed_at IS NULL"),
+        0
+    );
+    assert_eq!(
+        query(&db, "SELECT COUNT(*) FROM jobs WHERE agent = 'analyst'"),
+        1
+    );
+    second.kill().unwrap();
+    second.wait().unwrap();
+}

@@ -1,0 +1,468 @@
+//! Deliveries through the real server into the pipeline: Plane starts, F-3 sha→branch
+//! resolution for Gitea status events, concurrency, fuzzing, crash safety.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use orch::store::{self, Trigger};
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, ResponseTemplate};
+
+const SHA: &str = "bffeb74224043ba2feb48d137756c8a9331c449a";
+
+async fn app_with_peers(peers: &Peers) -> TestApp {
+    TestApp::spawn(|c| {
+        peers.configure(c, "unused");
+        c.reconcile.enabled = Some(false);
+    })
+    .await
+}
+
+async fn post(app: &TestApp, source: &str, event: &str, body: Vec<u8>) -> reqwest::StatusCode {
+    let mut req = client()
+        .post(app.url(&format!("/webhooks/{source}")))
+        .body(body);
+    req = match source {
+        "plane" => req.header("X-Plane-Event", event),
+        _ => req.header("X-Gitea-Event-Type", event),
+    };
+    req.send().await.unwrap().status()
+}
+
+async fn processed(app: &TestApp) {
+    eventually("inbox drained", Duration::from_secs(10), || async {
+        app.state
+            .store
+            .call(|c| store::inbox::backlog(c))
+            .await
+            .unwrap()
+            .0
+            == 0
+    })
+    .await;
+}
+
+/// The Gitea status fixture for `acme/widget`, with a given state.
+fn status_event(state: &str) -> Vec<u8> {
+    let mut v: serde_json::Value = serde_json::from_slice(&fixture("gitea_status.json")).unwrap();
+    v["state"] = serde_json::json!(state);
+    serde_json::to_vec_pretty(&v).unwrap()
+}
+
+async fn green_statuses(peers: &Peers) {
+    Mock::given(method("GET"))
+        .and(path(format!("/api/v1/repos/{REPO}/commits/{SHA}/statuses")))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("X-Total-Count", "1")
+                .set_body_json(
+                    serde_json::json!([{"id": 1, "status": "success", "context": "ci/build"}]),
+                ),
+        )
+        .mount(&peers.gitea)
+        .await;
+}
+
+async fn branch_heads(peers: &Peers, heads: &[(&str, &str)]) {
+    let list: Vec<_> = heads
+        .iter()
+        .map(|(b, s)| serde_json::json!({"name": b, "commit": {"id": s}}))
+        .collect();
+    Mock::given(method("GET"))
+        .and(path(format!("/api/v1/repos/{REPO}/branches")))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("X-Total-Count", list.len().to_string())
+                .set_body_json(list),
+        )
+        .mount(&peers.gitea)
+        .await;
+    for (b, s) in heads {
+        Mock::given(method("GET"))
+            .and(path(format!("/api/v1/repos/{REPO}/branches/{b}")))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(serde_json::json!({"name": b, "commit": {"id": s}})),
+            )
+            .mount(&peers.gitea)
+            .await;
+    }
+}
+
+async fn stage(app: &TestApp, wi: &str) -> String {
+    task_of(app, wi).await.unwrap().stage
+}
+
+#[tokio::test]
+async fn f3_status_resolved_through_the_gitea_api() {
+    let peers = Peers::start().await;
+    let app = app_with_peers(&peers).await;
+    let now = app.state.clock.now();
+    insert_task(&app, "ET-1", "development", now).await;
+    insert_task(&app, "ET-2", "development", now).await;
+    branch_heads(
+        &peers,
+        &[
+            ("feature/ET-1-work", SHA),
+            (
+                "feature/ET-2-work",
+                "0000000000000000000000000000000000000002",
+            ),
+        ],
+    )
+    .await;
+    green_statuses(&peers).await;
+    assert_eq!(
+        post(&app, "gitea", "status", status_event("success")).await,
+        202
+    );
+    processed(&app).await;
+    assert_eq!(stage(&app, "ET-1").await, "review");
+    assert_eq!(stage(&app, "ET-2").await, "development");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn f3_fallback_to_the_single_development_task_when_the_api_knows_no_branch() {
+    let peers = Peers::start().await;
+    let app = app_with_peers(&peers).await;
+    let now = app.state.clock.now();
+    insert_task(&app, "ET-3", "development", now).await;
+    insert_task(&app, "ET-4", "review", now).await;
+    // The branch moved on already: no branch has the status's sha as its head...
+    branch_heads(
+        &peers,
+        &[("main", "1111111111111111111111111111111111111111")],
+    )
+    .await;
+    // ...but the gate reads the branch head, which is green now.
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/api/v1/repos/{REPO}/branches/feature/ET-3-work"
+        )))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"name": "x", "commit": {"id": SHA}})),
+        )
+        .mount(&peers.gitea)
+        .await;
+    green_statuses(&peers).await;
+    post(&app, "gitea", "status", status_event("success")).await;
+    processed(&app).await;
+    assert_eq!(
+        stage(&app, "ET-3").await,
+        "review",
+        "resolved by the fallback"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn f3_two_development_tasks_are_not_guessed() {
+    let peers = Peers::start().await;
+    let app = app_with_peers(&peers).await;
+    let now = app.state.clock.now();
+    insert_task(&app, "ET-5", "development", now).await;
+    insert_task(&app, "ET-6", "development", now).await;
+    branch_heads(&peers, &[]).await;
+    green_statuses(&peers).await;
+    post(&app, "gitea", "status", status_event("success")).await;
+    processed(&app).await;
+    assert_eq!(stage(&app, "ET-5").await, "development");
+    assert_eq!(stage(&app, "ET-6").await, "development");
+    // Nothing asked for either branch's head: no gate was evaluated.
+    let reqs = peers.gitea.received_requests().await.unwrap();
+    assert!(
+        reqs.iter()
+            .all(|r| !r.url.path().contains("/branches/feature")),
+        "{reqs:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn f3_api_down_still_allows_the_fallback() {
+    let peers = Peers::start().await;
+    let app = app_with_peers(&peers).await;
+    let now = app.state.clock.now();
+    insert_task(&app, "ET-7", "development", now).await;
+    Mock::given(method("GET"))
+        .and(path(format!("/api/v1/repos/{REPO}/branches")))
+        .respond_with(ResponseTemplate::new(500).set_body_string("gitea is restarting"))
+        .mount(&peers.gitea)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/api/v1/repos/{REPO}/branches/feature/ET-7-work"
+        )))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"name": "x", "commit": {"id": SHA}})),
+        )
+        .mount(&peers.gitea)
+        .await;
+    green_statuses(&peers).await;
+    post(&app, "gitea", "status", status_event("success")).await;
+    processed(&app).await;
+    assert_eq!(stage(&app, "ET-7").await, "review");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_identical_in_progress_deliveries_make_one_task() {
+    let peers = Peers::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bare = bare_repo(dir.path());
+    let mut cfg = test_config(dir.path());
+    peers.configure(&mut cfg, bare.to_str().unwrap());
+    cfg.reconcile.enabled = Some(false);
+    let app = TestApp::spawn_in(dir, cfg).await;
+    let body = plane_webhook("In Progress", "started");
+    let mut handles = Vec::new();
+    for i in 0..100 {
+        let url = app.url("/webhooks/plane");
+        let body = body.clone();
+        handles.push(tokio::spawn(async move {
+            client()
+                .post(url)
+                .header("X-Plane-Event", "issue")
+                .header("X-Plane-Delivery", format!("delivery-{i}"))
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    for h in handles {
+        assert_eq!(h.await.unwrap(), 202);
+    }
+    // And the same start racing in through the pipeline directly (as the reconciler would).
+    let item = orch::pipeline::WorkItem {
+        work_item: "ET-42".into(),
+        plane_issue_id: Some(ISSUE_ID.into()),
+        plane_project_id: PROJECT_ID.into(),
+        title: "Login redirect loop on Safari".into(),
+        labels: vec![],
+    };
+    app.state
+        .pipeline
+        .start(&item, Trigger::Reconciler)
+        .await
+        .unwrap();
+    processed(&app).await;
+    let counts: (i64, i64, i64) = app
+        .state
+        .store
+        .call(|c| {
+            Ok((
+                c.query_row("SELECT COUNT(*) FROM inbox", [], |r| r.get(0))?,
+                c.query_row("SELECT COUNT(*) FROM tasks", [], |r| r.get(0))?,
+                c.query_row(
+                    "SELECT COUNT(*) FROM jobs WHERE agent = 'analyst'",
+                    [],
+                    |r| r.get(0),
+                )?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        counts,
+        (1, 1, 1),
+        "(deliveries stored, tasks, analyst jobs)"
+    );
+    let branches = std::process::Command::new("git")
+        .args(["branch", "--list", "feature/*"])
+        .current_dir(app.state.config.repos_dir.join("acme/widget"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&branches.stdout).lines().count(), 1);
+    assert_eq!(
+        std::fs::read_dir(app.state.config.repos_dir.join("worktrees"))
+            .unwrap()
+            .count(),
+        1
+    );
+    app.stop().await;
+}
+
+/// A small deterministic PRNG (xorshift) so the fuzz cases are reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn mutate(rng: &mut Rng, base: &[u8]) -> Vec<u8> {
+    let mut b = base.to_vec();
+    match rng.below(6) {
+        0 => {
+            // Flip random bytes.
+            for _ in 0..1 + rng.below(8) {
+                let i = rng.below(b.len());
+                b[i] ^= 1 << rng.below(8);
+            }
+        }
+        1 => b.truncate(rng.below(b.len())),
+        2 => {
+            let i = rng.below(b.len());
+            let j = i + rng.below(b.len() - i);
+            b.drain(i..j);
+        }
+        3 => {
+            // Replace a JSON value with another type.
+            let s = String::from_utf8_lossy(&b).to_string();
+            let targets = [
+                "\"sequence_id\": 42",
+                "\"project\": \"59e3be42",
+                "\"name\": \"In Progress\"",
+                "\"event\": \"issue\"",
+                "\"state\": {",
+            ];
+            let t = targets[rng.below(targets.len())];
+            let repl = ["null", "[]", "{}", "-1", "\"\"", "1e999", "\"\\u0000\""][rng.below(7)];
+            let key = t.split(':').next().unwrap_or(t);
+            b = s
+                .replacen(t, &format!("{key}: {repl}, \"x{}\"", rng.below(1000)), 1)
+                .into_bytes();
+        }
+        4 => {
+            let i = rng.below(b.len());
+            let junk: Vec<u8> = (0..rng.below(64)).map(|_| rng.next() as u8).collect();
+            b.splice(i..i, junk);
+        }
+        _ => {
+            // Valid JSON, unexpected shapes.
+            let shapes = [
+                r#"{}"#,
+                r#"{"event": "issue"}"#,
+                r#"{"event": "issue", "action": "created", "data": {}}"#,
+                r#"{"version": "v2", "event": "workitem.created", "data": {"project_id": 5}}"#,
+                r#"{"event": "issue", "action": "created", "data": {"project": "59e3be42-87ec-4950-99a3-ae639cf2b089", "sequence_id": "x", "state": 7}}"#,
+            ];
+            b = shapes[rng.below(shapes.len())].as_bytes().to_vec();
+        }
+    }
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_mutated_payloads_never_panic_and_never_create_a_task() {
+    let peers = Peers::start().await;
+    const SECRET: &str = "fuzz-secret";
+    let app = TestApp::spawn(|c| {
+        peers.configure(c, "unused");
+        c.reconcile.enabled = Some(false);
+        c.plane.webhook_secret = Some(orch::secret::Secret::new(SECRET));
+        c.gitea.webhook_secret = Some(orch::secret::Secret::new(SECRET));
+    })
+    .await;
+    let bases = [
+        ("plane", "issue", plane_webhook("Backlog", "backlog")),
+        ("gitea", "push", fixture("gitea_push.json")),
+        ("gitea", "status", fixture("gitea_status.json")),
+    ];
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let http = client();
+    let mut statuses = std::collections::BTreeMap::new();
+    for _ in 0..1000 {
+        let (source, event, base) = &bases[rng.below(bases.len())];
+        let body = mutate(&mut rng, base);
+        let sig = sign(SECRET, &body);
+        let mut req = http
+            .post(app.url(&format!("/webhooks/{source}")))
+            .body(body);
+        req = if *source == "plane" {
+            req.header("X-Plane-Event", *event)
+                .header("X-Plane-Signature", sig)
+        } else {
+            req.header("X-Gitea-Event-Type", *event)
+                .header("X-Gitea-Signature", sig)
+        };
+        let status = req.send().await.unwrap().status().as_u16();
+        assert!((200..500).contains(&status), "server error {status}");
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    assert!(
+        statuses.contains_key(&400) && statuses.contains_key(&202),
+        "{statuses:?}"
+    );
+    processed_or_failed(&app).await;
+    let tasks: i64 = app
+        .state
+        .store
+        .call(|c| Ok(c.query_row("SELECT COUNT(*) FROM tasks", [], |r| r.get(0))?))
+        .await
+        .unwrap();
+    assert_eq!(tasks, 0, "no task from an invalid (or non-start) delivery");
+    // The server is still healthy.
+    assert_eq!(
+        http.get(app.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    app.stop().await;
+}
+
+async fn processed_or_failed(app: &TestApp) {
+    eventually("inbox settled", Duration::from_secs(20), || async {
+        app.state
+            .store
+            .call(|c| {
+                Ok(c.query_row(
+                    "SELECT COUNT(*) FROM inbox WHERE processed_at IS NULL AND attempts = 0",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )?)
+            })
+            .await
+            .unwrap()
+            == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn gitea_push_rechecks_the_gate_of_a_task_waiting_on_ci() {
+    let peers = Peers::start().await;
+    let app = app_with_peers(&peers).await;
+    let now = app.state.clock.now();
+    insert_task(&app, "ET-8", "development", now).await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"/branches/feature/ET-8-work$"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"name": "x", "commit": {"id": SHA}})),
+        )
+        .mount(&peers.gitea)
+        .await;
+    green_statuses(&peers).await;
+    let mut push: serde_json::Value = serde_json::from_slice(&fixture("gitea_push.json")).unwrap();
+    push["ref"] = serde_json::json!("refs/heads/feature/ET-8-work");
+    post(
+        &app,
+        "gitea",
+        "push",
+        serde_json::to_vec_pretty(&push).unwrap(),
+    )
+    .await;
+    processed(&app).await;
+    assert_eq!(stage(&app, "ET-8").await, "review");
+    app.stop().await;
+}
