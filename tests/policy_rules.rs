@@ -33,7 +33,8 @@ fn a_misspelt_key_is_an_error_at_its_position() {
     let errs = errors_after(&[("pipeline.toml", "next = \"review\"", "nxt = \"review\"")]);
     let line = line_of("pipeline.toml", "next = \"review\"");
     assert!(
-        errs.iter().any(|e| e.starts_with(&format!("pipeline.toml:{line}:1: unknown field `nxt`"))),
+        errs.iter()
+            .any(|e| e.starts_with(&format!("pipeline.toml:{line}:1: unknown field `nxt`"))),
         "{errs:?}"
     );
 }
@@ -42,42 +43,104 @@ fn a_misspelt_key_is_an_error_at_its_position() {
 fn references_to_unknown_things_are_located() {
     let errs = errors_after(&[
         ("pipeline.toml", "next = \"testing\"", "next = \"qa\""),
-        ("pipeline.toml", "gate = \"ci_green\"", "gate = \"ci_grean\""),
+        (
+            "pipeline.toml",
+            "gate = \"ci_green\"",
+            "gate = \"ci_grean\"",
+        ),
         ("pipeline.toml", "agent = \"tester\"", "agent = \"qa-bot\""),
     ]);
     let joined = errs.join("\n");
     let l_next = line_of("pipeline.toml", "next = \"testing\"");
     let l_gate = line_of("pipeline.toml", "gate = \"ci_green\"");
     let l_agent = line_of("pipeline.toml", "agent = \"tester\"");
-    assert!(joined.contains(&format!("pipeline.toml:{l_next}:8: stage review: next names unknown stage \"qa\"")), "{joined}");
-    assert!(joined.contains(&format!("pipeline.toml:{l_gate}:8: stage development: unknown gate check \"ci_grean\"")), "{joined}");
-    assert!(joined.contains(&format!("pipeline.toml:{l_agent}:9: stage testing: unknown agent \"qa-bot\"")), "{joined}");
+    assert!(
+        joined.contains(&format!(
+            "pipeline.toml:{l_next}:8: stage review: next names unknown stage \"qa\""
+        )),
+        "{joined}"
+    );
+    assert!(
+        joined.contains(&format!(
+            "pipeline.toml:{l_gate}:8: stage development: unknown gate check \"ci_grean\""
+        )),
+        "{joined}"
+    );
+    assert!(
+        joined.contains(&format!(
+            "pipeline.toml:{l_agent}:9: stage testing: unknown agent \"qa-bot\""
+        )),
+        "{joined}"
+    );
     // testing is now unreachable (review goes to "qa"), and that is reported too.
     assert!(joined.contains("stage testing is unreachable"), "{joined}");
-    assert!(errs.len() >= 4, "every error is reported, not just the first: {joined}");
+    assert!(
+        errs.len() >= 4,
+        "every error is reported, not just the first: {joined}"
+    );
 }
 
 #[test]
 fn the_sweep_can_never_be_given_a_path_out_of_a_human_gate() {
-    let errs = errors_after(&[("pipeline.toml", "human_gate = true\n", "human_gate = true\nsweep = true\n")]);
-    assert!(errs.iter().any(|e| e.contains("human gate: the sweep must never advance it")), "{errs:?}");
-    let errs = errors_after(&[("pipeline.toml", "gate = \"analysis_approved\"", "gate = \"ci_green\"")]);
-    assert!(errs.iter().any(|e| e.contains("does not require analysis_approved")), "{errs:?}");
+    let errs = errors_after(&[(
+        "pipeline.toml",
+        "human_gate = true\n",
+        "human_gate = true\nsweep = true\n",
+    )]);
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("human gate: the sweep must never advance it")),
+        "{errs:?}"
+    );
+    let errs = errors_after(&[(
+        "pipeline.toml",
+        "gate = \"analysis_approved\"",
+        "gate = \"ci_green\"",
+    )]);
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("does not require analysis_approved")),
+        "{errs:?}"
+    );
 }
 
 #[test]
 fn a_pipeline_without_an_end_is_rejected() {
-    let errs = errors_after(&[("pipeline.toml", "name = \"done\"\nterminal = true", "name = \"done\"\nagent = \"tester\"\nnext = \"done\"")]);
-    assert!(errs.iter().any(|e| e.contains("no terminal stage")), "{errs:?}");
+    let errs = errors_after(&[(
+        "pipeline.toml",
+        "name = \"done\"\nterminal = true",
+        "name = \"done\"\nagent = \"tester\"\nnext = \"done\"",
+    )]);
+    assert!(
+        errs.iter().any(|e| e.contains("no terminal stage")),
+        "{errs:?}"
+    );
 }
 
 #[test]
 fn rhai_syntax_errors_are_reported() {
-    let errs = errors_after(&[("pipeline.toml", "gate = \"review_approved\"", "gate = \"review_approved &&\"")]);
+    let errs = errors_after(&[(
+        "pipeline.toml",
+        "gate = \"review_approved\"",
+        "gate = \"review_approved &&\"",
+    )]);
     let l = line_of("pipeline.toml", "gate = \"review_approved\"");
-    assert!(errs.iter().any(|e| e.starts_with(&format!("pipeline.toml:{l}:8:")) && e.contains("not a valid Rhai expression")), "{errs:?}");
-    let errs = errors_after(&[("reconcile.toml", "default = \"10m\"", "default = \"10m\"\nexpr = \"if task. { 1 }\"")]);
-    assert!(errs.iter().any(|e| e.contains("grace.expr: Rhai syntax error")), "{errs:?}");
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with(&format!("pipeline.toml:{l}:8:"))
+                && e.contains("not a valid Rhai expression")),
+        "{errs:?}"
+    );
+    let errs = errors_after(&[(
+        "reconcile.toml",
+        "default = \"10m\"",
+        "default = \"10m\"\nexpr = \"if task. { 1 }\"",
+    )]);
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("grace.expr: Rhai syntax error")),
+        "{errs:?}"
+    );
 }
 
 #[test]
@@ -88,10 +151,22 @@ fn gaps_in_the_plane_state_map_are_rejected() {
         ("plane.toml", "done = \"Done\"\n", ""),
     ]);
     let joined = errs.join("\n");
-    assert!(joined.contains("no Plane state maps to approve"), "{joined}");
-    assert!(joined.contains("plane.outbound.blocked is missing"), "{joined}");
-    assert!(joined.contains("plane.outbound.entered.done is missing"), "{joined}");
-    assert!(errs.iter().all(|e| e.starts_with("plane.toml:")), "{joined}");
+    assert!(
+        joined.contains("no Plane state maps to approve"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("plane.outbound.blocked is missing"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("plane.outbound.entered.done is missing"),
+        "{joined}"
+    );
+    assert!(
+        errs.iter().all(|e| e.starts_with("plane.toml:")),
+        "{joined}"
+    );
 }
 
 #[test]
@@ -101,18 +176,36 @@ fn a_section_defined_in_two_files_is_rejected() {
     std::fs::write(rules.join("extra.toml"), "[reconcile]\nenabled = false\n").unwrap();
     let errs = policy::load_dir(&rules).unwrap_err().to_string();
     // Files are read in name order: the later one is the duplicate.
-    assert!(errs.contains("reconcile.toml:3:1: [reconcile] is already defined in"), "{errs}");
-    assert!(errs.contains("extra.toml"), "the message names the other file: {errs}");
+    assert!(
+        errs.contains("reconcile.toml:3:1: [reconcile] is already defined in"),
+        "{errs}"
+    );
+    assert!(
+        errs.contains("extra.toml"),
+        "the message names the other file: {errs}"
+    );
 }
 
 #[test]
 fn an_invalid_value_type_is_located() {
-    let errs = errors_after(&[("pipeline.toml", "max_attempts = 3\nbackoff = \"1m\"", "max_attempts = \"three\"\nbackoff = \"1m\"")]);
-    assert!(errs.iter().any(|e| e.starts_with("pipeline.toml:") && e.contains("invalid type")), "{errs:?}");
+    let errs = errors_after(&[(
+        "pipeline.toml",
+        "max_attempts = 3\nbackoff = \"1m\"",
+        "max_attempts = \"three\"\nbackoff = \"1m\"",
+    )]);
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("pipeline.toml:") && e.contains("invalid type")),
+        "{errs:?}"
+    );
 }
 
 fn orch(args: &[&str], cwd: &Path) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_orch")).args(args).current_dir(cwd).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_orch"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).to_string(),
@@ -129,37 +222,118 @@ fn cli_check_exits_0_on_the_shipped_rules_and_1_with_file_line_col_on_a_typo() {
     assert_eq!(code, 0);
 
     let dir = tempfile::tempdir().unwrap();
-    let rules = common::rules_copy(dir.path(), &[("reconcile.toml", "plane_enabled = true", "plane_enabeld = true")]);
+    let rules = common::rules_copy(
+        dir.path(),
+        &[(
+            "reconcile.toml",
+            "plane_enabled = true",
+            "plane_enabeld = true",
+        )],
+    );
     let (code, _, err) = orch(&["rules", "check", rules.to_str().unwrap()], dir.path());
     assert_eq!(code, 1, "{err}");
     let line = line_of("reconcile.toml", "plane_enabled = true");
-    assert!(err.contains(&format!("{}:{line}:1: unknown field `plane_enabeld`", rules.join("reconcile.toml").display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:{line}:1: unknown field `plane_enabeld`",
+            rules.join("reconcile.toml").display()
+        )),
+        "{err}"
+    );
 }
 
 #[test]
 fn cli_simulate_and_diff() {
-    let (code, out, err) = orch(&["rules", "simulate", "rules", "--scenarios", "tests/scenarios/default.toml"], &root());
+    let (code, out, err) = orch(
+        &[
+            "rules",
+            "simulate",
+            "rules",
+            "--scenarios",
+            "tests/scenarios/default.toml",
+        ],
+        &root(),
+    );
     assert_eq!(code, 0, "{err}");
-    assert!(out.lines().any(|l| l.starts_with("gate green") && l.contains("advance development -> review")), "{out}");
-    let (code, out, _) = orch(&["rules", "simulate", "rules", "--scenarios", "tests/scenarios/default.toml", "--format", "json"], &root());
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("gate green") && l.contains("advance development -> review")),
+        "{out}"
+    );
+    let (code, out, _) = orch(
+        &[
+            "rules",
+            "simulate",
+            "rules",
+            "--scenarios",
+            "tests/scenarios/default.toml",
+            "--format",
+            "json",
+        ],
+        &root(),
+    );
     assert_eq!(code, 0);
     let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(rows.as_array().unwrap().len() > 20);
 
-    let (code, out, _) = orch(&["rules", "diff", "rules", "rules", "--scenarios", "tests/scenarios/default.toml"], &root());
+    let (code, out, _) = orch(
+        &[
+            "rules",
+            "diff",
+            "rules",
+            "rules",
+            "--scenarios",
+            "tests/scenarios/default.toml",
+        ],
+        &root(),
+    );
     assert_eq!(code, 0, "identical sets: no change: {out}");
     assert!(out.contains("no decision changes"));
 
     let dir = tempfile::tempdir().unwrap();
-    let edited = common::rules_copy(dir.path(), &[("reconcile.toml", "default = \"10m\"", "default = \"1h\"")]);
+    let edited = common::rules_copy(
+        dir.path(),
+        &[("reconcile.toml", "default = \"10m\"", "default = \"1h\"")],
+    );
     let scenarios = root().join("tests/scenarios/default.toml");
-    let (code, out, _) = orch(&["rules", "diff", "rules", edited.to_str().unwrap(), "--scenarios", scenarios.to_str().unwrap()], &root());
-    assert_eq!(code, 1, "a change fails the diff so it can gate a pull request");
-    assert!(out.contains("wait 570s") && out.contains("wait 3570s"), "{out}");
+    let (code, out, _) = orch(
+        &[
+            "rules",
+            "diff",
+            "rules",
+            edited.to_str().unwrap(),
+            "--scenarios",
+            scenarios.to_str().unwrap(),
+        ],
+        &root(),
+    );
+    assert_eq!(
+        code, 1,
+        "a change fails the diff so it can gate a pull request"
+    );
+    assert!(
+        out.contains("wait 570s") && out.contains("wait 3570s"),
+        "{out}"
+    );
     let (_, out, _) = orch(
-        &["rules", "diff", "rules", edited.to_str().unwrap(), "--scenarios", scenarios.to_str().unwrap(), "--format", "json"],
+        &[
+            "rules",
+            "diff",
+            "rules",
+            edited.to_str().unwrap(),
+            "--scenarios",
+            scenarios.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
         &root(),
     );
     let changes: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert!(changes.as_array().unwrap().iter().all(|c| c["old"] != c["new"]));
+    assert!(
+        changes
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["old"] != c["new"])
+    );
 }
