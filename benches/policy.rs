@@ -29,7 +29,11 @@ fn snapshots(rules: &RuleSet) -> Vec<TaskSnapshot> {
         .map(|i| TaskSnapshot {
             work_item: format!("ET-{i}"),
             stage: stages[i % stages.len()].clone(),
-            labels: if i % 7 == 0 { vec!["urgent".into()] } else { vec![] },
+            labels: if i % 7 == 0 {
+                vec!["urgent".into()]
+            } else {
+                vec![]
+            },
             updated_at: NOW.minus(Duration::from_secs((i as u64 * 37) % 7200)),
             has_active_job: i % 5 == 0,
         })

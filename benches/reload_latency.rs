@@ -19,22 +19,34 @@ fn copy_rules(dst: &Path) {
 }
 
 fn main() {
-    let saves: usize = std::env::var("RELOAD_SAVES").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    let saves: usize = std::env::var("RELOAD_SAVES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
     let dir = tempfile::tempdir().expect("tempdir");
     let rules = dir.path().join("rules");
     copy_rules(&rules);
-    let handle = RulesHandle::new(policy::load_dir(&rules).expect("valid rules"), rules.clone());
+    let handle = RulesHandle::new(
+        policy::load_dir(&rules).expect("valid rules"),
+        rules.clone(),
+    );
     let _watcher = policy::watch(handle.clone()).expect("watch");
     let file = rules.join("reconcile.toml");
     let original = std::fs::read_to_string(&file).expect("read");
     let mut latencies = Vec::with_capacity(saves);
     for i in 0..saves {
         let before = handle.current().version().to_string();
-        let text = original.replace("default = \"10m\"", &format!("default = \"{}s\"", 600 + i + 1));
+        let text = original.replace(
+            "default = \"10m\"",
+            &format!("default = \"{}s\"", 600 + i + 1),
+        );
         let started = Instant::now();
         std::fs::write(&file, text).expect("write");
         while handle.current().version() == before {
-            assert!(started.elapsed() < Duration::from_secs(10), "reload never happened");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "reload never happened"
+            );
             std::thread::sleep(Duration::from_micros(200));
         }
         latencies.push(started.elapsed());
@@ -42,7 +54,9 @@ fn main() {
         std::thread::sleep(Duration::from_millis(100));
     }
     latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3;
+    let pct = |p: f64| {
+        latencies[((latencies.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3
+    };
     println!("rule reload, save -> active through the watcher: {saves} saves");
     println!("  p50  {:>8.1} ms", pct(0.50));
     println!("  p99  {:>8.1} ms", pct(0.99));

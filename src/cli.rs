@@ -34,6 +34,33 @@ pub enum Command {
     Reconcile(ReconcileArgs),
     /// Show the current decision for one task: rule, reason, facts and time left in grace.
     Explain(ExplainArgs),
+    /// Run the real engine against in-process fake Plane and Gitea with webhooks dropped at
+    /// random, and report how the reconciler healed it.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// Work items to push through the pipeline.
+    #[arg(long, default_value_t = 20)]
+    pub items: usize,
+    /// Fraction of webhooks silently dropped (0.0 – 1.0).
+    #[arg(long, default_value_t = 0.3)]
+    pub drop_rate: f64,
+    /// Seed for the drops, so a run can be repeated.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Grace before a quiet task counts as stuck.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub grace: std::time::Duration,
+    /// Time between reconciler sweeps.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+    /// Give up after this long.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
 }
 
 #[derive(Debug, clap::Args)]
@@ -87,13 +114,47 @@ pub struct ServeArgs {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    crate::telemetry::init(cli.log_format);
+    let default_level = match cli.command {
+        Command::Simulate(_) | Command::Rules(_) => "warn",
+        _ => "info",
+    };
+    crate::telemetry::init_with_default(cli.log_format, default_level);
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Rules(cmd) => crate::policy::cli::run(cmd),
         Command::Reconcile(args) => reconcile(args),
         Command::Explain(args) => explain(args),
+        Command::Simulate(args) => simulate(args),
     }
+}
+
+fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.drop_rate),
+        "--drop-rate must be between 0 and 1, not {}",
+        args.drop_rate
+    );
+    anyhow::ensure!(args.items > 0, "--items must be at least 1");
+    let opts = crate::sim::SimOptions {
+        items: args.items,
+        drop_rate: args.drop_rate,
+        seed: args.seed,
+        grace: args.grace,
+        interval: args.interval,
+        timeout: args.timeout,
+        progress: args.format == OutputFormat::Text,
+        ..crate::sim::SimOptions::default()
+    };
+    let report = runtime()?.block_on(crate::sim::run(&opts))?;
+    match args.format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Text => print!("{}", report.table()),
+    }
+    Ok(if report.done == report.items && report.duplicates == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

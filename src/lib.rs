@@ -19,6 +19,7 @@ pub mod reconciler;
 pub mod report;
 pub mod secret;
 pub mod service;
+pub mod sim;
 pub mod store;
 pub mod telemetry;
 pub mod worker;

@@ -12,7 +12,13 @@ pub enum LogFormat {
 /// Installs the global subscriber. Safe to call more than once (later calls are no-ops), so
 /// tests that start several apps in one process do not fight over it.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with_default(format, "info");
+}
+
+/// Like [`init`], with the level used when `RUST_LOG` is not set (`orch simulate` keeps the
+/// engine quiet so its progress line stays readable).
+pub fn init_with_default(format: LogFormat, default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

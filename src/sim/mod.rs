@@ -1,0 +1,359 @@
+//! `orch simulate`: the real engine end to end against in-process fake Plane and Gitea,
+//! scripted agents and a real bare git remote, with a fraction of the webhooks dropped.
+//!
+//! It is the newcomer's first run and our chaos test: every item must reach done, through
+//! the webhook path when the webhook arrives and through the reconciler when it does not,
+//! without a single duplicate task, branch or job.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::app::Application;
+use crate::config::{AgentConfig, Config, Project};
+use crate::secret::Secret;
+
+pub mod fakes;
+
+use fakes::{FakeGitea, FakePlane, Hooks};
+
+const PROJECT_ID: &str = "00000000-0000-4000-8000-000000000001";
+const REPO: &str = "acme/widget";
+
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub items: usize,
+    pub drop_rate: f64,
+    pub seed: u64,
+    pub grace: Duration,
+    pub interval: Duration,
+    /// How long CI takes after a push.
+    pub ci_delay: Duration,
+    pub workers: usize,
+    pub timeout: Duration,
+    /// Print a progress line to stderr while running.
+    pub progress: bool,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            items: 20,
+            drop_rate: 0.3,
+            seed: 1,
+            grace: Duration::from_secs(2),
+            interval: Duration::from_millis(500),
+            ci_delay: Duration::from_millis(200),
+            workers: 4,
+            timeout: Duration::from_secs(180),
+            progress: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SimReport {
+    pub items: usize,
+    pub done: usize,
+    pub time_to_done_p50_ms: u64,
+    pub time_to_done_p99_ms: u64,
+    pub webhooks_sent: u64,
+    pub webhooks_dropped: u64,
+    pub unblocks: u64,
+    pub replays: u64,
+    pub duplicates: u64,
+    pub elapsed_ms: u64,
+}
+
+impl SimReport {
+    pub fn table(&self) -> String {
+        let rows = vec![
+            vec![
+                "items done".to_string(),
+                format!("{} / {}", self.done, self.items),
+            ],
+            vec![
+                "time to done p50".into(),
+                format!("{:.1} s", self.time_to_done_p50_ms as f64 / 1e3),
+            ],
+            vec![
+                "time to done p99".into(),
+                format!("{:.1} s", self.time_to_done_p99_ms as f64 / 1e3),
+            ],
+            vec!["webhooks delivered".into(), self.webhooks_sent.to_string()],
+            vec!["webhooks dropped".into(), self.webhooks_dropped.to_string()],
+            vec![
+                "unblocks by the reconciler".into(),
+                self.unblocks.to_string(),
+            ],
+            vec!["Plane states replayed".into(), self.replays.to_string()],
+            vec!["duplicates found".into(), self.duplicates.to_string()],
+            vec![
+                "wall time".into(),
+                format!("{:.1} s", self.elapsed_ms as f64 / 1e3),
+            ],
+        ];
+        crate::report::table(&["SIMULATION", "RESULT"], &rows)
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=sim", "-c", "user.email=sim@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .with_context(|| format!("running git {args:?}"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+fn write_agents(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    use std::os::unix::fs::PermissionsExt;
+    let scripts = [
+        (
+            "analyst",
+            "echo \"analysis of $ORCH_WORK_ITEM\" > ANALYSIS.md\n",
+        ),
+        (
+            "developer",
+            "echo \"$ORCH_WORK_ITEM\" >> CHANGES.txt\ngit add CHANGES.txt\ngit -c user.name=sim -c user.email=sim@example.com commit -q -m \"$ORCH_WORK_ITEM\"\n",
+        ),
+        (
+            "reviewer",
+            "printf '{\"verdict\": \"approve\", \"summary\": \"ok\"}' > \"$ORCH_RESULT_FILE\"\n",
+        ),
+        (
+            "tester",
+            "printf '{\"verdict\": \"pass\", \"summary\": \"ok\"}' > \"$ORCH_RESULT_FILE\"\n",
+        ),
+    ];
+    std::fs::create_dir_all(dir)?;
+    let mut out = Vec::new();
+    for (name, body) in scripts {
+        let path = dir.join(format!("{name}.sh"));
+        std::fs::write(&path, format!("#!/bin/sh\nset -eu\n{body}"))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        out.push((name.to_string(), path));
+    }
+    Ok(out)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)].as_millis() as u64
+}
+
+/// Runs one simulation to completion (or timeout) and reports.
+pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().context("creating the simulation directory")?;
+    let root = dir.path();
+
+    // A bare remote with one commit, as Gitea would hold it.
+    let bare = root.join("remote/widget.git");
+    std::fs::create_dir_all(&bare)?;
+    git(&bare, &["init", "-q", "--bare", "-b", "main"])?;
+    let seed = root.join("seed");
+    std::fs::create_dir_all(&seed)?;
+    git(&seed, &["init", "-q", "-b", "main"])?;
+    std::fs::write(seed.join("README.md"), "widget\n")?;
+    git(&seed, &["add", "README.md"])?;
+    git(&seed, &["commit", "-q", "-m", "initial"])?;
+    git(&seed, &["push", "-q", &bare.to_string_lossy(), "main"])?;
+
+    // The rules: the defaults, as shipped.
+    let rules = root.join("rules");
+    std::fs::create_dir_all(&rules)?;
+    for (name, text) in crate::policy::EMBEDDED {
+        std::fs::write(rules.join(name), text)?;
+    }
+    let agents = write_agents(&root.join("agents"))?;
+
+    // Bind the fakes' ports first: orch's config needs their URLs, their webhooks need orch's.
+    let plane_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let gitea_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let plane_url = format!("http://{}", plane_listener.local_addr()?);
+    let gitea_url = format!("http://{}", gitea_listener.local_addr()?);
+
+    let mut cfg = Config {
+        db_path: root.join("orch.db"),
+        repos_dir: root.join("repos"),
+        listen: "127.0.0.1:0".parse()?,
+        rules_dir: rules,
+        ..Config::default()
+    };
+    cfg.plane.url = Some(plane_url);
+    cfg.plane.api_token = Some(Secret::new("plane_api_sim"));
+    cfg.plane.workspace = Some("sim".into());
+    cfg.plane.requests_per_minute = 100_000;
+    cfg.gitea.url = Some(gitea_url);
+    cfg.gitea.token = Some(Secret::new("gitea_sim"));
+    cfg.reconcile.enabled = Some(true);
+    cfg.reconcile.plane_enabled = Some(true);
+    cfg.reconcile.notify_unblock = Some(false);
+    cfg.reconcile.interval = opts.interval;
+    cfg.reconcile.grace_default = Some(opts.grace);
+    cfg.worker.concurrency = opts.workers;
+    cfg.http.retries = 1;
+    cfg.http.retry_base_delay = Duration::from_millis(20);
+    cfg.projects = vec![Project {
+        plane_project_id: PROJECT_ID.into(),
+        identifier: "SIM".into(),
+        repo: REPO.into(),
+        clone_url: Some(bare.to_string_lossy().to_string()),
+    }];
+    for (name, path) in &agents {
+        cfg.agents.insert(
+            name.clone(),
+            AgentConfig {
+                command: vec![path.to_string_lossy().to_string()],
+                timeout: Duration::from_secs(60),
+                push: name == "developer",
+            },
+        );
+    }
+    let app = Application::build(cfg).await?;
+    let orch_url = format!("http://{}", app.local_addr()?);
+    let state = app.state().clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stop_rx.await;
+    }));
+
+    let hooks = Arc::new(Hooks::new(orch_url, opts.drop_rate, opts.seed)?);
+    let plane = FakePlane::new(PROJECT_ID, Arc::clone(&hooks));
+    let gitea = FakeGitea::new(REPO, bare.clone(), Arc::clone(&hooks));
+    let plane_router = plane.router();
+    let gitea_router = gitea.router();
+    let fake_servers = [
+        tokio::spawn(async move {
+            let _ = axum::serve(plane_listener, plane_router).await;
+        }),
+        tokio::spawn(async move {
+            let _ = axum::serve(gitea_listener, gitea_router).await;
+        }),
+    ];
+
+    // The people: create the work items and move them to In Progress.
+    for seq in 1..=opts.items as i64 {
+        plane.create(seq, &format!("Simulated feature {seq}"));
+    }
+    for seq in 1..=opts.items as i64 {
+        plane.human_sets(seq, "In Progress").await;
+    }
+
+    let mut approved: HashSet<i64> = HashSet::new();
+    let mut ci_seen: HashSet<String> = HashSet::new();
+    let mut last_progress = Instant::now();
+    let deadline = Instant::now() + opts.timeout;
+    loop {
+        let items = plane.items();
+        let done = items.iter().filter(|i| i.state == "Done").count();
+        if done == opts.items || Instant::now() > deadline {
+            break;
+        }
+        // A person approves every analysis that waits in review.
+        let waiting: Vec<i64> = items
+            .iter()
+            .filter(|i| i.state == "In Review" && !approved.contains(&i.seq))
+            .map(|i| i.seq)
+            .collect();
+        for seq in waiting {
+            approved.insert(seq);
+            plane.human_sets(seq, "Approved").await;
+        }
+        // CI runs on every new head of a task branch.
+        for (branch, sha) in gitea.heads().await {
+            if branch.starts_with("feature/") && ci_seen.insert(sha.clone()) {
+                let g = gitea.clone();
+                let delay = opts.ci_delay;
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    g.ci_finished(&sha).await;
+                });
+            }
+        }
+        if opts.progress && last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            let m = &state.metrics;
+            eprint!(
+                "\r[{:>4}/{:<4} done] webhooks dropped {:>4}  unblocks {:>4}  replays {:>4}  {:>5.1}s ",
+                done,
+                opts.items,
+                hooks.dropped.load(std::sync::atomic::Ordering::Relaxed),
+                m.reconcile_unblocked.get(),
+                m.reconcile_replays.get(),
+                started.elapsed().as_secs_f64()
+            );
+            let _ = std::io::stderr().flush();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if opts.progress {
+        eprintln!();
+    }
+
+    let items = plane.items();
+    let mut ttd: Vec<Duration> = items
+        .iter()
+        .filter_map(|i| Some(i.done?.duration_since(i.started?)))
+        .collect();
+    ttd.sort();
+    let duplicates = count_duplicates(&state.store, &gitea).await?;
+    let report = SimReport {
+        items: opts.items,
+        done: items.iter().filter(|i| i.state == "Done").count(),
+        time_to_done_p50_ms: percentile(&ttd, 0.5),
+        time_to_done_p99_ms: percentile(&ttd, 0.99),
+        webhooks_sent: hooks.sent.load(std::sync::atomic::Ordering::Relaxed),
+        webhooks_dropped: hooks.dropped.load(std::sync::atomic::Ordering::Relaxed),
+        unblocks: state.metrics.reconcile_unblocked.get(),
+        replays: state.metrics.reconcile_replays.get(),
+        duplicates,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    };
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    for s in fake_servers {
+        s.abort();
+    }
+    Ok(report)
+}
+
+/// Anything that exists more than once where the pipeline promises one: tasks per work item,
+/// runs of an agent per task (there are no rejections in the simulation), branches per item.
+async fn count_duplicates(store: &crate::store::Store, gitea: &FakeGitea) -> anyhow::Result<u64> {
+    let (tasks, jobs) = store
+        .call(|c| {
+            let tasks: i64 = c.query_row("SELECT COUNT(*) - COUNT(DISTINCT work_item) FROM tasks", [], |r| r.get(0))?;
+            let jobs: i64 = c.query_row(
+                "SELECT COALESCE(SUM(n - 1), 0) FROM (SELECT COUNT(*) AS n FROM jobs WHERE status = 'done' GROUP BY task_id, agent)",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok((tasks, jobs))
+        })
+        .await?;
+    let mut per_item: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for branch in gitea.heads().await.keys() {
+        if let Some(rest) = branch.strip_prefix("feature/") {
+            let item: String = rest.split('-').take(2).collect::<Vec<_>>().join("-");
+            *per_item.entry(item).or_default() += 1;
+        }
+    }
+    let branches: u64 = per_item.values().map(|n| n.saturating_sub(1)).sum();
+    Ok(tasks as u64 + jobs as u64 + branches)
+}

@@ -1,0 +1,41 @@
+//! The chaos test: the real engine against fake Plane and Gitea with 30% of webhooks lost.
+
+use orch::sim::{SimOptions, run};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_items_with_thirty_percent_of_webhooks_dropped_all_reach_done() {
+    let report = run(&SimOptions {
+        items: 50,
+        drop_rate: 0.3,
+        seed: 7,
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.done, 50, "{report:#?}");
+    assert_eq!(report.duplicates, 0, "{report:#?}");
+    assert!(report.webhooks_dropped > 0, "{report:#?}");
+    assert!(
+        report.unblocks + report.replays > 0,
+        "the reconciler healed the lost webhooks: {report:#?}"
+    );
+    assert!(report.unblocks > 0, "{report:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_drops_the_webhook_path_alone_finishes_everything() {
+    let report = run(&SimOptions {
+        items: 5,
+        drop_rate: 0.0,
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.done, 5, "{report:#?}");
+    assert_eq!(report.webhooks_dropped, 0);
+    assert_eq!(
+        report.replays, 0,
+        "nothing to replay when nothing is lost: {report:#?}"
+    );
+    assert_eq!(report.duplicates, 0);
+}
