@@ -247,7 +247,7 @@ async fn plane_list(
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let mut items = p.items();
-    items.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+    items.sort_by_key(|i| std::cmp::Reverse(i.updated_at));
     let start = page * per_page;
     let slice: Vec<Value> = items
         .iter()
