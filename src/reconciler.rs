@@ -141,10 +141,9 @@ impl Reconciler {
             if first || reloaded || last.elapsed() >= self.interval {
                 first = false;
                 last = tokio::time::Instant::now();
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = self.sweep(false) => {}
-                }
+                // Not raced against the cancel: a sweep stops between units of work, so an
+                // unblock that happened is always logged and counted.
+                self.sweep_until(false, &cancel).await;
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -177,6 +176,10 @@ impl Reconciler {
 
     /// One full pass: F-1 then F-2. `dry_run` decides and reports but changes nothing.
     pub async fn sweep(&self, dry_run: bool) -> SweepReport {
+        self.sweep_until(dry_run, &CancellationToken::new()).await
+    }
+
+    async fn sweep_until(&self, dry_run: bool, cancel: &CancellationToken) -> SweepReport {
         let rules = self.pipeline.rules.current();
         let switches = self.overrides.effective_switches(&rules);
         let now = self.pipeline.clock.now();
@@ -187,9 +190,9 @@ impl Reconciler {
             ..SweepReport::default()
         };
         if switches.reconcile_enabled {
-            self.gate_side(&rules, dry_run, &mut report).await;
-            if switches.plane_enabled {
-                self.plane_side(&rules, dry_run, &mut report).await;
+            self.gate_side(&rules, dry_run, cancel, &mut report).await;
+            if switches.plane_enabled && !cancel.is_cancelled() {
+                self.plane_side(&rules, dry_run, cancel, &mut report).await;
             }
         }
         if !dry_run {
@@ -214,7 +217,8 @@ impl Reconciler {
             ..SweepReport::default()
         };
         if switches.reconcile_enabled {
-            self.gate_side(&rules, false, &mut report).await;
+            self.gate_side(&rules, false, &CancellationToken::new(), &mut report)
+                .await;
         }
         self.pipeline
             .metrics
@@ -223,7 +227,13 @@ impl Reconciler {
         report
     }
 
-    async fn gate_side(&self, rules: &Arc<RuleSet>, dry_run: bool, report: &mut SweepReport) {
+    async fn gate_side(
+        &self,
+        rules: &Arc<RuleSet>,
+        dry_run: bool,
+        cancel: &CancellationToken,
+        report: &mut SweepReport,
+    ) {
         let terminal: Vec<String> = rules
             .stages()
             .iter()
@@ -252,6 +262,9 @@ impl Reconciler {
         let semaphore = Arc::new(tokio::sync::Semaphore::new(self.concurrency.max(1)));
         let mut set = tokio::task::JoinSet::new();
         for task in tasks {
+            if cancel.is_cancelled() {
+                break;
+            }
             let snapshot = snapshot_of(&task, active.contains(&task.id));
             let decision = policy::decide_task(rules, &self.overrides, &snapshot, None, now);
             if !matches!(decision.outcome, D::CheckGate { .. }) || self.backing_off(task.id, now) {
@@ -423,7 +436,8 @@ impl Reconciler {
             ..SweepReport::default()
         };
         if report.plane_enabled {
-            self.plane_side(&rules, false, &mut report).await;
+            self.plane_side(&rules, false, &CancellationToken::new(), &mut report)
+                .await;
         }
         self.pipeline
             .metrics
@@ -432,8 +446,17 @@ impl Reconciler {
         report
     }
 
-    async fn plane_side(&self, rules: &Arc<RuleSet>, dry_run: bool, report: &mut SweepReport) {
+    async fn plane_side(
+        &self,
+        rules: &Arc<RuleSet>,
+        dry_run: bool,
+        cancel: &CancellationToken,
+        report: &mut SweepReport,
+    ) {
         for project in self.pipeline.config.projects.clone() {
+            if cancel.is_cancelled() {
+                break;
+            }
             if let Err(e) = self.plane_project(rules, &project, dry_run, report).await {
                 tracing::warn!(project = %project.identifier, error = %e, "reconciler: Plane project pass failed");
                 report

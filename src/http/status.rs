@@ -87,6 +87,17 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             .unwrap_or(0.0);
         m.inbox_lag_seconds.set(lag);
     }
+    // Reloads are counted by the rules handle; mirror its monotonic counts.
+    let rules = state.rules.status();
+    for (result, total) in [("ok", rules.reloads_ok), ("failed", rules.reloads_failed)] {
+        let c = m
+            .rules_reloads
+            .get_or_create(&crate::metrics::ResultLabels {
+                result: result.to_string(),
+            });
+        c.inc_by(total.saturating_sub(c.get()));
+    }
+    m.set_rules_version(&rules.version);
     (
         [(
             header::CONTENT_TYPE,
