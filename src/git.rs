@@ -64,6 +64,15 @@ pub fn branch_name(work_item: &str, title: &str) -> String {
     }
 }
 
+/// One path component a repository name may use: no traversal, no separators.
+fn safe_component(part: &str) -> bool {
+    !part.is_empty()
+        && part != "."
+        && part != ".."
+        && !part.contains(['/', '\\'])
+        && !part.starts_with('-')
+}
+
 impl Git {
     pub fn new(repos_dir: PathBuf, timeout: Duration) -> Git {
         Git {
@@ -121,9 +130,7 @@ impl Git {
     pub async fn ensure_clone(&self, repo: &str, clone_url: &str) -> Result<PathBuf, GitError> {
         let (owner, name) = repo
             .split_once('/')
-            .filter(|(o, n)| {
-                !o.is_empty() && !n.is_empty() && !n.contains('/') && !o.contains("..")
-            })
+            .filter(|(o, n)| [o, n].iter().all(|part| safe_component(part)))
             .ok_or_else(|| GitError::BadRepo(repo.to_string()))?;
         let path = self.repos_dir.join(owner).join(name);
         let lock = self.lock_for(&path);
@@ -139,8 +146,21 @@ impl Git {
                 args: format!("clone (creating {})", parent.display()),
                 source,
             })?;
-        self.run(&parent, &["clone", "--quiet", clone_url, name])
+        // Clone beside the target and rename into place, so a crash or timeout mid-clone
+        // never leaves a half-made repository where the next attempt expects a whole one.
+        let staging = format!(".{name}.cloning");
+        let _ = tokio::fs::remove_dir_all(parent.join(&staging)).await;
+        if path.exists() {
+            let _ = tokio::fs::remove_dir_all(&path).await;
+        }
+        self.run(&parent, &["clone", "--quiet", clone_url, &staging])
             .await?;
+        tokio::fs::rename(parent.join(&staging), &path)
+            .await
+            .map_err(|source| GitError::Spawn {
+                args: format!("clone (moving into {})", path.display()),
+                source,
+            })?;
         Ok(path)
     }
 

@@ -1,0 +1,118 @@
+//! Git through the CLI against real repositories and a bare remote in tempdirs.
+
+mod common;
+
+use std::time::Duration;
+
+use orch::git::{Git, GitError};
+
+#[tokio::test]
+async fn clone_worktree_commit_and_push_to_a_bare_remote() {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = common::bare_repo(dir.path());
+    let git = Git::new(dir.path().join("repos"), Duration::from_secs(30));
+    let url = bare.to_str().unwrap();
+    let clone = git.ensure_clone("acme/widget", url).await.unwrap();
+    assert!(clone.join("README.md").exists());
+    // A second call fetches instead of cloning again.
+    assert_eq!(git.ensure_clone("acme/widget", url).await.unwrap(), clone);
+
+    let branch = orch::git::branch_name("ET-42", "Login redirect loop on Safari");
+    let wt = git.add_worktree(&clone, &branch, None).await.unwrap();
+    assert!(
+        wt.join("README.md").exists(),
+        "the worktree starts from the remote's default branch"
+    );
+    assert_eq!(
+        git.add_worktree(&clone, &branch, None).await.unwrap(),
+        wt,
+        "idempotent"
+    );
+
+    std::fs::write(wt.join("feature.txt"), "x").unwrap();
+    std::process::Command::new("git")
+        .args(["add", "feature.txt"])
+        .current_dir(&wt)
+        .status()
+        .unwrap();
+    let ok = std::process::Command::new("git")
+        .args([
+            "-c",
+            "user.name=agent",
+            "-c",
+            "user.email=a@example.com",
+            "commit",
+            "-qm",
+            "feature",
+        ])
+        .current_dir(&wt)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    git.push(&wt, &branch).await.unwrap();
+    let head = git.head_sha(&wt).await.unwrap();
+    assert_eq!(
+        common::git_head(&bare, &branch).as_deref(),
+        Some(head.as_str())
+    );
+
+    git.remove_worktree(&clone, &branch).await.unwrap();
+    assert!(!wt.exists());
+    // Re-adding checks out the existing branch, with its commit.
+    let again = git.add_worktree(&clone, &branch, None).await.unwrap();
+    assert!(again.join("feature.txt").exists());
+}
+
+#[tokio::test]
+async fn failures_carry_git_stderr_and_hangs_time_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let git = Git::new(dir.path().join("repos"), Duration::from_secs(30));
+    let err = git
+        .ensure_clone("acme/missing", "/nonexistent/remote.git")
+        .await
+        .unwrap_err();
+    match &err {
+        GitError::Failed { stderr, .. } => assert!(
+            stderr.contains("does not exist") || stderr.contains("not found"),
+            "{stderr}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    for bad in ["not-a-repo-name", "acme/..", "../etc", "acme/-x"] {
+        assert!(
+            matches!(git.ensure_clone(bad, "/x").await, Err(GitError::BadRepo(_))),
+            "{bad}"
+        );
+    }
+
+    // A server that accepts the connection and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _keep = std::thread::spawn(move || {
+        let conns: Vec<_> = listener.incoming().take(1).collect();
+        std::thread::sleep(Duration::from_secs(10));
+        drop(conns);
+    });
+    let slow = Git::new(dir.path().join("repos2"), Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let err = slow
+        .ensure_clone(
+            "acme/hang",
+            &format!("http://127.0.0.1:{port}/acme/hang.git"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GitError::Timeout { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A timed-out clone leaves nothing half-made behind.
+    assert!(!dir.path().join("repos2/acme/hang").exists());
+}
+
+#[test]
+fn branch_names() {
+    assert_eq!(
+        orch::git::branch_name("ET-42", "Login redirect loop on Safari"),
+        "feature/ET-42-login-redirect-loop-on-safari"
+    );
+    assert_eq!(orch::git::branch_name("ET-7", ""), "feature/ET-7");
+}
