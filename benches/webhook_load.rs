@@ -47,7 +47,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn main() {
     let requests = env_usize("LOAD_REQUESTS", 20_000);
-    let concurrency = env_usize("LOAD_CONCURRENCY", 32);
+    let concurrency = env_usize("LOAD_CONCURRENCY", 8);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

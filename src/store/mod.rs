@@ -95,10 +95,12 @@ impl Store {
             source,
         })?;
         migrations::migrate(&mut conn)?;
-        Ok(Store {
+        let store = Store {
             conn: Arc::new(Mutex::new(conn)),
             path: Arc::new(path.to_path_buf()),
-        })
+        };
+        spawn_checkpointer(path, Arc::downgrade(&store.conn));
+        Ok(store)
     }
 
     pub fn path(&self) -> &Path {
@@ -141,6 +143,38 @@ impl Store {
     }
 }
 
+/// Checkpoints the WAL from a connection of its own, off the request path.
+///
+/// SQLite's automatic checkpoint runs inside whichever commit crosses the threshold and
+/// fsyncs there: with webhooks arriving that made one request in a few hundred wait tens of
+/// milliseconds. The store turns it off and checkpoints here every second instead. The
+/// thread ends when the store is dropped.
+fn spawn_checkpointer(path: &Path, alive: std::sync::Weak<Mutex<Connection>>) {
+    let path = path.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            let conn = match Connection::open(&path).and_then(|c| c.busy_timeout(Duration::from_secs(5)).map(|_| c)) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "WAL checkpointer could not open the database; SQLite will grow the WAL until restart");
+                    return;
+                }
+            };
+            while alive.strong_count() > 0 {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the WAL checkpointer");
+    }
+}
+
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
@@ -151,5 +185,7 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // the last transactions, which the reconciler is there to heal.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", true)?;
+    // Checkpoints run on their own thread (`spawn_checkpointer`), not inside commits.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     Ok(())
 }
