@@ -582,10 +582,8 @@ impl Reconciler {
         };
         let decision =
             policy::decide_plane_item(rules, &self.overrides, &snapshot, self.pipeline.clock.now());
-        let deferred = busy
-            && rules
-                .inbound_plane_action(&item.state_name, item.state_group.as_deref())
-                .is_some();
+        // Not acted on yet, but may need a replay later: the watermark must not pass it.
+        let deferred = matches!(&decision.outcome, PlaneOutcome::Ignore { why } if why == "busy" || why == "recent");
         let mut action = None;
         if let PlaneOutcome::Replay { .. } = decision.outcome
             && !dry_run
@@ -606,9 +604,15 @@ impl Reconciler {
                 .pipeline
                 .apply_plane_state(&plane_item, Trigger::Reconciler)
                 .await?;
-            tracing::info!(work_item = %work_item, state = %item.state_name, outcome = ?outcome, "reconciler: replayed Plane state (lost webhook)");
-            self.pipeline.metrics.reconcile_replays.inc();
-            report.replays += 1;
+            // Count what the replay changed; a webhook that won the race leaves nothing to count.
+            if !matches!(
+                outcome,
+                Outcome::AlreadyStarted { .. } | Outcome::Ignored { .. } | Outcome::Raced { .. }
+            ) {
+                tracing::info!(work_item = %work_item, state = %item.state_name, outcome = ?outcome, "reconciler: replayed Plane state (lost webhook)");
+                self.pipeline.metrics.reconcile_replays.inc();
+                report.replays += 1;
+            }
             action = Some(format!("{outcome:?}"));
         }
         report.plane.push(PlaneReport {

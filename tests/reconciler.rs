@@ -14,7 +14,7 @@ use orch::store::{self, Trigger};
 use wiremock::matchers::{method, path, path_regex, query_param};
 use wiremock::{Mock, ResponseTemplate};
 
-const T0: Timestamp = Timestamp::from_millis(1_795_000_000_000);
+const T0: Timestamp = Timestamp::from_millis(1_800_000_000_000);
 
 struct H {
     peers: Peers,

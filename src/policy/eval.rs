@@ -241,7 +241,7 @@ pub fn decide_plane_item(
     rules: &RuleSet,
     ov: &Overrides,
     item: &PlaneItemSnapshot,
-    _now: Timestamp,
+    now: Timestamp,
 ) -> PlaneDecision {
     let d = |rule: String, reason: String, outcome: PlaneOutcome| PlaneDecision {
         rules_version: rules.version.clone(),
@@ -270,6 +270,46 @@ pub fn decide_plane_item(
         );
     };
     let rule = format!("plane.inbound.{}", action.as_str());
+    let decided = decide_plane_action(rules, item, action, rule);
+    // A change younger than the grace may still have its webhook in flight: replaying it now
+    // would race the webhook for nothing. It is looked at again in a later sweep.
+    if let PlaneOutcome::Replay { .. } = decided.outcome {
+        let grace = ov.grace_default.unwrap_or(rules.grace_default);
+        let age = now.since(item.updated_at);
+        if age < grace {
+            let rule = if ov.grace_default.is_some() {
+                "env.grace_default"
+            } else {
+                "grace.default"
+            };
+            return d(
+                rule.into(),
+                format!(
+                    "changed {}s ago, within the {}s grace: its webhook may still arrive",
+                    age.as_secs(),
+                    grace.as_secs()
+                ),
+                PlaneOutcome::Ignore {
+                    why: "recent".into(),
+                },
+            );
+        }
+    }
+    decided
+}
+
+fn decide_plane_action(
+    rules: &RuleSet,
+    item: &PlaneItemSnapshot,
+    action: PlaneAction,
+    rule: String,
+) -> PlaneDecision {
+    let d = |rule: String, reason: String, outcome: PlaneOutcome| PlaneDecision {
+        rules_version: rules.version.clone(),
+        rule,
+        reason,
+        outcome,
+    };
     match (action, &item.task) {
         (PlaneAction::Start, None) => d(
             rule,

@@ -74,6 +74,9 @@ pub struct PlaneScenario {
     /// Was the Plane item changed after the task's last update?
     #[serde(default = "yes")]
     pub changed_after_task: bool,
+    /// The Plane change happened seconds ago (its webhook may still be on its way).
+    #[serde(default)]
+    pub recent: bool,
 }
 
 fn yes() -> bool {
@@ -237,11 +240,12 @@ pub fn simulate(rules: &RuleSet, file: &ScenarioFile) -> Result<Vec<Row>, String
             Some(spec) => stages_for(rules, spec).into_iter().map(Some).collect(),
         };
         for stage in stages {
-            let task_updated = now.minus(Duration::from_secs(600));
-            let item_updated = if sc.changed_after_task {
-                now.minus(Duration::from_secs(60))
-            } else {
-                now.minus(Duration::from_secs(3600))
+            // Both older than any grace, unless the scenario says the change is recent.
+            let task_updated = now.minus(Duration::from_secs(4 * 3600));
+            let item_updated = match (sc.changed_after_task, sc.recent) {
+                (_, true) => now.minus(Duration::from_secs(10)),
+                (true, false) => now.minus(Duration::from_secs(2 * 3600)),
+                (false, false) => now.minus(Duration::from_secs(8 * 3600)),
             };
             let item = PlaneItemSnapshot {
                 work_item: "SIM-1".into(),
