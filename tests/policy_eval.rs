@@ -279,8 +279,18 @@ fn plane_replays_are_idempotent() {
         state_name: "Approved".into(),
         state_group: Some("started".into()),
         updated_at: NOW.minus(Duration::from_secs(60)),
-        task: Some(task("analysis", 600)),
+        task: Some(task("analysis", 3600)),
     };
+    // Seconds old: its webhook may still arrive, so not yet.
+    let d = policy::decide_plane_item(&r, &ov, &item, NOW);
+    assert_eq!(
+        d.outcome,
+        PlaneOutcome::Ignore {
+            why: "recent".into()
+        }
+    );
+    // Older than the grace and newer than the task: the verdict was lost, replay it.
+    item.updated_at = NOW.minus(Duration::from_secs(1800));
     assert!(matches!(
         policy::decide_plane_item(&r, &ov, &item, NOW).outcome,
         PlaneOutcome::Replay { .. }
