@@ -67,17 +67,20 @@ impl Pipeline {
         })
     }
 
-    /// The latest verdict recorded for the task in its current stage (human verdicts).
+    /// The latest verdict recorded for the task in its current stage (human verdicts),
+    /// counting only this visit of the stage.
     async fn verdict_is(
         &self,
         task: &Task,
         wanted: &'static str,
     ) -> Result<CheckResult, PipelineError> {
+        let visit = self.stage_visit(task.id).await?;
         let (id, stage) = (task.id, task.stage.clone());
         let latest = self
             .store
             .call(move |c| store::verdicts::latest(c, id, &stage))
-            .await?;
+            .await?
+            .filter(|v| v.at.as_millis() >= visit);
         Ok(match latest {
             Some(v) if v.verdict == wanted => CheckResult {
                 green: true,
@@ -88,7 +91,8 @@ impl Pipeline {
         })
     }
 
-    /// The verdict of the latest finished job of the stage's agent.
+    /// The most recent verdict of this stage visit: the stage agent's (its latest finished
+    /// job) or a person's (a Gitea review, where the rules take them), whichever came last.
     async fn latest_job_verdict_is(
         &self,
         task: &Task,
@@ -101,18 +105,37 @@ impl Pipeline {
                 task.stage
             )));
         };
-        let id = task.id;
-        let agent2 = agent.clone();
-        let job = self
+        let visit = self.stage_visit(task.id).await?;
+        let (id, agent2, stage) = (task.id, agent.clone(), task.stage.clone());
+        let (job, human) = self
             .store
-            .call(move |c| store::jobs::latest_done(c, id, &agent2))
+            .call(move |c| {
+                Ok((
+                    store::jobs::latest_done(c, id, &agent2)?,
+                    store::verdicts::latest(c, id, &stage)?,
+                ))
+            })
             .await?;
-        Ok(match job.and_then(|j| j.verdict) {
-            Some(v) if v == wanted => CheckResult {
+        let from_job = job
+            .and_then(|j| Some((j.finished_at?.as_millis(), j.verdict?, agent.clone())))
+            .filter(|(at, _, _)| *at >= visit);
+        let from_human = human.filter(|v| v.at.as_millis() >= visit).map(|v| {
+            (
+                v.at.as_millis(),
+                v.verdict,
+                format!("a person ({})", v.source),
+            )
+        });
+        let latest = match (from_job, from_human) {
+            (Some(j), Some(h)) => Some(if h.0 >= j.0 { h } else { j }),
+            (j, h) => j.or(h),
+        };
+        Ok(match latest {
+            Some((_, v, who)) if v == wanted => CheckResult {
                 green: true,
-                reason: format!("{agent} says {v}"),
+                reason: format!("{who} says {v}"),
             },
-            Some(v) => red(format!("{agent} says {v}")),
+            Some((_, v, who)) => red(format!("{who} says {v}")),
             None => red(format!("no verdict from {agent} yet")),
         })
     }

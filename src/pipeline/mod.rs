@@ -462,7 +462,7 @@ impl Pipeline {
     }
 
     /// When the task last entered its current stage (ms), from the history.
-    async fn stage_visit(&self, task_id: i64) -> Result<i64, store::StoreError> {
+    pub(crate) async fn stage_visit(&self, task_id: i64) -> Result<i64, store::StoreError> {
         let history = self
             .store
             .call(move |c| store::tasks::history(c, task_id))
