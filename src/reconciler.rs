@@ -38,6 +38,13 @@ const PLANE_PAGE_SIZE: u32 = 100;
 /// Safety net against a server that never ends its pages.
 const MAX_PAGES_PER_PROJECT: usize = 1000;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sides {
+    Both,
+    Gate,
+    Plane,
+}
+
 /// One task's line in a sweep report.
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskReport {
@@ -180,26 +187,42 @@ impl Reconciler {
     }
 
     async fn sweep_until(&self, dry_run: bool, cancel: &CancellationToken) -> SweepReport {
+        let report = self.run_sides(Sides::Both, dry_run, cancel).await;
+        if !dry_run {
+            self.pipeline.metrics.reconcile_sweeps.inc();
+            self.with_state(|s| s.last_sweep_at = report.at);
+        }
+        report
+    }
+
+    /// The sides the switches allow, in order; errors are counted unless it is a dry run.
+    async fn run_sides(
+        &self,
+        sides: Sides,
+        dry_run: bool,
+        cancel: &CancellationToken,
+    ) -> SweepReport {
         let rules = self.pipeline.rules.current();
         let switches = self.overrides.effective_switches(&rules);
-        let now = self.pipeline.clock.now();
         let mut report = SweepReport {
-            at: Some(now),
-            gate_enabled: switches.reconcile_enabled,
-            plane_enabled: switches.reconcile_enabled && switches.plane_enabled,
+            at: Some(self.pipeline.clock.now()),
+            gate_enabled: switches.reconcile_enabled && sides != Sides::Plane,
+            plane_enabled: switches.reconcile_enabled
+                && switches.plane_enabled
+                && sides != Sides::Gate,
             ..SweepReport::default()
         };
-        if switches.reconcile_enabled {
+        if report.gate_enabled {
             self.gate_side(&rules, dry_run, cancel, &mut report).await;
-            if switches.plane_enabled && !cancel.is_cancelled() {
-                self.plane_side(&rules, dry_run, cancel, &mut report).await;
-            }
+        }
+        if report.plane_enabled && !cancel.is_cancelled() {
+            self.plane_side(&rules, dry_run, cancel, &mut report).await;
         }
         if !dry_run {
-            let m = &self.pipeline.metrics;
-            m.reconcile_sweeps.inc();
-            m.reconcile_errors.inc_by(report.errors.len() as u64);
-            self.with_state(|s| s.last_sweep_at = Some(now));
+            self.pipeline
+                .metrics
+                .reconcile_errors
+                .inc_by(report.errors.len() as u64);
         }
         report
     }
@@ -209,22 +232,8 @@ impl Reconciler {
 
     /// The gate side alone (the seed's `reconcile_gate_once`).
     pub async fn reconcile_gate_once(&self) -> SweepReport {
-        let rules = self.pipeline.rules.current();
-        let switches = self.overrides.effective_switches(&rules);
-        let mut report = SweepReport {
-            at: Some(self.pipeline.clock.now()),
-            gate_enabled: switches.reconcile_enabled,
-            ..SweepReport::default()
-        };
-        if switches.reconcile_enabled {
-            self.gate_side(&rules, false, &CancellationToken::new(), &mut report)
-                .await;
-        }
-        self.pipeline
-            .metrics
-            .reconcile_errors
-            .inc_by(report.errors.len() as u64);
-        report
+        self.run_sides(Sides::Gate, false, &CancellationToken::new())
+            .await
     }
 
     async fn gate_side(
@@ -428,22 +437,8 @@ impl Reconciler {
 
     /// The Plane side alone (the seed's `reconcile_plane_once`); muted by the Plane switch.
     pub async fn reconcile_plane_once(&self) -> SweepReport {
-        let rules = self.pipeline.rules.current();
-        let switches = self.overrides.effective_switches(&rules);
-        let mut report = SweepReport {
-            at: Some(self.pipeline.clock.now()),
-            plane_enabled: switches.reconcile_enabled && switches.plane_enabled,
-            ..SweepReport::default()
-        };
-        if report.plane_enabled {
-            self.plane_side(&rules, false, &CancellationToken::new(), &mut report)
-                .await;
-        }
-        self.pipeline
-            .metrics
-            .reconcile_errors
-            .inc_by(report.errors.len() as u64);
-        report
+        self.run_sides(Sides::Plane, false, &CancellationToken::new())
+            .await
     }
 
     async fn plane_side(

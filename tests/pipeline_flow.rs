@@ -10,17 +10,6 @@ use orch::store::{self, Trigger};
 
 const WI: &str = "ET-42";
 
-async fn post_plane(app: &TestApp, body: Vec<u8>) {
-    let r = client()
-        .post(app.url("/webhooks/plane"))
-        .header("X-Plane-Event", "issue")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202);
-}
-
 async fn wait_stage(app: &TestApp, stage: &str) {
     eventually(
         &format!("{WI} reaches {stage}"),

@@ -7,30 +7,6 @@ use std::time::Duration;
 use common::*;
 use orch::store;
 
-async fn processed(app: &TestApp) {
-    eventually("inbox drained", Duration::from_secs(10), || async {
-        app.state
-            .store
-            .call(|c| store::inbox::backlog(c))
-            .await
-            .unwrap()
-            .0
-            == 0
-    })
-    .await;
-}
-
-async fn post_plane(app: &TestApp, body: Vec<u8>) {
-    let r = client()
-        .post(app.url("/webhooks/plane"))
-        .header("X-Plane-Event", "issue")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plane_rejection_reruns_the_analysis_with_the_feedback() {
     let peers = Peers::start().await;

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use orch::store::{self, Trigger};
+use orch::store::Trigger;
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, ResponseTemplate};
 
@@ -29,19 +29,6 @@ async fn post(app: &TestApp, source: &str, event: &str, body: Vec<u8>) -> reqwes
         _ => req.header("X-Gitea-Event-Type", event),
     };
     req.send().await.unwrap().status()
-}
-
-async fn processed(app: &TestApp) {
-    eventually("inbox drained", Duration::from_secs(10), || async {
-        app.state
-            .store
-            .call(|c| store::inbox::backlog(c))
-            .await
-            .unwrap()
-            .0
-            == 0
-    })
-    .await;
 }
 
 /// The Gitea status fixture for `acme/widget`, with a given state.

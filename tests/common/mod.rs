@@ -417,3 +417,29 @@ pub async fn insert_task(
         .unwrap()
         .0
 }
+
+/// Waits until every stored delivery has been processed.
+pub async fn processed(app: &TestApp) {
+    eventually("inbox drained", Duration::from_secs(10), || async {
+        app.state
+            .store
+            .call(|c| orch::store::inbox::backlog(c))
+            .await
+            .unwrap()
+            .0
+            == 0
+    })
+    .await;
+}
+
+/// Posts a Plane delivery and expects it to be accepted.
+pub async fn post_plane(app: &TestApp, body: Vec<u8>) {
+    let r = client()
+        .post(app.url("/webhooks/plane"))
+        .header("X-Plane-Event", "issue")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+}
