@@ -190,6 +190,18 @@ impl Application {
                 "jobs left running by the last process were put back in the queue"
             );
         }
+        for (peer, secret) in [
+            ("plane", &state.config.plane.webhook_secret),
+            ("gitea", &state.config.gitea.webhook_secret),
+        ] {
+            if secret.as_ref().is_none_or(|s| s.is_empty()) {
+                tracing::warn!(
+                    peer,
+                    "webhooks from {peer} are accepted without a signature check: set ORCH_{}_WEBHOOK_SECRET",
+                    peer.to_uppercase()
+                );
+            }
+        }
         let watcher = match crate::policy::watch(state.rules.clone()) {
             Ok(w) => Some(w),
             Err(e) => {

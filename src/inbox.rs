@@ -18,6 +18,9 @@ use crate::metrics::{Metrics, ResultLabels};
 use crate::store::{InboxItem, Store, inbox};
 
 pub const MAX_ATTEMPTS: i64 = 5;
+/// Processed deliveries are kept this long (for dedup of late retries and for forensics).
+pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const BATCH: usize = 64;
 
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
@@ -38,9 +41,26 @@ pub struct Processor {
 impl Processor {
     /// Runs until cancelled.
     pub async fn run(self, cancel: CancellationToken) {
+        let mut last_prune: Option<tokio::time::Instant> = None;
         loop {
             if let Err(e) = self.drain(&cancel).await {
                 tracing::error!(error = %e, "inbox pass failed; will retry");
+            }
+            if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+                last_prune = Some(tokio::time::Instant::now());
+                let before = self.clock.now().minus(RETENTION);
+                match self
+                    .store
+                    .call(move |c| inbox::prune_processed(c, before))
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        deleted = n,
+                        "pruned processed webhook deliveries older than 7 days"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "could not prune the inbox; will retry"),
+                }
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,

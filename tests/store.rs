@@ -329,6 +329,47 @@ fn inbox_deduplicates_by_body_and_tracks_processing() {
 }
 
 #[test]
+fn pruning_removes_only_old_processed_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("orch.db")).unwrap();
+    let old = T0;
+    let new = T0.plus(std::time::Duration::from_secs(30 * 24 * 3600));
+    let a = store
+        .call_sync(|c| store::inbox::insert(c, "plane", "issue", b"{\"a\":1}", old))
+        .unwrap()
+        .unwrap();
+    store
+        .call_sync(|c| store::inbox::insert(c, "plane", "issue", b"{\"b\":1}", old))
+        .unwrap()
+        .unwrap();
+    let c_id = store
+        .call_sync(|c| store::inbox::insert(c, "plane", "issue", b"{\"c\":1}", new))
+        .unwrap()
+        .unwrap();
+    store
+        .call_sync(|c| store::inbox::mark_processed(c, a, old))
+        .unwrap();
+    store
+        .call_sync(|c| store::inbox::mark_processed(c, c_id, new))
+        .unwrap();
+    let cutoff = new.minus(std::time::Duration::from_secs(7 * 24 * 3600));
+    assert_eq!(
+        store
+            .call_sync(|c| store::inbox::prune_processed(c, cutoff))
+            .unwrap(),
+        1
+    );
+    // The old unprocessed one and the recent processed one remain.
+    assert_eq!(store.call_sync(|c| store::inbox::count(c)).unwrap(), 2);
+    assert!(
+        store
+            .call_sync(|c| store::inbox::get(c, a))
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
 fn notices_are_claimed_once() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("orch.db")).unwrap();

@@ -52,7 +52,7 @@ impl Pipeline {
             )));
         };
         let status = self.forge.combined_status(&task.repo, &sha).await?;
-        let short = &sha[..sha.len().min(10)];
+        let short: String = sha.chars().take(10).collect();
         Ok(match status.state {
             CiState::Success => CheckResult {
                 green: true,

@@ -122,6 +122,15 @@ pub fn backlog(conn: &Connection) -> Result<(i64, Option<Timestamp>), StoreError
     )?)
 }
 
+/// Deletes processed deliveries received before `before`; returns how many. Unprocessed ones
+/// are kept whatever their age: they are the record of what still needs doing.
+pub fn prune_processed(conn: &Connection, before: Timestamp) -> Result<usize, StoreError> {
+    Ok(conn.execute(
+        "DELETE FROM inbox WHERE processed_at IS NOT NULL AND received_at < ?1",
+        params![before.as_millis()],
+    )?)
+}
+
 pub fn count(conn: &Connection) -> Result<i64, StoreError> {
     Ok(conn.query_row("SELECT COUNT(*) FROM inbox", [], |r| r.get(0))?)
 }
