@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -411,39 +411,16 @@ async fn tc10_plane_switch_mutes_only_the_plane_side() {
     h.peers.plane.verify().await;
 }
 
-/// A tracing writer that keeps what is logged, for asserting the unblock line.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-// TC-20: every unblock logs one line and sends it to Telegram when notify-unblock is on.
-#[tokio::test(flavor = "current_thread")]
-async fn tc20_unblock_logs_the_line_and_notifies() {
+// TC-20: every unblock sends the line to Telegram when notify-unblock is on and counts it.
+// (The log line itself is asserted in tests/unblock_log.rs, which owns its process's global
+// subscriber: a scoped subscriber is not reliable while other tests log in parallel.)
+#[tokio::test]
+async fn tc20_unblock_notifies_and_counts() {
     let h = harness(|c, _| c.reconcile.notify_unblock = Some(true)).await;
     h.task("ET-042", "development", 3600).await;
     h.ci("ET-042", "success").await;
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let report = {
-        let _guard = tracing::subscriber::set_default(subscriber);
-        h.state.reconciler.reconcile_gate_once().await
-    };
-    let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let report = h.state.reconciler.reconcile_gate_once().await;
     let line = "reconciler: ET-042 development unblocked (lost webhook)";
-    assert_eq!(logged.matches(line).count(), 1, "{logged}");
     assert_eq!(report.unblocked, [line]);
     assert_eq!(h.state.metrics.reconcile_unblocked.get(), 1);
     assert_eq!(
