@@ -95,6 +95,8 @@ pub async fn run_agent(run: &AgentRun) -> AgentOutcome {
         Err(e) => return failed(format!("{program}: {e}")),
     };
     let pgid = child.id();
+    // If this future is dropped (shutdown), the whole group goes with it, not just the child.
+    let _group = GroupGuard(pgid);
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let max = run.max_output_bytes;
@@ -150,6 +152,14 @@ pub async fn run_agent(run: &AgentRun) -> AgentOutcome {
         summary,
         output_excerpt: excerpt,
         result_error,
+    }
+}
+
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0);
     }
 }
 

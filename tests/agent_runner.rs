@@ -100,3 +100,47 @@ async fn a_missing_program_cannot_spawn() {
         AgentStatus::SpawnFailed { .. }
     ));
 }
+
+/// Shutdown drops the running job's future: the agent and everything it started must go too,
+/// or a restart would run a second copy beside the orphan.
+#[tokio::test]
+async fn dropping_a_run_kills_the_agent_and_its_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("child.pid");
+    let script = r#"sleep 300 & echo $! > child.pid; wait"#;
+    let run = run_sh(dir.path(), script, 4096);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    {
+        let fut = run_agent(&run);
+        tokio::pin!(fut);
+        // Drive the run until the child has announced itself, then drop it mid-flight.
+        loop {
+            tokio::select! {
+                out = &mut fut => panic!("the agent finished on its own: {:?}", out.status),
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+            let written = std::fs::read_to_string(&pid_file).unwrap_or_default();
+            if written.ends_with('\n') {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no child pid");
+        }
+    }
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    loop {
+        // SAFETY: signal 0 only probes whether the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        if !alive {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "child {pid} outlived the dropped run"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
