@@ -150,11 +150,13 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         OutputFormat::Text => print!("{}", report.table()),
     }
-    Ok(if report.done == report.items && report.duplicates == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(
+        if report.done == report.items && report.duplicates == 0 && report.webhooks_rejected == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -15,6 +15,10 @@ async fn fifty_items_with_thirty_percent_of_webhooks_dropped_all_reach_done() {
     assert_eq!(report.done, 50, "{report:#?}");
     assert_eq!(report.duplicates, 0, "{report:#?}");
     assert!(report.webhooks_dropped > 0, "{report:#?}");
+    assert_eq!(
+        report.webhooks_rejected, 0,
+        "signed deliveries are accepted: {report:#?}"
+    );
     assert!(
         report.unblocks + report.replays > 0,
         "the reconciler healed the lost webhooks: {report:#?}"
@@ -33,6 +37,7 @@ async fn without_drops_the_webhook_path_alone_finishes_everything() {
     .unwrap();
     assert_eq!(report.done, 5, "{report:#?}");
     assert_eq!(report.webhooks_dropped, 0);
+    assert_eq!(report.webhooks_rejected, 0, "{report:#?}");
     assert_eq!(
         report.replays, 0,
         "nothing to replay when nothing is lost: {report:#?}"

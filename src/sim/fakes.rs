@@ -55,20 +55,31 @@ pub struct Hooks {
     client: reqwest::Client,
     target: String,
     drop_rate: f64,
+    /// Every delivery is signed, so the chaos run goes through signature checks as in production.
+    secret: String,
     rng: Mutex<StdRng>,
     pub sent: std::sync::atomic::AtomicU64,
     pub dropped: std::sync::atomic::AtomicU64,
+    /// Deliveries orch refused or that failed in transit: a healthy run has none.
+    pub rejected: std::sync::atomic::AtomicU64,
 }
 
 impl Hooks {
-    pub fn new(target: String, drop_rate: f64, seed: u64) -> Result<Hooks, reqwest::Error> {
+    pub fn new(
+        target: String,
+        secret: String,
+        drop_rate: f64,
+        seed: u64,
+    ) -> Result<Hooks, reqwest::Error> {
         Ok(Hooks {
             client: crate::http_client::build(Duration::from_secs(5))?,
             target,
             drop_rate,
+            secret,
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             sent: Default::default(),
             dropped: Default::default(),
+            rejected: Default::default(),
         })
     }
 
@@ -77,16 +88,31 @@ impl Hooks {
         rng.random::<f64>() < self.drop_rate
     }
 
-    /// Delivers (or drops) one webhook; delivery failures count as drops.
-    pub async fn send(&self, path: &str, headers: &[(&str, &str)], body: Vec<u8>) {
+    /// Delivers (or drops on purpose) one webhook, signed in `signature_header`.
+    pub async fn send(
+        &self,
+        path: &str,
+        signature_header: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) {
+        use hmac::{Hmac, KeyInit, Mac};
         use std::sync::atomic::Ordering;
         if self.dropped_now() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        let signature = match Hmac::<sha2::Sha256>::new_from_slice(self.secret.as_bytes()) {
+            Ok(mut mac) => {
+                mac.update(&body);
+                hex::encode(mac.finalize().into_bytes())
+            }
+            Err(_) => String::new(),
+        };
         let mut req = self
             .client
             .post(format!("{}{}", self.target, path))
+            .header(signature_header, signature)
             .body(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -95,8 +121,13 @@ impl Hooks {
             Ok(r) if r.status().is_success() => {
                 self.sent.fetch_add(1, Ordering::Relaxed);
             }
-            _ => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+            Ok(r) => {
+                tracing::warn!(status = %r.status(), path, "orch refused a simulated webhook");
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, path, "a simulated webhook did not reach orch");
+                self.rejected.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -202,7 +233,12 @@ impl FakePlane {
         });
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         self.hooks
-            .send("/webhooks/plane", &[("X-Plane-Event", "issue")], bytes)
+            .send(
+                "/webhooks/plane",
+                "X-Plane-Signature",
+                &[("X-Plane-Event", "issue")],
+                bytes,
+            )
             .await;
     }
 
@@ -378,6 +414,7 @@ impl FakeGitea {
         self.hooks
             .send(
                 "/webhooks/gitea",
+                "X-Gitea-Signature",
                 &[
                     ("X-Gitea-Event", "status"),
                     ("X-Gitea-Event-Type", "status"),

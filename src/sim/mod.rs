@@ -24,6 +24,7 @@ use fakes::{FakeGitea, FakePlane, Hooks};
 
 const PROJECT_ID: &str = "00000000-0000-4000-8000-000000000001";
 const REPO: &str = "acme/widget";
+const SIM_WEBHOOK_SECRET: &str = "sim-webhook-secret";
 
 #[derive(Debug, Clone)]
 pub struct SimOptions {
@@ -64,6 +65,7 @@ pub struct SimReport {
     pub time_to_done_p99_ms: u64,
     pub webhooks_sent: u64,
     pub webhooks_dropped: u64,
+    pub webhooks_rejected: u64,
     pub unblocks: u64,
     pub replays: u64,
     pub duplicates: u64,
@@ -87,6 +89,10 @@ impl SimReport {
             ],
             vec!["webhooks delivered".into(), self.webhooks_sent.to_string()],
             vec!["webhooks dropped".into(), self.webhooks_dropped.to_string()],
+            vec![
+                "webhooks rejected by orch".into(),
+                self.webhooks_rejected.to_string(),
+            ],
             vec![
                 "unblocks by the reconciler".into(),
                 self.unblocks.to_string(),
@@ -201,6 +207,8 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
     cfg.plane.requests_per_minute = 100_000;
     cfg.gitea.url = Some(gitea_url);
     cfg.gitea.token = Some(Secret::new("gitea_sim"));
+    cfg.plane.webhook_secret = Some(Secret::new(SIM_WEBHOOK_SECRET));
+    cfg.gitea.webhook_secret = Some(Secret::new(SIM_WEBHOOK_SECRET));
     cfg.reconcile.enabled = Some(true);
     cfg.reconcile.plane_enabled = Some(true);
     cfg.reconcile.notify_unblock = Some(false);
@@ -233,7 +241,12 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
         let _ = stop_rx.await;
     }));
 
-    let hooks = Arc::new(Hooks::new(orch_url, opts.drop_rate, opts.seed)?);
+    let hooks = Arc::new(Hooks::new(
+        orch_url,
+        SIM_WEBHOOK_SECRET.to_string(),
+        opts.drop_rate,
+        opts.seed,
+    )?);
     let plane = FakePlane::new(PROJECT_ID, Arc::clone(&hooks));
     let gitea = FakeGitea::new(REPO, bare.clone(), Arc::clone(&hooks));
     let plane_router = plane.router();
@@ -320,6 +333,7 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
         time_to_done_p99_ms: percentile(&ttd, 0.99),
         webhooks_sent: hooks.sent.load(std::sync::atomic::Ordering::Relaxed),
         webhooks_dropped: hooks.dropped.load(std::sync::atomic::Ordering::Relaxed),
+        webhooks_rejected: hooks.rejected.load(std::sync::atomic::Ordering::Relaxed),
         unblocks: state.metrics.reconcile_unblocked.get(),
         replays: state.metrics.reconcile_replays.get(),
         duplicates,
