@@ -126,13 +126,20 @@ impl Git {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
-    /// The local clone of `repo` (`owner/name`), cloned on first use and fetched otherwise.
-    pub async fn ensure_clone(&self, repo: &str, clone_url: &str) -> Result<PathBuf, GitError> {
+    /// Where the local clone of `repo` (`owner/name`) lives; a name that could escape
+    /// `repos_dir` is an error.
+    pub fn clone_path(&self, repo: &str) -> Result<PathBuf, GitError> {
         let (owner, name) = repo
             .split_once('/')
             .filter(|(o, n)| [o, n].iter().all(|part| safe_component(part)))
             .ok_or_else(|| GitError::BadRepo(repo.to_string()))?;
-        let path = self.repos_dir.join(owner).join(name);
+        Ok(self.repos_dir.join(owner).join(name))
+    }
+
+    /// The local clone of `repo` (`owner/name`), cloned on first use and fetched otherwise.
+    pub async fn ensure_clone(&self, repo: &str, clone_url: &str) -> Result<PathBuf, GitError> {
+        let path = self.clone_path(repo)?;
+        let (owner, name) = repo.split_once('/').unwrap_or_default();
         let lock = self.lock_for(&path);
         let _guard = lock.lock().await;
         if path.join(".git").exists() {
@@ -238,7 +245,11 @@ impl Git {
         Ok(path)
     }
 
+    /// Removes the worktree of `branch` (its uncommitted files with it); the branch and its
+    /// commits stay in the clone. Removing a worktree that is not there succeeds.
     pub async fn remove_worktree(&self, repo_path: &Path, branch: &str) -> Result<(), GitError> {
+        let lock = self.lock_for(repo_path);
+        let _guard = lock.lock().await;
         let path = self.worktree_path(branch);
         if !path.exists() {
             return Ok(());

@@ -91,6 +91,17 @@ async fn a_work_item_goes_from_in_progress_to_done() {
         git_head(&bare, "main"),
         "the branch carries the developer's commit"
     );
+    // A finished task's worktree is removed; its branch stays in the clone.
+    eventually("worktree removed", Duration::from_secs(10), || async {
+        !worktree.exists()
+    })
+    .await;
+    let clone = app.state.pipeline.git.clone_path(&task.repo).unwrap();
+    assert_eq!(
+        git_head(&clone, &task.branch),
+        Some(pushed.clone()),
+        "the branch outlives its worktree"
+    );
 
     let history = app
         .state

@@ -491,7 +491,31 @@ impl Pipeline {
             }
         }
         self.announce_stage(rules, task, stage, trigger).await;
+        if rules.stage(stage).is_some_and(|s| s.terminal) {
+            self.release_worktree(task).await;
+        }
         Ok(())
+    }
+
+    /// A finished task's worktree is only disk: remove it (the branch stays in the clone and
+    /// on the remote). Best-effort; a failure is logged and the worktree stays.
+    async fn release_worktree(&self, task: &Task) {
+        let removed = match self.git.clone_path(&task.repo) {
+            Ok(clone) if clone.join(".git").exists() => {
+                self.git.remove_worktree(&clone, &task.branch).await
+            }
+            Ok(_) => return,
+            Err(e) => Err(e),
+        };
+        match removed {
+            Ok(()) => {
+                tracing::info!(work_item = %task.work_item, branch = %task.branch, "worktree removed")
+            }
+            Err(e) => {
+                tracing::warn!(work_item = %task.work_item, error = %e, "cannot remove the worktree of a finished task");
+                self.count_failed("git");
+            }
+        }
     }
 
     /// Best-effort: the Plane state the rules name for entering `stage`, and a notification.
