@@ -111,6 +111,8 @@ pub struct HttpConfig {
     pub retries: usize,
     /// The first backoff delay; it doubles per retry up to 5 s.
     pub retry_base_delay: Duration,
+    /// One attempt's limit (connect, send, read the reply).
+    pub timeout: Duration,
 }
 
 /// One Plane project and the Gitea repository its work items are built in.
@@ -170,6 +172,7 @@ impl Default for Config {
             http: HttpConfig {
                 retries: 3,
                 retry_base_delay: Duration::from_millis(200),
+                timeout: Duration::from_secs(15),
             },
             projects: Vec::new(),
             agents: BTreeMap::new(),
@@ -325,6 +328,7 @@ struct FileWorker {
 struct FileHttp {
     retries: Option<usize>,
     retry_base_delay: Option<TomlDuration>,
+    timeout: Option<TomlDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -444,6 +448,9 @@ impl FileConfig {
             if let Some(d) = h.retry_base_delay {
                 cfg.http.retry_base_delay = d.resolve("http.retry_base_delay")?;
             }
+            if let Some(d) = h.timeout {
+                cfg.http.timeout = nonzero("http.timeout", d.resolve("http.timeout")?)?;
+            }
         }
         for (i, p) in self.projects.into_iter().enumerate() {
             let key = format!("projects[{i}]");
@@ -562,10 +569,7 @@ fn apply_env(cfg: &mut Config, env: &dyn Fn(&str) -> Option<String>) -> Result<(
         cfg.reconcile.notify_unblock = Some(parse_bool("ORCH_RECONCILE_NOTIFY_UNBLOCK", &v)?);
     }
     if let Some(v) = get("ORCH_RECONCILE_INTERVAL_S") {
-        cfg.reconcile.interval = nonzero(
-            "ORCH_RECONCILE_INTERVAL_S",
-            parse_duration("ORCH_RECONCILE_INTERVAL_S", &v, true)?,
-        )?;
+        cfg.reconcile.interval = nonzero_env("ORCH_RECONCILE_INTERVAL_S", &v, true)?;
     }
     if let Some(v) = get("ORCH_RECONCILE_GRACE_DEFAULT_S") {
         cfg.reconcile.grace_default =
@@ -582,6 +586,9 @@ fn apply_env(cfg: &mut Config, env: &dyn Fn(&str) -> Option<String>) -> Result<(
                 ));
             }
         }
+    }
+    if let Some(v) = get("ORCH_HTTP_TIMEOUT") {
+        cfg.http.timeout = nonzero_env("ORCH_HTTP_TIMEOUT", &v, false)?;
     }
     if let Some(v) = get("ORCH_WORKER_CONCURRENCY") {
         cfg.worker.concurrency = parse_positive("ORCH_WORKER_CONCURRENCY", &v)?;
@@ -681,6 +688,16 @@ fn positive<T: PartialOrd + Default + ToString>(key: &str, n: T) -> Result<T, Co
         Ok(n)
     } else {
         Err(invalid(key, &n.to_string(), "a positive whole number"))
+    }
+}
+
+/// A duration from the environment that must be positive; the error quotes the value as set.
+fn nonzero_env(key: &str, raw: &str, plain_seconds: bool) -> Result<Duration, ConfigError> {
+    let d = parse_duration(key, raw, plain_seconds)?;
+    if d.is_zero() {
+        Err(invalid(key, raw, "a duration greater than zero"))
+    } else {
+        Ok(d)
     }
 }
 

@@ -128,9 +128,11 @@ fn every_orch_variable_is_read() {
                 r#"{"development": 30, "review": 7200}"#,
             ),
             ("ORCH_RECONCILE_NOTIFY_UNBLOCK", "yes"),
+            ("ORCH_HTTP_TIMEOUT", "40s"),
         ],
     )
     .unwrap();
+    assert_eq!(cfg.http.timeout, Duration::from_secs(40));
     assert_eq!(cfg.repos_dir, Path::new("/d/repos"));
     assert_eq!(cfg.rules_dir, Path::new("/d/rules"));
     assert_eq!(cfg.gitea.url.as_deref(), Some("http://gitea"));
@@ -196,6 +198,8 @@ fn bad_environment_values_name_the_variable_and_the_value() {
         ("ORCH_RECONCILE_GRACE_DEFAULT_S", "-1"),
         ("ORCH_LISTEN", "localhost"),
         ("ORCH_WORKER_CONCURRENCY", "0"),
+        ("ORCH_HTTP_TIMEOUT", "soon"),
+        ("ORCH_HTTP_TIMEOUT", "0s"),
     ];
     for (key, value) in cases {
         let err = load(None, &[(key, value)]).unwrap_err().to_string();
@@ -227,6 +231,7 @@ fn bad_file_values_name_the_key() {
             "projects[0].repo",
         ),
         ("[worker]\nconcurrency = 0", "worker.concurrency"),
+        ("[http]\ntimeout = \"0s\"", "http.timeout"),
     ];
     for (text, key) in cases {
         let file = write(&dir, text);

@@ -387,6 +387,49 @@ async fn gitea_branches_heads_and_sha_lookup() {
 }
 
 #[tokio::test]
+async fn a_reply_slower_than_the_attempt_timeout_is_retried() {
+    let server = MockServer::start().await;
+    let branch = json!({"name": "main", "commit": {"id": "abc"}});
+    // The first reply hangs past the timeout; the retry gets a prompt one.
+    Mock::given(method("GET"))
+        .and(path("/api/v1/repos/acme/widget/branches/main"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(branch.clone())
+                .set_delay(Duration::from_secs(30)),
+        )
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/repos/acme/widget/branches/main"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(branch))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let g = gitea::HttpGitea::new(
+        &server.uri(),
+        Secret::new("gitea-secret-token"),
+        RetryPolicy {
+            attempt_timeout: Duration::from_millis(300),
+            ..RetryPolicy::fast()
+        },
+    )
+    .unwrap();
+    let started = Instant::now();
+    assert_eq!(
+        g.branch_head("acme/widget", "main")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("abc")
+    );
+    // The configured timeout, not the 15 s default, cut the first attempt.
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
 async fn gitea_errors_never_show_the_token() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))

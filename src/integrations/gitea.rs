@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 use serde::Deserialize;
 
+use super::IntegrationError;
 use super::retry::{Reply, RetryPolicy, decode, execute};
-use super::{IntegrationError, REQUEST_TIMEOUT};
 use crate::secret::Secret;
 
 /// Gitea clamps `limit` to 50 by default.
@@ -131,11 +131,12 @@ impl HttpGitea {
         token: Secret,
         retry: RetryPolicy,
     ) -> Result<Self, IntegrationError> {
-        let client =
-            crate::http_client::build(REQUEST_TIMEOUT).map_err(|e| IntegrationError::Invalid {
+        let client = crate::http_client::build(retry.attempt_timeout).map_err(|e| {
+            IntegrationError::Invalid {
                 peer: "gitea",
                 message: format!("cannot build HTTP client: {e}"),
-            })?;
+            }
+        })?;
         Ok(HttpGitea {
             client,
             base: base_url.trim_end_matches('/').to_string(),

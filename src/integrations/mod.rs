@@ -75,9 +75,6 @@ pub struct Integrations {
     pub notifier: Arc<dyn Notifier>,
 }
 
-/// Timeout for one HTTP request to a peer.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
-
 /// Builds the clients the configuration has credentials for; logs one line for each peer
 /// that is disabled.
 pub fn from_config(cfg: &Config) -> Result<Integrations, IntegrationError> {
@@ -85,6 +82,7 @@ pub fn from_config(cfg: &Config) -> Result<Integrations, IntegrationError> {
         max_retries: cfg.http.retries,
         min_delay: cfg.http.retry_base_delay,
         max_delay: std::time::Duration::from_secs(5).max(cfg.http.retry_base_delay),
+        attempt_timeout: cfg.http.timeout,
         ..retry::RetryPolicy::default()
     };
     let tracker: Arc<dyn Tracker> = match (

@@ -9,8 +9,8 @@ use serde_json::json;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use super::IntegrationError;
 use super::retry::{Reply, RetryPolicy, decode, execute};
-use super::{IntegrationError, REQUEST_TIMEOUT};
 use crate::clock::Timestamp;
 use crate::secret::Secret;
 
@@ -130,11 +130,12 @@ impl HttpPlane {
         requests_per_minute: u32,
         retry: RetryPolicy,
     ) -> Result<Self, IntegrationError> {
-        let client =
-            crate::http_client::build(REQUEST_TIMEOUT).map_err(|e| IntegrationError::Invalid {
+        let client = crate::http_client::build(retry.attempt_timeout).map_err(|e| {
+            IntegrationError::Invalid {
                 peer: "plane",
                 message: format!("cannot build HTTP client: {e}"),
-            })?;
+            }
+        })?;
         let rpm = requests_per_minute.max(1);
         Ok(HttpPlane {
             client,

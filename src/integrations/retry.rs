@@ -16,6 +16,9 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// The longest `Retry-After` honoured; a longer one is cut to this.
     pub max_retry_after: Duration,
+    /// The whole of one attempt (connect, send, read the reply); a slower peer counts as a
+    /// network error and is retried.
+    pub attempt_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -25,6 +28,7 @@ impl Default for RetryPolicy {
             min_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(5),
             max_retry_after: Duration::from_secs(60),
+            attempt_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -37,6 +41,7 @@ impl RetryPolicy {
             min_delay: Duration::from_millis(5),
             max_delay: Duration::from_millis(20),
             max_retry_after: Duration::from_millis(1500),
+            attempt_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use serde_json::json;
 
+use super::IntegrationError;
 use super::retry::{RetryPolicy, execute};
-use super::{IntegrationError, REQUEST_TIMEOUT};
 use crate::secret::Secret;
 
 #[async_trait]
@@ -27,11 +27,12 @@ impl HttpTelegram {
         chat_id: &str,
         retry: RetryPolicy,
     ) -> Result<Self, IntegrationError> {
-        let client =
-            crate::http_client::build(REQUEST_TIMEOUT).map_err(|e| IntegrationError::Invalid {
+        let client = crate::http_client::build(retry.attempt_timeout).map_err(|e| {
+            IntegrationError::Invalid {
                 peer: "telegram",
                 message: format!("cannot build HTTP client: {e}"),
-            })?;
+            }
+        })?;
         Ok(HttpTelegram {
             client,
             api_url: api_url.trim_end_matches('/').to_string(),
