@@ -36,6 +36,7 @@ fn snapshots(rules: &RuleSet) -> Vec<TaskSnapshot> {
             },
             updated_at: NOW.minus(Duration::from_secs((i as u64 * 37) % 7200)),
             has_active_job: i % 5 == 0,
+            awaiting_input: false,
         })
         .collect()
 }

@@ -30,6 +30,8 @@ pub enum Verdict {
     Reject,
     Pass,
     Fail,
+    /// The agent cannot go on without an answer from a person; its summary is the question.
+    NeedsInput,
 }
 
 impl Verdict {
@@ -39,6 +41,7 @@ impl Verdict {
             Verdict::Reject => "reject",
             Verdict::Pass => "pass",
             Verdict::Fail => "fail",
+            Verdict::NeedsInput => "needs_input",
         }
     }
 }

@@ -256,10 +256,11 @@ impl Reconciler {
                 Ok((
                     store::tasks::list_open(c, &terminal)?,
                     store::jobs::tasks_with_active_jobs(c)?,
+                    store::jobs::tasks_awaiting_input(c)?,
                 ))
             })
             .await;
-        let (tasks, active) = match loaded {
+        let (tasks, active, awaiting) = match loaded {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!(error = %e, "reconciler: cannot load open tasks");
@@ -274,7 +275,11 @@ impl Reconciler {
             if cancel.is_cancelled() {
                 break;
             }
-            let snapshot = snapshot_of(&task, active.contains(&task.id));
+            let snapshot = snapshot_of(
+                &task,
+                active.contains(&task.id),
+                awaiting.contains(&task.id),
+            );
             let decision = policy::decide_task(rules, &self.overrides, &snapshot, None, now);
             if !matches!(decision.outcome, D::CheckGate { .. }) || self.backing_off(task.id, now) {
                 report.tasks.push(TaskReport {
@@ -556,16 +561,19 @@ impl Reconciler {
     ) -> anyhow::Result<bool> {
         let work_item = format!("{}-{}", project.identifier, item.sequence_id);
         let wi = work_item.clone();
-        let (task, busy) = self
+        let (task, busy, awaiting) = self
             .pipeline
             .store
             .call(move |c| {
                 let t = store::tasks::get_by_work_item(c, &wi)?;
-                let busy = match &t {
-                    Some(t) => store::jobs::has_active(c, t.id)?,
-                    None => false,
+                let (busy, awaiting) = match &t {
+                    Some(t) => (
+                        store::jobs::has_active(c, t.id)?,
+                        store::jobs::awaiting_input(c, t.id)?,
+                    ),
+                    None => (false, false),
                 };
-                Ok((t, busy))
+                Ok((t, busy, awaiting))
             })
             .await?;
         let snapshot = policy::PlaneItemSnapshot {
@@ -573,7 +581,7 @@ impl Reconciler {
             state_name: item.state_name.clone(),
             state_group: item.state_group.clone(),
             updated_at: item.updated_at,
-            task: task.as_ref().map(|t| snapshot_of(t, busy)),
+            task: task.as_ref().map(|t| snapshot_of(t, busy, awaiting)),
         };
         let decision =
             policy::decide_plane_item(rules, &self.overrides, &snapshot, self.pipeline.clock.now());
@@ -634,15 +642,16 @@ impl Reconciler {
                     return Ok(None);
                 };
                 let busy = store::jobs::has_active(c, t.id)?;
-                Ok(Some((t, busy)))
+                let awaiting = store::jobs::awaiting_input(c, t.id)?;
+                Ok(Some((t, busy, awaiting)))
             })
             .await?;
-        let Some((task, busy)) = loaded else {
+        let Some((task, busy, awaiting)) = loaded else {
             return Ok(None);
         };
         let rules = self.pipeline.rules.current();
         let now = self.pipeline.clock.now();
-        let snapshot = snapshot_of(&task, busy);
+        let snapshot = snapshot_of(&task, busy, awaiting);
         let mut decision = policy::decide_task(&rules, &self.overrides, &snapshot, None, now);
         let mut gate = None;
         if matches!(decision.outcome, D::CheckGate { .. }) {
@@ -661,6 +670,7 @@ impl Reconciler {
             grace_left_s: decision.grace_left_s,
             facts: Facts {
                 has_active_job: busy,
+                awaiting_input: awaiting,
                 age_s: now.since(task.updated_at).as_secs(),
                 updated_at: task.updated_at,
                 labels: task.labels.clone(),
@@ -685,19 +695,21 @@ pub struct Explanation {
 #[derive(Debug, Clone, Serialize)]
 pub struct Facts {
     pub has_active_job: bool,
+    pub awaiting_input: bool,
     pub age_s: u64,
     pub updated_at: Timestamp,
     pub labels: Vec<String>,
     pub gate: Option<serde_json::Value>,
 }
 
-fn snapshot_of(task: &Task, has_active_job: bool) -> TaskSnapshot {
+fn snapshot_of(task: &Task, has_active_job: bool, awaiting_input: bool) -> TaskSnapshot {
     TaskSnapshot {
         work_item: task.work_item.clone(),
         stage: task.stage.clone(),
         labels: task.labels.clone(),
         updated_at: task.updated_at,
         has_active_job,
+        awaiting_input,
     }
 }
 

@@ -25,6 +25,7 @@ fn task(stage: &str, age_s: u64) -> TaskSnapshot {
         labels: vec![],
         updated_at: NOW.minus(Duration::from_secs(age_s)),
         has_active_job: false,
+        awaiting_input: false,
     }
 }
 

@@ -337,3 +337,19 @@ fn cli_simulate_and_diff() {
             .all(|c| c["old"] != c["new"])
     );
 }
+
+#[test]
+fn a_misspelt_template_name_is_an_error() {
+    let errs = errors_after(&[(
+        "notifications.toml",
+        "blocked = \"{work_item}",
+        "blokced = \"{work_item}",
+    )]);
+    let line = line_of("notifications.toml", "[templates]");
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with(&format!("notifications.toml:{line}:"))
+                && e.contains("blokced is not a template orch sends")),
+        "{errs:?}"
+    );
+}

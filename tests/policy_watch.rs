@@ -29,6 +29,7 @@ fn grace_default(h: &RulesHandle) -> Duration {
         labels: vec![],
         updated_at: orch::clock::Timestamp::EPOCH,
         has_active_job: false,
+        awaiting_input: false,
     };
     policy::grace_for(
         &h.current(),

@@ -280,8 +280,7 @@ impl Tracker for HttpPlane {
         external_id: &str,
     ) -> Result<(), IntegrationError> {
         let path = self.project_path(project_id, &format!("work-items/{issue_id}/comments/"));
-        let body =
-            json!({ "comment_html": html, "external_source": "orch", "external_id": external_id });
+        let body = json!({ "comment_html": html, "external_source": crate::pipeline::COMMENT_SOURCE, "external_id": external_id });
         // 409: this comment was already posted (a retry); that is success.
         self.request(
             reqwest::Method::POST,

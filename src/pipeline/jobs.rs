@@ -78,6 +78,9 @@ impl Pipeline {
             .stage(&task.stage)
             .is_some_and(|s| s.on_reject.is_some());
         match verdict.as_deref() {
+            Some("needs_input") => Ok(self
+                .ask_for_input(&rules, &task, job, outcome.summary)
+                .await),
             Some("reject") | Some("fail") if has_reject_path => {
                 let feedback = outcome
                     .summary
@@ -93,6 +96,42 @@ impl Pipeline {
                 .await
             }
             _ => self.advance(task.id, Trigger::AgentFinished).await,
+        }
+    }
+
+    /// The agent asked a question: the task stays where it is, Plane shows Needs Input with
+    /// the question as a comment, and nothing advances it until a person answers (a comment
+    /// on the work item, or moving it back to the state that means start).
+    async fn ask_for_input(
+        &self,
+        rules: &crate::policy::RuleSet,
+        task: &store::Task,
+        job: &Job,
+        question: Option<String>,
+    ) -> Outcome {
+        let question = question
+            .filter(|q| !q.trim().is_empty())
+            .unwrap_or_else(|| format!("{} needs more information", job.agent));
+        tracing::info!(work_item = %task.work_item, agent = %job.agent, stage = %task.stage, "agent asked for input");
+        self.set_plane_state(rules, task, &OutboundEvent::NeedsInput)
+            .await;
+        let text = rules.render(
+            "needs_input",
+            &[
+                ("work_item", &task.work_item),
+                ("stage", &task.stage),
+                ("agent", &job.agent),
+                ("reason", &question),
+                ("title", &task.title),
+            ],
+        );
+        let text = if text.is_empty() { question } else { text };
+        self.comment(task, &format!("needs-input-job-{}", job.id), &text)
+            .await;
+        self.telegram(&text).await;
+        Outcome::Held {
+            task_id: task.id,
+            reason: format!("{} is waiting for an answer", job.agent),
         }
     }
 

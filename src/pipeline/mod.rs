@@ -93,6 +93,10 @@ pub enum Outcome {
     Recorded {
         task_id: i64,
     },
+    /// A person answered an agent's question; the agent runs again.
+    Resumed {
+        task_id: i64,
+    },
     Held {
         task_id: i64,
         reason: String,
@@ -105,6 +109,10 @@ pub enum Outcome {
         reason: String,
     },
 }
+
+/// The `external_source` of every comment orch writes in Plane; a comment webhook carrying
+/// it is orch's own and never an answer.
+pub const COMMENT_SOURCE: &str = "orch";
 
 /// Everything the handlers need. Cheap to clone.
 #[derive(Clone)]
@@ -162,6 +170,11 @@ impl Pipeline {
             })
             .await?;
         if !created {
+            // Moving the item back to "start" is how a person says "go on" to an agent that
+            // asked a question.
+            if let Some(resumed) = self.resume(&rules, &task, None, trigger).await? {
+                return Ok(resumed);
+            }
             tracing::debug!(work_item = %task.work_item, "start: task exists, nothing to do");
             return Ok(Outcome::AlreadyStarted { task_id: task.id });
         }
@@ -261,7 +274,8 @@ impl Pipeline {
                 .await?;
         }
         match action {
-            PlaneAction::Approve => self.advance(task.id, trigger).await,
+            // A person's approval counts even while an agent waits for an answer.
+            PlaneAction::Approve => self.advance_unless(task.id, trigger, false).await,
             _ => self.reject(&rules, &task, feedback, trigger).await,
         }
     }
@@ -318,11 +332,85 @@ impl Pipeline {
     }
 
     // -----------------------------------------------------------------------------------
+    // input
+
+    /// A person answered the question the stage's agent asked: the answer (if the channel
+    /// carries one) becomes `ORCH_FEEDBACK` and the agent runs again. `None` when the task was
+    /// not waiting, so a second answer, or a replay of the first, changes nothing.
+    pub async fn resume(
+        &self,
+        rules: &policy::RuleSet,
+        task: &Task,
+        answer: Option<String>,
+        trigger: Trigger,
+    ) -> Result<Option<Outcome>, PipelineError> {
+        let Some(agent) = rules.stage(&task.stage).and_then(|s| s.agent.clone()) else {
+            return Ok(None);
+        };
+        let (id, now) = (task.id, self.clock.now());
+        let Some(job) = self
+            .store
+            .call(move |c| store::jobs::resume_after_input(c, id, &agent, answer.as_deref(), now))
+            .await?
+        else {
+            return Ok(None);
+        };
+        tracing::info!(work_item = %task.work_item, agent = %job.agent, trigger = trigger.as_str(), "answer received; agent queued again");
+        self.job_wakeup.notify_one();
+        self.set_plane_state(
+            rules,
+            task,
+            &OutboundEvent::Entered {
+                stage: task.stage.clone(),
+            },
+        )
+        .await;
+        Ok(Some(Outcome::Resumed { task_id: task.id }))
+    }
+
+    /// Handles a person's comment on a work item: an answer when the task waits for one.
+    pub async fn answer(
+        &self,
+        task: &Task,
+        answer: String,
+        trigger: Trigger,
+    ) -> Result<Outcome, PipelineError> {
+        let rules = self.rules.current();
+        Ok(self
+            .resume(&rules, task, Some(answer), trigger)
+            .await?
+            .unwrap_or_else(|| Outcome::Ignored {
+                reason: format!("{} is not waiting for an answer", task.work_item),
+            }))
+    }
+
+    // -----------------------------------------------------------------------------------
     // advance
 
     /// Evaluates the task's exit gate: green moves it to the next stage; red is reported once
     /// per stage visit for webhook and agent triggers, and is silent for the reconciler.
+    /// A task whose agent asked a question is held until a person answers.
     pub async fn advance(&self, task_id: i64, trigger: Trigger) -> Result<Outcome, PipelineError> {
+        self.advance_unless(task_id, trigger, true).await
+    }
+
+    async fn advance_unless(
+        &self,
+        task_id: i64,
+        trigger: Trigger,
+        hold_when_awaiting_input: bool,
+    ) -> Result<Outcome, PipelineError> {
+        if hold_when_awaiting_input
+            && self
+                .store
+                .call(move |c| store::jobs::awaiting_input(c, task_id))
+                .await?
+        {
+            return Ok(Outcome::Held {
+                task_id,
+                reason: "the agent is waiting for an answer".into(),
+            });
+        }
         let Some(task) = self
             .store
             .call(move |c| store::tasks::get(c, task_id))

@@ -81,6 +81,25 @@ struct PlaneActor {
     display_name: Option<String>,
 }
 
+/// v1 `issue_comment`: `data` is the comment.
+#[derive(Debug, Deserialize)]
+struct PlaneCommentV1 {
+    action: Option<String>,
+    data: Option<PlaneComment>,
+    activity: Option<PlaneActivity>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PlaneComment {
+    /// The work item's Plane id.
+    issue: Option<String>,
+    project: Option<String>,
+    comment_html: Option<String>,
+    external_source: Option<String>,
+    /// The author's user id.
+    actor: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 struct PlaneV2 {
     event: Option<String>,
@@ -127,6 +146,9 @@ impl Pipeline {
             }
             (p.data, None, relevant)
         } else {
+            if value.get("event").and_then(|v| v.as_str()) == Some("issue_comment") {
+                return self.handle_plane_comment(value).await;
+            }
             let p: PlaneV1 =
                 serde_json::from_value(value).map_err(|e| malformed("Plane", e.to_string()))?;
             if p.event.as_deref() != Some("issue") {
@@ -160,6 +182,58 @@ impl Pipeline {
             return Ok(ignored("work item of an unconfigured project".into()));
         };
         Ok(self.apply_plane_state(&item, Trigger::Webhook).await?)
+    }
+
+    /// A person's new comment on a work item whose agent asked a question is the answer.
+    async fn handle_plane_comment(
+        &self,
+        value: serde_json::Value,
+    ) -> Result<Outcome, DeliveryError> {
+        let p: PlaneCommentV1 =
+            serde_json::from_value(value).map_err(|e| malformed("Plane", e.to_string()))?;
+        if p.action.as_deref() != Some("created") {
+            return Ok(ignored("only a new comment can answer".into()));
+        }
+        let comment = p
+            .data
+            .ok_or_else(|| malformed("Plane", "comment without data"))?;
+        if comment.external_source.as_deref() == Some(super::COMMENT_SOURCE) {
+            return Ok(ignored("orch's own comment".into()));
+        }
+        let author = p
+            .activity
+            .and_then(|a| a.actor)
+            .and_then(|a| a.id)
+            .or(comment.actor);
+        if self.config.plane.actor_id.is_some() && author == self.config.plane.actor_id {
+            tracing::debug!("Plane comment written by orch itself; ignored");
+            return Ok(ignored("caused by orch's own API write".into()));
+        }
+        let project = comment
+            .project
+            .ok_or_else(|| malformed("Plane", "data.project is missing"))?;
+        if self.config.project_by_plane_id(&project).is_none() {
+            tracing::debug!(project = %project, "Plane comment for an unconfigured project; ignored");
+            return Ok(ignored("work item of an unconfigured project".into()));
+        }
+        let issue = comment
+            .issue
+            .ok_or_else(|| malformed("Plane", "data.issue is missing"))?;
+        let Some(task) = self
+            .store
+            .call(move |c| store::tasks::get_by_plane_issue(c, &issue))
+            .await
+            .map_err(PipelineError::from)?
+        else {
+            return Ok(ignored(
+                "comment on a work item orch has no task for".into(),
+            ));
+        };
+        let text = plain_text(comment.comment_html.as_deref().unwrap_or_default());
+        if text.is_empty() {
+            return Ok(ignored("empty comment".into()));
+        }
+        Ok(self.answer(&task, text, Trigger::Webhook).await?)
     }
 
     async fn plane_item(
@@ -423,4 +497,63 @@ impl Pipeline {
 
 fn ignored(reason: String) -> Outcome {
     Outcome::Ignored { reason }
+}
+
+/// The text of a Plane comment's HTML: tags dropped (block ends become line breaks), the
+/// common entities decoded, whitespace trimmed. Good enough for an agent to read; not a
+/// sanitiser.
+pub fn plain_text(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut rest = html;
+    while let Some(open) = rest.find('<') {
+        out.push_str(&rest[..open]);
+        let Some(close) = rest[open..].find('>') else {
+            // A lone '<' is text.
+            out.push_str(&rest[open..]);
+            rest = "";
+            break;
+        };
+        let tag = rest[open + 1..open + close]
+            .trim_start_matches('/')
+            .split(|c: char| c.is_whitespace() || c == '/')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if matches!(
+            tag.as_str(),
+            "br" | "p" | "div" | "li" | "h1" | "h2" | "h3" | "pre"
+        ) && !out.ends_with('\n')
+            && !out.is_empty()
+        {
+            out.push('\n');
+        }
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    out.replace("&nbsp;", " ")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+        .trim()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_text;
+
+    #[test]
+    fn comment_html_becomes_plain_text() {
+        assert_eq!(
+            plain_text("<p>Use <strong>GitHub</strong> &amp; Google.</p><p>Then &lt;stop&gt;.</p>"),
+            "Use GitHub & Google.\nThen <stop>."
+        );
+        assert_eq!(plain_text("a<br/>b"), "a\nb");
+        assert_eq!(plain_text("1 < 2 and no tag"), "1 < 2 and no tag");
+        assert_eq!(plain_text("&amp;lt; stays literal"), "&lt; stays literal");
+        assert_eq!(plain_text("<p>  </p>"), "");
+        assert_eq!(plain_text("ünïcödé <em>ok</em>"), "ünïcödé ok");
+    }
 }

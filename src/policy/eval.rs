@@ -171,6 +171,16 @@ pub fn decide_task(
             },
         );
     }
+    if task.awaiting_input {
+        return decision(
+            rules,
+            "awaiting_input",
+            "the agent asked a question; the task waits for a person's answer",
+            Outcome::Skip {
+                why: SkipReason::AwaitingInput,
+            },
+        );
+    }
     let (grace, grace_rule) = match grace_with_rule(rules, ov, task, now) {
         Ok(g) => g,
         Err(e) => {
@@ -316,6 +326,18 @@ fn decide_plane_action(
             format!("{:?} but no task exists: start was lost", item.state_name),
             PlaneOutcome::Replay { action },
         ),
+        (PlaneAction::Start, Some(t))
+            if t.awaiting_input && !t.has_active_job && item.updated_at > t.updated_at =>
+        {
+            d(
+                rule,
+                format!(
+                    "{:?} set after the agent in {} asked a question: the resume was lost",
+                    item.state_name, t.stage
+                ),
+                PlaneOutcome::Replay { action },
+            )
+        }
         (PlaneAction::Start, Some(t)) => d(
             rule,
             format!("task exists (in {})", t.stage),

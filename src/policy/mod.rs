@@ -181,6 +181,9 @@ pub struct TaskSnapshot {
     pub updated_at: Timestamp,
     #[serde(default)]
     pub has_active_job: bool,
+    /// The stage's agent asked a question (`needs_input`) and no answer has come yet.
+    #[serde(default)]
+    pub awaiting_input: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -189,6 +192,7 @@ pub enum SkipReason {
     Terminal,
     HumanGate,
     Busy,
+    AwaitingInput,
     Disabled,
     UnknownStage,
 }

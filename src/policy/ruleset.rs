@@ -86,6 +86,17 @@ impl std::fmt::Debug for RuleSet {
 }
 
 /// The default rule set, compiled into the binary so `orch serve` works from any directory.
+/// The messages orch renders; a `[templates]` key outside this list is a typo.
+pub const TEMPLATE_NAMES: &[&str] = &[
+    "unblock",
+    "stage_changed",
+    "gate_failed",
+    "awaiting_human",
+    "blocked",
+    "needs_human",
+    "needs_input",
+];
+
 pub const EMBEDDED: &[(&str, &str)] = &[
     (
         "notifications.toml",
@@ -669,6 +680,20 @@ pub fn load_sources(files: Vec<(PathBuf, String)>) -> Result<RuleSet, RuleErrors
     }
 
     // --- templates
+    if let Some((file, t)) = &templates {
+        for name in t.get_ref().keys() {
+            if !TEMPLATE_NAMES.contains(&name.as_str()) {
+                ctx.err_span(
+                    *file,
+                    t,
+                    format!(
+                        "[templates] {name} is not a template orch sends (known: {})",
+                        TEMPLATE_NAMES.join(", ")
+                    ),
+                );
+            }
+        }
+    }
     let templates = templates.map(|(_, t)| t.into_inner()).unwrap_or_default();
     if !templates.contains_key("unblock") {
         ctx.errors.push(RuleError {

@@ -55,6 +55,9 @@ pub struct TaskScenario {
     pub age: String,
     #[serde(default)]
     pub busy: bool,
+    /// The stage's agent asked a question that has not been answered.
+    #[serde(default)]
+    pub awaiting_input: bool,
     #[serde(default)]
     pub labels: Vec<String>,
     /// `green` or `red`: the gate's result, when the scenario is past the check.
@@ -71,6 +74,8 @@ pub struct PlaneScenario {
     pub task_stage: Option<String>,
     #[serde(default)]
     pub task_busy: bool,
+    #[serde(default)]
+    pub task_awaiting_input: bool,
     /// Was the Plane item changed after the task's last update?
     #[serde(default = "yes")]
     pub changed_after_task: bool,
@@ -220,6 +225,7 @@ pub fn simulate(rules: &RuleSet, file: &ScenarioFile) -> Result<Vec<Row>, String
                 labels: sc.labels.clone(),
                 updated_at: now.minus(age),
                 has_active_job: sc.busy,
+                awaiting_input: sc.awaiting_input,
             };
             let mut d = decide_task(rules, &ov, &task, None, now);
             if let (Outcome::CheckGate { .. }, Some(g)) = (&d.outcome, &gate) {
@@ -258,6 +264,7 @@ pub fn simulate(rules: &RuleSet, file: &ScenarioFile) -> Result<Vec<Row>, String
                     labels: Vec::new(),
                     updated_at: task_updated,
                     has_active_job: sc.task_busy,
+                    awaiting_input: sc.task_awaiting_input,
                 }),
             };
             let d = decide_plane_item(rules, &ov, &item, now);

@@ -127,8 +127,20 @@ pub fn enqueue(
     now: Timestamp,
 ) -> Result<(Job, bool), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let result = enqueue_in(&tx, task_id, agent, stage, now)?;
+    tx.commit()?;
+    Ok(result)
+}
+
+fn enqueue_in(
+    tx: &Connection,
+    task_id: i64,
+    agent: &str,
+    stage: &str,
+    now: Timestamp,
+) -> Result<(Job, bool), StoreError> {
     let inserted = query_one(
-        &tx,
+        tx,
         &format!(
             "INSERT INTO jobs (task_id, agent, stage, status, created_at) VALUES (?1, ?2, ?3, 'queued', ?4)
              ON CONFLICT(task_id, agent) WHERE status IN ('queued', 'running') DO NOTHING
@@ -140,7 +152,7 @@ pub fn enqueue(
         Some(job) => (job, true),
         None => {
             let job = query_one(
-                &tx,
+                tx,
                 &format!(
                     "SELECT {COLUMNS} FROM jobs WHERE task_id = ?1 AND agent = ?2 AND status IN ('queued', 'running')"
                 ),
@@ -150,8 +162,33 @@ pub fn enqueue(
             (job, false)
         }
     };
-    tx.commit()?;
     Ok(result)
+}
+
+/// Answers a task that waits for input: stores the answer as the task's feedback (when there
+/// is one) and queues `agent` again, in one transaction. `None` when the task is not waiting
+/// (already answered, or it moved on), so a second answer changes nothing.
+pub fn resume_after_input(
+    conn: &mut Connection,
+    task_id: i64,
+    agent: &str,
+    answer: Option<&str>,
+    now: Timestamp,
+) -> Result<Option<Job>, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if !awaiting_input(&tx, task_id)? {
+        return Ok(None);
+    }
+    let stage: String = tx.query_row("SELECT stage FROM tasks WHERE id = ?1", [task_id], |r| {
+        r.get(0)
+    })?;
+    tx.execute(
+        "UPDATE tasks SET feedback = COALESCE(?1, feedback), updated_at = ?2 WHERE id = ?3",
+        params![answer, now.as_millis(), task_id],
+    )?;
+    let (job, _) = enqueue_in(&tx, task_id, agent, &stage, now)?;
+    tx.commit()?;
+    Ok(Some(job))
 }
 
 /// Atomically takes the oldest due queued job and marks it running.
@@ -260,6 +297,32 @@ pub fn tasks_with_active_jobs(
     )?;
     let rows = stmt.query_map([], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Ids of tasks waiting for a person's answer: the task's latest job ran in the task's
+/// current stage and finished asking a question (`needs_input`).
+pub fn tasks_awaiting_input(
+    conn: &Connection,
+) -> Result<std::collections::HashSet<i64>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT j.task_id FROM jobs j JOIN tasks t ON t.id = j.task_id
+         WHERE j.id = (SELECT MAX(id) FROM jobs WHERE task_id = j.task_id)
+           AND j.status = 'done' AND j.verdict = 'needs_input' AND j.stage = t.stage",
+    )?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Whether one task waits for a person's answer (see `tasks_awaiting_input`).
+pub fn awaiting_input(conn: &Connection, task_id: i64) -> Result<bool, StoreError> {
+    Ok(conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM jobs j JOIN tasks t ON t.id = j.task_id
+         WHERE j.task_id = ?1
+           AND j.id = (SELECT MAX(id) FROM jobs WHERE task_id = ?1)
+           AND j.status = 'done' AND j.verdict = 'needs_input' AND j.stage = t.stage)",
+        [task_id],
+        |r| r.get(0),
+    )?)
 }
 
 /// The most recent finished (`done`) job of `agent` for the task.

@@ -101,6 +101,10 @@ pub const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     );
     "#,
+    // 3: a Plane comment names its work item by Plane id.
+    r#"
+    CREATE INDEX tasks_plane_issue ON tasks(plane_issue_id);
+    "#,
 ];
 
 /// The version a fully migrated database reports.

@@ -181,6 +181,19 @@ pub fn get_by_work_item(conn: &Connection, work_item: &str) -> Result<Option<Tas
         .optional()?)
 }
 
+pub fn get_by_plane_issue(
+    conn: &Connection,
+    plane_issue_id: &str,
+) -> Result<Option<Task>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM tasks WHERE plane_issue_id = ?1"),
+            [plane_issue_id],
+            from_row,
+        )
+        .optional()?)
+}
+
 pub fn get_by_branch(
     conn: &Connection,
     repo: &str,

@@ -245,6 +245,31 @@ impl Peers {
             .await;
     }
 
+    /// Gitea says every branch's head is `sha` and its CI is `ci`.
+    pub async fn gitea_every_branch_at(&self, sha: &str, ci: &str) {
+        Mock::given(method("GET"))
+            .and(path_regex(r"^/api/v1/repos/acme/widget/branches/.+$"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(serde_json::json!({"name": "b", "commit": {"id": sha}})),
+            )
+            .mount(&self.gitea)
+            .await;
+        Mock::given(method("GET"))
+            .and(path(format!(
+                "/api/v1/repos/acme/widget/commits/{sha}/statuses"
+            )))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .insert_header("X-Total-Count", "1")
+                    .set_body_json(
+                        serde_json::json!([{"id": 1, "status": ci, "context": "ci/build"}]),
+                    ),
+            )
+            .mount(&self.gitea)
+            .await;
+    }
+
     /// Texts sent to Telegram so far.
     pub async fn telegram_texts(&self) -> Vec<String> {
         self.telegram

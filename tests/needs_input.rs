@@ -1,0 +1,201 @@
+//! An agent that needs an answer: Plane shows Needs Input with the question, nothing advances
+//! the task, and a person's comment (or moving the item back to start) runs the agent again
+//! with the answer in `ORCH_FEEDBACK`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use orch::store::{self, Trigger};
+
+async fn post_comment(app: &TestApp, body: Vec<u8>) {
+    let r = client()
+        .post(app.url("/webhooks/plane"))
+        .header("X-Plane-Event", "issue_comment")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+}
+
+fn comment(edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&fixture("plane_comment_created.json")).unwrap();
+    edit(&mut v);
+    serde_json::to_vec(&v).unwrap()
+}
+
+async fn jobs_of(app: &TestApp, task_id: i64) -> Vec<store::Job> {
+    app.state
+        .store
+        .call(move |c| store::jobs::for_task(c, task_id))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_shows_in_plane_and_a_comment_answers_it() {
+    let peers = Peers::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bare = bare_repo(dir.path());
+    let mut cfg = test_config(dir.path());
+    peers.configure(&mut cfg, bare.to_str().unwrap());
+    cfg.reconcile.enabled = Some(false);
+    cfg.agents.insert("analyst".into(), agent("curious"));
+    let app = TestApp::spawn_in(dir, cfg).await;
+
+    post_plane(&app, plane_webhook("In Progress", "started")).await;
+    eventually(
+        "Plane shows Needs Input",
+        Duration::from_secs(20),
+        || async {
+            peers
+                .plane_states_set()
+                .await
+                .contains(&state_id("Needs Input"))
+        },
+    )
+    .await;
+    let task = task_of(&app, "ET-42").await.unwrap();
+    let comments = peers.plane_comments().await;
+    assert!(
+        comments.iter().any(|c| c["comment_html"]
+            .as_str()
+            .is_some_and(|h| h.contains("Which OAuth providers should login support?"))
+            && c["external_source"] == "orch"),
+        "{comments:?}"
+    );
+    let texts = peers.telegram_texts().await;
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("ET-42: analyst needs an answer in analysis")),
+        "{texts:?}"
+    );
+    let explained: serde_json::Value = client()
+        .get(app.url("/explain/ET-42"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(explained["facts"]["awaiting_input"], true, "{explained}");
+
+    // orch's own comment (the question) coming back as a webhook is not an answer.
+    post_comment(
+        &app,
+        comment(|v| {
+            v["data"]["external_source"] = "orch".into();
+            v["data"]["comment_html"] = "<p>the question</p>".into();
+        }),
+    )
+    .await;
+    processed(&app).await;
+    assert_eq!(jobs_of(&app, task.id).await.len(), 1);
+
+    // A person answers in a comment: the analyst runs again with the answer.
+    post_comment(&app, fixture("plane_comment_created.json")).await;
+    let worktree = app.state.pipeline.git.worktree_path(&task.branch);
+    eventually(
+        "the analyst ran with the answer",
+        Duration::from_secs(20),
+        || async {
+            std::fs::read_to_string(worktree.join("ANALYSIS.md")).is_ok_and(|t| {
+                t.contains("with the answer: Use GitHub & Google.\nKeep the old session cookie.")
+            })
+        },
+    )
+    .await;
+    eventually("Plane shows In Review", Duration::from_secs(20), || async {
+        peers.plane_states_set().await.last() == Some(&state_id("In Review"))
+    })
+    .await;
+    let t = task_of(&app, "ET-42").await.unwrap();
+    assert_eq!(t.stage, "analysis");
+
+    // A second comment is conversation, not another answer: nothing runs again.
+    post_comment(
+        &app,
+        comment(|v| v["data"]["comment_html"] = "<p>thanks!</p>".into()),
+    )
+    .await;
+    processed(&app).await;
+    let jobs = jobs_of(&app, task.id).await;
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    assert_eq!(jobs[0].verdict.as_deref(), Some("needs_input"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_waiting_task_is_held_by_webhooks_and_the_sweep_and_resumed_by_start() {
+    let peers = Peers::start().await;
+    let app = TestApp::spawn(|c| {
+        peers.configure(c, "unused");
+        c.reconcile.enabled = Some(true);
+    })
+    .await;
+    // CI is green for every branch: only the question holds the task.
+    peers.gitea_every_branch_at("abc", "success").await;
+    let now = app.state.clock.now();
+    // Fresh, so a background sweep before the question is recorded only waits; the awaiting
+    // check comes before the grace, so the sweep below names it whatever the task's age.
+    let task = insert_task(&app, "ET-42", "development", now).await;
+    let id = task.id;
+    // The developer ran and asked a question.
+    app.state
+        .store
+        .call(move |c| {
+            store::jobs::enqueue(c, id, "developer", "development", now)?;
+            let job = store::jobs::claim_next(c, now)?.expect("the job just queued");
+            store::jobs::finish(
+                c,
+                job.id,
+                true,
+                &store::jobs::JobResult {
+                    exit_code: Some(0),
+                    verdict: Some("needs_input".into()),
+                    summary: Some("Which database?".into()),
+                    log_excerpt: None,
+                    error: None,
+                },
+                now,
+            )
+        })
+        .await
+        .unwrap();
+
+    let held = app
+        .state
+        .pipeline
+        .advance(task.id, Trigger::Webhook)
+        .await
+        .unwrap();
+    assert!(
+        matches!(held, orch::pipeline::Outcome::Held { .. }),
+        "{held:?}"
+    );
+    let report = app.state.reconciler.reconcile_gate_once().await;
+    let decided = &report.tasks[0].decision;
+    assert_eq!(decided.rule, "awaiting_input", "{decided:?}");
+    assert_eq!(task_of(&app, "ET-42").await.unwrap().stage, "development");
+
+    // Moving the item back to In Progress is "go on": the developer is queued again.
+    let mut body: serde_json::Value =
+        serde_json::from_slice(&plane_webhook("In Progress", "started")).unwrap();
+    body["data"]["id"] = "issue-ET-42".into();
+    post_plane(&app, serde_json::to_vec(&body).unwrap()).await;
+    eventually(
+        "developer queued again",
+        Duration::from_secs(10),
+        || async { jobs_of(&app, id).await.len() == 2 },
+    )
+    .await;
+    // Replaying the same state (the reconciler's Plane side, or a retry) changes nothing more.
+    post_plane(&app, plane_webhook("In Progress", "started")).await;
+    processed(&app).await;
+    assert_eq!(jobs_of(&app, id).await.len(), 2);
+    app.stop().await;
+}
