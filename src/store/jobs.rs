@@ -305,9 +305,9 @@ pub fn tasks_awaiting_input(
     conn: &Connection,
 ) -> Result<std::collections::HashSet<i64>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT j.task_id FROM jobs j JOIN tasks t ON t.id = j.task_id
-         WHERE j.id = (SELECT MAX(id) FROM jobs WHERE task_id = j.task_id)
-           AND j.status = 'done' AND j.verdict = 'needs_input' AND j.stage = t.stage",
+        "SELECT t.id FROM tasks t
+         JOIN jobs j ON j.id = (SELECT MAX(id) FROM jobs WHERE task_id = t.id)
+         WHERE j.status = 'done' AND j.verdict = 'needs_input' AND j.stage = t.stage",
     )?;
     let rows = stmt.query_map([], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)

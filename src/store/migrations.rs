@@ -101,9 +101,11 @@ pub const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     );
     "#,
-    // 3: a Plane comment names its work item by Plane id.
+    // 3: a Plane comment names its work item by Plane id; a task's jobs (latest first) are
+    // read on every sweep and every finished job.
     r#"
     CREATE INDEX tasks_plane_issue ON tasks(plane_issue_id);
+    CREATE INDEX jobs_task ON jobs(task_id, id);
     "#,
 ];
 
