@@ -232,7 +232,10 @@ impl Application {
                         .handle_delivery(&item)
                         .await
                         .map(|outcome| tracing::debug!(id = item.id, ?outcome, "delivery applied"))
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| crate::inbox::Failure {
+                            permanent: e.is_permanent(),
+                            message: e.to_string(),
+                        })
                 })
             }),
             poll: Duration::from_secs(1),

@@ -58,6 +58,7 @@ pub struct Metrics {
     pub deliveries: Family<DeliveryLabels, Counter>,
     pub inbox_processed: Family<ResultLabels, Counter>,
     pub inbox_pending: Gauge,
+    pub inbox_dead: Gauge,
     pub inbox_lag_seconds: Gauge<f64, AtomicU64>,
     pub jobs: Family<StatusLabels, Gauge>,
     pub tasks: Family<StageLabels, Gauge>,
@@ -120,6 +121,11 @@ impl Metrics {
             "inbox_pending",
             "Deliveries stored but not yet processed",
             self.inbox_pending.clone(),
+        );
+        r.register(
+            "inbox_dead",
+            "Deliveries given up on (out of attempts, or malformed), kept for an operator",
+            self.inbox_dead.clone(),
         );
         r.register(
             "inbox_lag_seconds",

@@ -59,6 +59,19 @@ async fn a_question_shows_in_plane_and_a_comment_answers_it() {
     )
     .await;
     let task = task_of(&app, "ET-42").await.unwrap();
+    // The state, the comment and the message go out one after another: wait for the last.
+    eventually(
+        "Telegram carries the question",
+        Duration::from_secs(20),
+        || async {
+            peers
+                .telegram_texts()
+                .await
+                .iter()
+                .any(|t| t.contains("ET-42: analyst needs an answer in analysis"))
+        },
+    )
+    .await;
     let comments = peers.plane_comments().await;
     assert!(
         comments.iter().any(|c| c["comment_html"]
@@ -66,13 +79,6 @@ async fn a_question_shows_in_plane_and_a_comment_answers_it() {
             .is_some_and(|h| h.contains("Which OAuth providers should login support?"))
             && c["external_source"] == "orch"),
         "{comments:?}"
-    );
-    let texts = peers.telegram_texts().await;
-    assert!(
-        texts
-            .iter()
-            .any(|t| t.contains("ET-42: analyst needs an answer in analysis")),
-        "{texts:?}"
     );
     let explained: serde_json::Value = client()
         .get(app.url("/explain/ET-42"))

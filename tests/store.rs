@@ -303,29 +303,52 @@ fn inbox_deduplicates_by_body_and_tracks_processing() {
     );
 
     let pending = store
-        .call_sync(|c| store::inbox::pending(c, 5, 10))
+        .call_sync(|c| store::inbox::pending(c, 5, 0, T0, 10))
         .unwrap();
     assert_eq!(pending.len(), 2);
     assert_eq!(pending[0].body, body);
+    // The cursor: only what comes after the id already seen.
+    let after_first = pending[0].id;
+    let rest = store
+        .call_sync(move |c| store::inbox::pending(c, 5, after_first, T0, 10))
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    let retry_at = T0.plus(std::time::Duration::from_secs(5));
     store
-        .call_sync(|c| store::inbox::mark_failed(c, pending[0].id, "boom"))
+        .call_sync(|c| store::inbox::mark_failed(c, pending[0].id, "boom", retry_at))
         .unwrap();
     store
         .call_sync(|c| store::inbox::mark_processed(c, pending[1].id, T0))
         .unwrap();
+    // Not offered again before its retry time, then offered with its error.
+    assert!(
+        store
+            .call_sync(|c| store::inbox::pending(c, 5, 0, T0, 10))
+            .unwrap()
+            .is_empty()
+    );
     let pending = store
-        .call_sync(|c| store::inbox::pending(c, 5, 10))
+        .call_sync(move |c| store::inbox::pending(c, 5, 0, retry_at, 10))
         .unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].attempts, 1);
     assert_eq!(pending[0].error.as_deref(), Some("boom"));
-    // Out of attempts: no longer offered.
+    let backlog = store.call_sync(|c| store::inbox::backlog(c, 5)).unwrap();
+    assert_eq!((backlog.pending, backlog.dead), (1, 0));
+    // Out of attempts: no longer offered, and counted as dead rather than pending.
+    let id = pending[0].id;
+    store
+        .call_sync(move |c| store::inbox::mark_dead(c, id, "malformed", 5))
+        .unwrap();
     assert!(
         store
-            .call_sync(|c| store::inbox::pending(c, 1, 10))
+            .call_sync(move |c| store::inbox::pending(c, 5, 0, retry_at, 10))
             .unwrap()
             .is_empty()
     );
+    let backlog = store.call_sync(|c| store::inbox::backlog(c, 5)).unwrap();
+    assert_eq!((backlog.pending, backlog.dead), (0, 1));
+    assert_eq!(backlog.oldest_received_at, None);
 }
 
 #[test]

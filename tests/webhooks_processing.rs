@@ -453,3 +453,135 @@ async fn gitea_push_rechecks_the_gate_of_a_task_waiting_on_ci() {
     assert_eq!(stage(&app, "ET-8").await, "review");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn bad_and_failing_deliveries_are_kept_without_blocking_the_ones_behind_them() {
+    let peers = Peers::start().await;
+    // Plane's API is down: a delivery that needs it fails, and must wait and retry.
+    let plane_down = wiremock::MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&plane_down)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let bare = bare_repo(dir.path());
+    let mut cfg = test_config(dir.path());
+    peers.configure(&mut cfg, bare.to_str().unwrap());
+    cfg.plane.url = Some(plane_down.uri());
+    cfg.reconcile.enabled = Some(false);
+    let clock = std::sync::Arc::new(orch::clock::ManualClock::new(
+        orch::clock::Timestamp::from_millis(1_800_000_000_000),
+    ));
+    let app = TestApp::spawn_with_clock(dir, cfg, clock.clone()).await;
+    let base: serde_json::Value =
+        serde_json::from_slice(&plane_webhook("In Progress", "started")).unwrap();
+
+    // Wrong in itself: no sequence id, so no work item. Retrying cannot help.
+    let mut malformed = base.clone();
+    malformed["data"]
+        .as_object_mut()
+        .unwrap()
+        .remove("sequence_id");
+    // Right, but its state comes as a bare id: naming it needs Plane's API.
+    let mut needs_plane = base.clone();
+    needs_plane["data"]["sequence_id"] = 43.into();
+    needs_plane["data"]["state"] = serde_json::json!({"id": state_id("In Progress")});
+    // Right and self-contained.
+    let mut fine = base.clone();
+    fine["data"]["sequence_id"] = 44.into();
+    for body in [&malformed, &needs_plane, &fine] {
+        let status = post(&app, "plane", "issue", serde_json::to_vec(body).unwrap()).await;
+        assert_eq!(status.as_u16(), 202);
+    }
+
+    eventually(
+        "the delivery behind the bad ones is applied",
+        Duration::from_secs(20),
+        || async {
+            app.state
+                .store
+                .call(|c| {
+                    Ok(c.query_row(
+                        "SELECT COUNT(*) FROM inbox WHERE processed_at IS NOT NULL",
+                        [],
+                        |r| r.get::<_, i64>(0),
+                    )?)
+                })
+                .await
+                .unwrap()
+                == 1
+        },
+    )
+    .await;
+    assert!(task_of(&app, "ET-44").await.is_some());
+    let rows = app
+        .state
+        .store
+        .call(|c| {
+            let mut stmt = c.prepare(
+                "SELECT attempts, error, retry_at IS NOT NULL, processed_at IS NOT NULL FROM inbox ORDER BY id",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, bool>(2)?,
+                        r.get::<_, bool>(3)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+        .unwrap();
+    let (attempts, error, _, processed) = &rows[0];
+    assert_eq!(*attempts, orch::inbox::MAX_ATTEMPTS, "{rows:?}");
+    assert!(!processed && error.as_deref().unwrap().contains("sequence_id"));
+    let (attempts, error, waits, processed) = &rows[1];
+    assert_eq!(*attempts, 1, "tried once, then waits: {rows:?}");
+    assert!(*waits && !processed, "{rows:?}");
+    assert!(error.as_deref().unwrap().contains("500"), "{rows:?}");
+    assert!(rows[2].3, "{rows:?}");
+    assert!(task_of(&app, "ET-43").await.is_none());
+
+    let queue: serde_json::Value = client()
+        .get(app.url("/queue"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(queue["inbox"]["dead"], 1, "{queue}");
+    assert_eq!(queue["inbox"]["pending"], 1, "{queue}");
+    let metrics = client()
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("orch_inbox_dead 1"), "{metrics}");
+
+    // Plane is back and the retry time comes: the waiting delivery is applied.
+    plane_down.reset().await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"/states/$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "next_cursor": "100:1:0", "next_page_results": false,
+            "results": [{"id": state_id("In Progress"), "name": "In Progress", "group": "started"}]
+        })))
+        .mount(&plane_down)
+        .await;
+    clock.advance(orch::inbox::RETRY_DELAYS[0]);
+    app.state.inbox_wakeup.notify_one();
+    eventually(
+        "the waiting delivery is retried",
+        Duration::from_secs(20),
+        || async { task_of(&app, "ET-43").await.is_some() },
+    )
+    .await;
+    app.stop().await;
+}

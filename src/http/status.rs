@@ -14,8 +14,7 @@ use crate::store::{self, JobStatus};
 struct Levels {
     jobs: BTreeMap<&'static str, i64>,
     tasks: BTreeMap<String, i64>,
-    inbox_pending: i64,
-    inbox_oldest: Option<crate::clock::Timestamp>,
+    inbox: store::inbox::Backlog,
 }
 
 async fn levels(state: &AppState) -> Result<Levels, store::StoreError> {
@@ -28,13 +27,8 @@ async fn levels(state: &AppState) -> Result<Levels, store::StoreError> {
                 jobs.insert(s.as_str(), n);
             }
             let tasks = store::tasks::counts_by_stage(c)?.into_iter().collect();
-            let (inbox_pending, inbox_oldest) = store::inbox::backlog(c)?;
-            Ok(Levels {
-                jobs,
-                tasks,
-                inbox_pending,
-                inbox_oldest,
-            })
+            let inbox = store::inbox::backlog(c, crate::inbox::MAX_ATTEMPTS)?;
+            Ok(Levels { jobs, tasks, inbox })
         })
         .await
 }
@@ -54,7 +48,7 @@ pub async fn queue(State(state): State<AppState>) -> Response {
     let body = json!({
         "jobs": levels.jobs,
         "tasks": levels.tasks,
-        "inbox": { "pending": levels.inbox_pending, "oldest_received_at": levels.inbox_oldest },
+        "inbox": levels.inbox,
         "reconcile": state.reconcile_status(),
         "rules": state.rules_status(),
     });
@@ -80,9 +74,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
                 })
                 .set(*n);
         }
-        m.inbox_pending.set(levels.inbox_pending);
+        m.inbox_pending.set(levels.inbox.pending);
+        m.inbox_dead.set(levels.inbox.dead);
         let lag = levels
-            .inbox_oldest
+            .inbox
+            .oldest_received_at
             .map(|t| state.clock.now().since(t).as_secs_f64())
             .unwrap_or(0.0);
         m.inbox_lag_seconds.set(lag);

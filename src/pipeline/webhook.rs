@@ -22,6 +22,13 @@ pub enum DeliveryError {
     Pipeline(#[from] PipelineError),
 }
 
+impl DeliveryError {
+    /// A malformed delivery stays malformed however often it is retried.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, DeliveryError::Malformed { .. })
+    }
+}
+
 fn malformed(source_name: &'static str, message: impl Into<String>) -> DeliveryError {
     DeliveryError::Malformed {
         source_name,

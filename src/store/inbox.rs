@@ -69,15 +69,25 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InboxItem> {
 }
 
 /// Pending deliveries in arrival order, skipping those that used up `max_attempts`.
+/// Deliveries due for an attempt at `now`, in arrival order, after id `after` (a cursor, so
+/// a page of failing deliveries never hides the ones behind it).
 pub fn pending(
     conn: &Connection,
     max_attempts: i64,
+    after: i64,
+    now: Timestamp,
     limit: usize,
 ) -> Result<Vec<InboxItem>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM inbox WHERE processed_at IS NULL AND attempts < ?1 ORDER BY id LIMIT ?2"
+        "SELECT {COLUMNS} FROM inbox
+         WHERE processed_at IS NULL AND attempts < ?1 AND id > ?2
+           AND (retry_at IS NULL OR retry_at <= ?3)
+         ORDER BY id LIMIT ?4"
     ))?;
-    let rows = stmt.query_map(params![max_attempts, limit as i64], from_row)?;
+    let rows = stmt.query_map(
+        params![max_attempts, after, now.as_millis(), limit as i64],
+        from_row,
+    )?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -89,11 +99,32 @@ pub fn mark_processed(conn: &Connection, id: i64, now: Timestamp) -> Result<(), 
     Ok(())
 }
 
-/// Records a failed attempt; the delivery stays pending until it runs out of attempts.
-pub fn mark_failed(conn: &Connection, id: i64, error: &str) -> Result<(), StoreError> {
+/// Records a failed attempt; the delivery is offered again from `retry_at` until it runs out
+/// of attempts.
+pub fn mark_failed(
+    conn: &Connection,
+    id: i64,
+    error: &str,
+    retry_at: Timestamp,
+) -> Result<(), StoreError> {
     conn.execute(
-        "UPDATE inbox SET attempts = attempts + 1, error = ?1 WHERE id = ?2",
-        params![error, id],
+        "UPDATE inbox SET attempts = attempts + 1, error = ?1, retry_at = ?2 WHERE id = ?3",
+        params![error, retry_at.as_millis(), id],
+    )?;
+    Ok(())
+}
+
+/// Records a failure no retry can fix (the delivery itself is wrong): it is kept, with its
+/// error, for an operator, and never offered again.
+pub fn mark_dead(
+    conn: &Connection,
+    id: i64,
+    error: &str,
+    max_attempts: i64,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE inbox SET attempts = MAX(attempts + 1, ?1), error = ?2 WHERE id = ?3",
+        params![max_attempts, error, id],
     )?;
     Ok(())
 }
@@ -108,16 +139,30 @@ pub fn get(conn: &Connection, id: i64) -> Result<Option<InboxItem>, StoreError> 
         .optional()?)
 }
 
-/// `(pending count, receive time of the oldest pending)`; the inbox lag for `/metrics`.
-pub fn backlog(conn: &Connection) -> Result<(i64, Option<Timestamp>), StoreError> {
+/// The inbox's state for `/queue` and `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Backlog {
+    /// Not processed yet and still to be attempted.
+    pub pending: i64,
+    /// Receive time of the oldest pending delivery: the inbox lag.
+    pub oldest_received_at: Option<Timestamp>,
+    /// Out of attempts (or wrong in themselves): kept with their error for an operator.
+    pub dead: i64,
+}
+
+pub fn backlog(conn: &Connection, max_attempts: i64) -> Result<Backlog, StoreError> {
     Ok(conn.query_row(
-        "SELECT COUNT(*), MIN(received_at) FROM inbox WHERE processed_at IS NULL",
-        [],
+        "SELECT COALESCE(SUM(attempts < ?1), 0),
+                MIN(CASE WHEN attempts < ?1 THEN received_at END),
+                COALESCE(SUM(attempts >= ?1), 0)
+         FROM inbox WHERE processed_at IS NULL",
+        [max_attempts],
         |r| {
-            Ok((
-                r.get(0)?,
-                r.get::<_, Option<i64>>(1)?.map(Timestamp::from_millis),
-            ))
+            Ok(Backlog {
+                pending: r.get(0)?,
+                oldest_received_at: r.get::<_, Option<i64>>(1)?.map(Timestamp::from_millis),
+                dead: r.get(2)?,
+            })
         },
     )?)
 }

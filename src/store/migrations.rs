@@ -106,6 +106,9 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX tasks_plane_issue ON tasks(plane_issue_id);
     CREATE INDEX jobs_task ON jobs(task_id, id);
+
+    -- A delivery that failed waits until then before its next attempt.
+    ALTER TABLE inbox ADD COLUMN retry_at INTEGER;
     "#,
 ];
 

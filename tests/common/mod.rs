@@ -37,10 +37,18 @@ impl TestApp {
     }
 
     pub async fn spawn_in(dir: tempfile::TempDir, cfg: Config) -> TestApp {
+        Self::spawn_with_clock(dir, cfg, std::sync::Arc::new(orch::clock::SystemClock)).await
+    }
+
+    pub async fn spawn_with_clock(
+        dir: tempfile::TempDir,
+        cfg: Config,
+        clock: std::sync::Arc<dyn orch::clock::Clock>,
+    ) -> TestApp {
         if std::env::var_os("RUST_LOG").is_some() {
             orch::telemetry::init(orch::telemetry::LogFormat::Text);
         }
-        let app = Application::build(cfg).await.unwrap();
+        let app = Application::build_with_clock(cfg, clock).await.unwrap();
         let base = format!("http://{}", app.local_addr().unwrap());
         let state = app.state().clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -448,10 +456,10 @@ pub async fn processed(app: &TestApp) {
     eventually("inbox drained", Duration::from_secs(10), || async {
         app.state
             .store
-            .call(|c| orch::store::inbox::backlog(c))
+            .call(|c| orch::store::inbox::backlog(c, orch::inbox::MAX_ATTEMPTS))
             .await
             .unwrap()
-            .0
+            .pending
             == 0
     })
     .await;
