@@ -37,6 +37,32 @@ pub enum Command {
     /// Run the real engine against in-process fake Plane and Gitea with webhooks dropped at
     /// random, and report how the reconciler healed it.
     Simulate(SimulateArgs),
+    /// Webhook deliveries the inbox gave up on: list them, or offer them again.
+    #[command(subcommand)]
+    Inbox(InboxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InboxCommand {
+    /// List deliveries given up on (out of attempts, or malformed) with their last error.
+    Dead {
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Give deliveries that were given up on a fresh set of attempts; a running `orch serve`
+    /// picks them up within a second.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["ids", "all"])))]
+    Retry {
+        /// Delivery ids (as `orch inbox dead` lists them).
+        ids: Vec<i64>,
+        /// Every delivery given up on.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -115,7 +141,7 @@ pub struct ServeArgs {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let default_level = match cli.command {
-        Command::Simulate(_) | Command::Rules(_) => "warn",
+        Command::Simulate(_) | Command::Rules(_) | Command::Inbox(_) => "warn",
         _ => "info",
     };
     crate::telemetry::init_with_default(cli.log_format, default_level);
@@ -125,7 +151,69 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reconcile(args) => reconcile(args),
         Command::Explain(args) => explain(args),
         Command::Simulate(args) => simulate(args),
+        Command::Inbox(cmd) => inbox(cmd),
     }
+}
+
+fn inbox(cmd: InboxCommand) -> anyhow::Result<ExitCode> {
+    use crate::inbox::MAX_ATTEMPTS;
+    use crate::store::inbox;
+    runtime()?.block_on(async move {
+        match cmd {
+            InboxCommand::Dead { format, common } => {
+                let parts = components(&common)?;
+                let dead = parts
+                    .state
+                    .store
+                    .call(|c| inbox::dead(c, MAX_ATTEMPTS))
+                    .await?;
+                match format {
+                    OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&dead)?),
+                    OutputFormat::Text if dead.is_empty() => println!("no dead deliveries"),
+                    OutputFormat::Text => {
+                        let rows: Vec<Vec<String>> = dead
+                            .iter()
+                            .map(|d| {
+                                vec![
+                                    d.id.to_string(),
+                                    d.source.clone(),
+                                    d.event.clone(),
+                                    d.received_at.to_string(),
+                                    d.attempts.to_string(),
+                                    d.error.clone().unwrap_or_default(),
+                                ]
+                            })
+                            .collect();
+                        print!(
+                            "{}",
+                            crate::report::table(
+                                &["ID", "SOURCE", "EVENT", "RECEIVED", "ATTEMPTS", "ERROR"],
+                                &rows
+                            )
+                        );
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            InboxCommand::Retry { ids, all, common } => {
+                let parts = components(&common)?;
+                let wanted = (!all).then_some(ids.clone());
+                let revived = parts
+                    .state
+                    .store
+                    .call(move |c| inbox::revive(c, wanted.as_deref(), MAX_ATTEMPTS))
+                    .await?;
+                println!("{} deliveries offered again", revived.len());
+                let missing: Vec<_> = ids.iter().filter(|id| !revived.contains(id)).collect();
+                if missing.is_empty() {
+                    Ok(ExitCode::SUCCESS)
+                } else {
+                    eprintln!("orch: not dead deliveries (unknown, processed or still pending): {missing:?}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+    })
 }
 
 fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {

@@ -129,6 +129,51 @@ pub fn mark_dead(
     Ok(())
 }
 
+/// Deliveries given up on (see [`mark_dead`]), oldest first.
+pub fn dead(conn: &Connection, max_attempts: i64) -> Result<Vec<InboxItem>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM inbox WHERE processed_at IS NULL AND attempts >= ?1 ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([max_attempts], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Offers deliveries given up on to the processor again, with a fresh set of attempts (their
+/// last error is kept until an attempt succeeds). `ids = None`: every dead delivery. Returns
+/// the ids revived; ids that are not dead are left alone.
+pub fn revive(
+    conn: &mut Connection,
+    ids: Option<&[i64]>,
+    max_attempts: i64,
+) -> Result<Vec<i64>, StoreError> {
+    let tx = conn.transaction()?;
+    let targets: Vec<i64> = match ids {
+        None => dead(&tx, max_attempts)?.into_iter().map(|d| d.id).collect(),
+        Some(ids) => {
+            let mut found = Vec::new();
+            for &id in ids {
+                let is_dead: bool = tx.query_row(
+                    "SELECT EXISTS(SELECT 1 FROM inbox WHERE id = ?1 AND processed_at IS NULL AND attempts >= ?2)",
+                    params![id, max_attempts],
+                    |r| r.get(0),
+                )?;
+                if is_dead {
+                    found.push(id);
+                }
+            }
+            found
+        }
+    };
+    for id in &targets {
+        tx.execute(
+            "UPDATE inbox SET attempts = 0, retry_at = NULL WHERE id = ?1",
+            [id],
+        )?;
+    }
+    tx.commit()?;
+    Ok(targets)
+}
+
 pub fn get(conn: &Connection, id: i64) -> Result<Option<InboxItem>, StoreError> {
     Ok(conn
         .query_row(
