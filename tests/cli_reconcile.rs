@@ -7,33 +7,14 @@ use std::time::Duration;
 
 use common::*;
 use orch::store::{self, Trigger};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
 
 const SHA: &str = "cafebabecafebabecafebabecafebabecafebabe";
 
 async fn green(peers: &Peers, wi: &str) {
-    Mock::given(method("GET"))
-        .and(path(format!(
-            "/api/v1/repos/{REPO}/branches/feature/{wi}-work"
-        )))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(serde_json::json!({"name": "x", "commit": {"id": SHA}})),
-        )
-        .mount(&peers.gitea)
+    peers
+        .gitea_branch_at(&format!("feature/{wi}-work"), SHA)
         .await;
-    Mock::given(method("GET"))
-        .and(path(format!("/api/v1/repos/{REPO}/commits/{SHA}/statuses")))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .insert_header("X-Total-Count", "1")
-                .set_body_json(
-                    serde_json::json!([{"id": 1, "status": "success", "context": "ci"}]),
-                ),
-        )
-        .mount(&peers.gitea)
-        .await;
+    peers.gitea_ci(SHA, "success").await;
 }
 
 fn write_config(dir: &std::path::Path, peers: &Peers) -> std::path::PathBuf {

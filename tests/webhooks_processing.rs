@@ -39,17 +39,7 @@ fn status_event(state: &str) -> Vec<u8> {
 }
 
 async fn green_statuses(peers: &Peers) {
-    Mock::given(method("GET"))
-        .and(path(format!("/api/v1/repos/{REPO}/commits/{SHA}/statuses")))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .insert_header("X-Total-Count", "1")
-                .set_body_json(
-                    serde_json::json!([{"id": 1, "status": "success", "context": "ci/build"}]),
-                ),
-        )
-        .mount(&peers.gitea)
-        .await;
+    peers.gitea_ci(SHA, "success").await;
 }
 
 async fn branch_heads(peers: &Peers, heads: &[(&str, &str)]) {
@@ -67,14 +57,7 @@ async fn branch_heads(peers: &Peers, heads: &[(&str, &str)]) {
         .mount(&peers.gitea)
         .await;
     for (b, s) in heads {
-        Mock::given(method("GET"))
-            .and(path(format!("/api/v1/repos/{REPO}/branches/{b}")))
-            .respond_with(
-                ResponseTemplate::new(200)
-                    .set_body_json(serde_json::json!({"name": b, "commit": {"id": s}})),
-            )
-            .mount(&peers.gitea)
-            .await;
+        peers.gitea_branch_at(b, s).await;
     }
 }
 
@@ -125,16 +108,7 @@ async fn f3_fallback_to_the_single_development_task_when_the_api_knows_no_branch
     )
     .await;
     // ...but the gate reads the branch head, which is green now.
-    Mock::given(method("GET"))
-        .and(path(format!(
-            "/api/v1/repos/{REPO}/branches/feature/ET-3-work"
-        )))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(serde_json::json!({"name": "x", "commit": {"id": SHA}})),
-        )
-        .mount(&peers.gitea)
-        .await;
+    peers.gitea_branch_at("feature/ET-3-work", SHA).await;
     green_statuses(&peers).await;
     post(&app, "gitea", "status", status_event("success")).await;
     processed(&app).await;
@@ -180,16 +154,7 @@ async fn f3_api_down_still_allows_the_fallback() {
         .respond_with(ResponseTemplate::new(500).set_body_string("gitea is restarting"))
         .mount(&peers.gitea)
         .await;
-    Mock::given(method("GET"))
-        .and(path(format!(
-            "/api/v1/repos/{REPO}/branches/feature/ET-7-work"
-        )))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(serde_json::json!({"name": "x", "commit": {"id": SHA}})),
-        )
-        .mount(&peers.gitea)
-        .await;
+    peers.gitea_branch_at("feature/ET-7-work", SHA).await;
     green_statuses(&peers).await;
     post(&app, "gitea", "status", status_event("success")).await;
     processed(&app).await;

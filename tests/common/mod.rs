@@ -263,10 +263,25 @@ impl Peers {
             )
             .mount(&self.gitea)
             .await;
+        self.gitea_ci(sha, ci).await;
+    }
+
+    /// Gitea says the head of `branch` (of `acme/widget`) is `sha`.
+    pub async fn gitea_branch_at(&self, branch: &str, sha: &str) {
         Mock::given(method("GET"))
-            .and(path(format!(
-                "/api/v1/repos/acme/widget/commits/{sha}/statuses"
-            )))
+            .and(path(format!("/api/v1/repos/{REPO}/branches/{branch}")))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(serde_json::json!({"name": branch, "commit": {"id": sha}})),
+            )
+            .mount(&self.gitea)
+            .await;
+    }
+
+    /// Gitea reports one CI status, `ci`, for `sha`.
+    pub async fn gitea_ci(&self, sha: &str, ci: &str) {
+        Mock::given(method("GET"))
+            .and(path(format!("/api/v1/repos/{REPO}/commits/{sha}/statuses")))
             .respond_with(
                 ResponseTemplate::new(200)
                     .insert_header("X-Total-Count", "1")
