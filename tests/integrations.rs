@@ -207,6 +207,36 @@ async fn plane_requests_are_paced_under_the_rate_limit() {
 }
 
 #[tokio::test]
+async fn plane_retries_wait_for_their_rate_limit_slot_too() {
+    let server = MockServer::start().await;
+    let page = format!("/api/v1/workspaces/acme/projects/{PROJECT}/work-items/");
+    Mock::given(method("GET"))
+        .and(path(page.clone()))
+        .respond_with(ResponseTemplate::new(502))
+        .up_to_n_times(2)
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(page))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"next_cursor": "1:1:0", "next_page_results": false, "results": []}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // 600/min = one request per 100 ms; the retry backoff alone would be a few milliseconds.
+    let p = plane_client(&server, 600);
+    let started = Instant::now();
+    p.list_work_items_page(PROJECT, None, 1).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(180),
+        "three attempts within {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn disabled_plane_is_a_silent_no_op() {
     let p = plane::DisabledPlane;
     p.set_state_by_name("p", "i", "Done").await.unwrap();

@@ -10,7 +10,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::IntegrationError;
-use super::retry::{Reply, RetryPolicy, decode, execute};
+use super::retry::{Reply, RetryPolicy, decode, execute_paced};
 use crate::clock::Timestamp;
 use crate::secret::Secret;
 
@@ -177,9 +177,9 @@ impl HttpPlane {
         body: Option<serde_json::Value>,
         accept: &[u16],
     ) -> Result<Reply, IntegrationError> {
-        self.pace().await;
         let url = format!("{}/api/v1{}", self.base, path);
-        execute("plane", op, path, &self.retry, accept, || {
+        let pace = || self.pace();
+        execute_paced("plane", op, path, &self.retry, accept, pace, || {
             let mut rb = self
                 .client
                 .request(method.clone(), &url)

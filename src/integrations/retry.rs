@@ -63,7 +63,35 @@ pub async fn execute(
     accept: &[u16],
     build: impl Fn() -> reqwest::RequestBuilder,
 ) -> Result<Reply, IntegrationError> {
+    execute_paced(
+        peer,
+        op,
+        path,
+        policy,
+        accept,
+        || std::future::ready(()),
+        build,
+    )
+    .await
+}
+
+/// [`execute`], waiting for `pace` before every attempt, retries included, so a peer's rate
+/// limit holds even while requests are being retried.
+pub async fn execute_paced<P, F>(
+    peer: &'static str,
+    op: &'static str,
+    path: &str,
+    policy: &RetryPolicy,
+    accept: &[u16],
+    pace: P,
+    build: impl Fn() -> reqwest::RequestBuilder,
+) -> Result<Reply, IntegrationError>
+where
+    P: Fn() -> F,
+    F: std::future::Future<Output = ()>,
+{
     let attempt = || async {
+        pace().await;
         let resp = build()
             .send()
             .await
