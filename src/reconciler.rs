@@ -9,6 +9,8 @@
 //!   watermark of the previous complete pass, and the states the rules map to start / approve /
 //!   reject are replayed through the Plane webhook's own handler when the policy says they have
 //!   not happened yet ([`policy::decide_plane_item`]).
+//!   A task whose agent asked a question is answered from Plane's comments when the
+//!   comment's webhook was lost ([`policy::answer_check_due`] says when to look).
 //! - **F-4.** Every unblock logs one line (the rules' `unblock` template), optionally sends it
 //!   to Telegram, and is counted for `/queue` and `/metrics`.
 //!
@@ -72,6 +74,8 @@ pub struct SweepReport {
     pub plane: Vec<PlaneReport>,
     /// The unblock lines logged in this sweep.
     pub unblocked: Vec<String>,
+    /// Answers to agents' questions found in Plane after their comment webhook was lost.
+    pub answers: Vec<String>,
     pub replays: u64,
     pub errors: Vec<String>,
 }
@@ -89,6 +93,8 @@ pub struct Reconciler {
     state: Arc<Mutex<ReconcileState>>,
     background: Background,
     backoff: Mutex<HashMap<i64, ErrorBackoff>>,
+    /// When each task waiting for an answer last had its Plane comments read.
+    answer_checks: Mutex<HashMap<i64, Timestamp>>,
     generation: Mutex<u64>,
     /// How many gate checks run at once in a sweep.
     pub concurrency: usize,
@@ -106,6 +112,7 @@ impl Reconciler {
             state,
             background: Background::new("reconciler"),
             backoff: Mutex::new(HashMap::new()),
+            answer_checks: Mutex::new(HashMap::new()),
             generation: Mutex::new(0),
             concurrency: 4,
         })
@@ -453,6 +460,7 @@ impl Reconciler {
         cancel: &CancellationToken,
         report: &mut SweepReport,
     ) {
+        let waiting = self.questions_waiting().await;
         for project in self.pipeline.config.projects.clone() {
             if cancel.is_cancelled() {
                 break;
@@ -462,6 +470,144 @@ impl Reconciler {
                 report
                     .errors
                     .push(format!("project {}: {e}", project.identifier));
+            }
+            match &waiting {
+                Ok(waiting) => {
+                    let mine = waiting.iter().filter(|(t, _)| {
+                        t.plane_project_id.as_deref() == Some(project.plane_project_id.as_str())
+                    });
+                    self.lost_answers(rules, mine, dry_run, cancel, report)
+                        .await;
+                }
+                Err(e) => report
+                    .errors
+                    .push(format!("project {}: {e}", project.identifier)),
+            }
+        }
+    }
+
+    /// The tasks waiting for a person's answer, with when the question was asked; forgets
+    /// the look-ups of tasks that no longer wait.
+    async fn questions_waiting(&self) -> Result<Vec<(Task, Timestamp)>, store::StoreError> {
+        let waiting = self
+            .pipeline
+            .store
+            .call(|c| {
+                let mut out = Vec::new();
+                for (id, asked_at) in store::jobs::questions_awaiting_answer(c)? {
+                    if let Some(task) = store::tasks::get(c, id)? {
+                        out.push((task, asked_at));
+                    }
+                }
+                Ok(out)
+            })
+            .await;
+        match &waiting {
+            Ok(w) => {
+                let ids: std::collections::HashSet<i64> = w.iter().map(|(t, _)| t.id).collect();
+                self.answer_checks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|id, _| ids.contains(id));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reconciler: cannot load the tasks waiting for an answer")
+            }
+        }
+        waiting
+    }
+
+    /// Answers whose comment webhook was lost. For each waiting task whose look-up is due,
+    /// the newest comment written after the question by someone other than orch is handed to
+    /// [`Pipeline::answer`], exactly as the comment's webhook would have been. A webhook that
+    /// arrives as well finds the task no longer waiting and changes nothing. Each task is its
+    /// own unit of work.
+    async fn lost_answers<'a>(
+        &self,
+        rules: &Arc<RuleSet>,
+        waiting: impl Iterator<Item = &'a (Task, Timestamp)>,
+        dry_run: bool,
+        cancel: &CancellationToken,
+        report: &mut SweepReport,
+    ) {
+        for (task, asked_at) in waiting {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let (Some(project_id), Some(issue_id)) = (&task.plane_project_id, &task.plane_issue_id)
+            else {
+                continue;
+            };
+            let now = self.pipeline.clock.now();
+            let last = self
+                .answer_checks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&task.id)
+                .copied();
+            let snapshot = snapshot_of(task, false, true);
+            if !policy::answer_check_due(rules, &self.overrides, &snapshot, *asked_at, last, now) {
+                continue;
+            }
+            if !dry_run {
+                self.answer_checks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(task.id, now);
+            }
+            let comments = match self
+                .pipeline
+                .tracker
+                .recent_comments(project_id, issue_id)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(work_item = %task.work_item, error = %e, "reconciler: cannot read the work item's comments");
+                    report.errors.push(format!("{}: {e}", task.work_item));
+                    continue;
+                }
+            };
+            let answer = comments
+                .iter()
+                .filter(|c| c.created_at > *asked_at)
+                .filter(|c| {
+                    !self
+                        .pipeline
+                        .is_own_comment(c.external_source.as_deref(), c.author.as_deref())
+                })
+                .map(|c| crate::pipeline::webhook::plain_text(&c.html))
+                .find(|text| !text.is_empty());
+            let Some(answer) = answer else {
+                continue;
+            };
+            if dry_run {
+                report.answers.push(format!(
+                    "{}: an answer is in Plane; it would be handed to the {} agent",
+                    task.work_item, task.stage
+                ));
+                continue;
+            }
+            match self
+                .pipeline
+                .answer(task, answer, Trigger::Reconciler)
+                .await
+            {
+                Ok(Outcome::Resumed { .. }) => {
+                    tracing::info!(work_item = %task.work_item, stage = %task.stage, "reconciler: replayed a person's answer from Plane (lost comment webhook)");
+                    self.pipeline.metrics.reconcile_replays.inc();
+                    report.replays += 1;
+                    report.answers.push(format!(
+                        "{}: answer replayed from Plane; the {} agent runs again",
+                        task.work_item, task.stage
+                    ));
+                }
+                // Answered meanwhile (the webhook won the race): nothing to count.
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(work_item = %task.work_item, error = %e, "reconciler: replaying an answer failed");
+                    report.errors.push(format!("{}: {e}", task.work_item));
+                }
             }
         }
     }

@@ -95,6 +95,9 @@ pub fn sweep_table(r: &SweepReport, dry_run: bool) -> String {
     for line in &r.unblocked {
         let _ = writeln!(out, "{line}");
     }
+    for line in &r.answers {
+        let _ = writeln!(out, "{line}");
+    }
     for e in &r.errors {
         let _ = writeln!(out, "error: {e}");
     }

@@ -181,6 +181,67 @@ async fn plane_work_items_page_with_cursors_and_expanded_states() {
 }
 
 #[tokio::test]
+async fn plane_recent_comments_newest_first_with_their_source_and_author() {
+    let server = MockServer::start().await;
+    let comments = format!("/api/v1/workspaces/acme/projects/{PROJECT}/work-items/i-7/comments/");
+    // Served oldest first, to show the client orders them itself.
+    Mock::given(method("GET"))
+        .and(path(comments.clone()))
+        .and(query_param("per_page", "100"))
+        .and(query_param("order_by", "-created_at"))
+        .and(header("X-API-Key", "plane_api_secret_key"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "next_cursor": "100:1:0", "prev_cursor": "100:-1:1", "next_page_results": false,
+            "results": [
+                {"id": "c-1", "comment_html": "<p>question</p>", "external_source": "orch",
+                 "actor": "u-orch", "created_at": "2026-05-19T14:00:00.000000Z"},
+                {"id": "c-2", "comment_html": "<p>answer</p>", "external_source": null,
+                 "created_by": "u-ana", "created_at": "2026-05-19T14:20:11.402117Z"}
+            ]
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let p = plane_client(&server, 100_000);
+    let got = p.recent_comments(PROJECT, "i-7").await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].id, "c-2");
+    assert_eq!(got[0].html, "<p>answer</p>");
+    assert_eq!(
+        got[0].author.as_deref(),
+        Some("u-ana"),
+        "created_by when actor is absent"
+    );
+    assert_eq!(got[0].external_source, None);
+    assert_eq!(got[1].external_source.as_deref(), Some("orch"));
+    assert!(got[0].created_at > got[1].created_at);
+}
+
+#[tokio::test]
+async fn plane_comment_with_a_bad_timestamp_is_a_decode_error_naming_it() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/api/v1/workspaces/acme/projects/{PROJECT}/work-items/i-7/comments/"
+        )))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "next_page_results": false,
+            "results": [{"id": "c-1", "comment_html": "<p>x</p>", "created_at": "yesterday"}]
+        })))
+        .mount(&server)
+        .await;
+    let err = plane_client(&server, 100_000)
+        .recent_comments(PROJECT, "i-7")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("list comments") && err.contains("\"yesterday\""),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn plane_requests_are_paced_under_the_rate_limit() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))

@@ -7,7 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use orch::clock::{ManualClock, Timestamp};
 use orch::store::{self, Trigger};
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, ResponseTemplate};
 
 async fn post_comment(app: &TestApp, body: Vec<u8>) {
     let r = client()
@@ -35,6 +38,37 @@ async fn jobs_of(app: &TestApp, task_id: i64) -> Vec<store::Job> {
         .unwrap()
 }
 
+/// The question's state, comment and message go out one after another: waits for the last.
+async fn question_sent(peers: &Peers) {
+    eventually(
+        "Telegram carries the question",
+        Duration::from_secs(20),
+        || async {
+            peers
+                .telegram_texts()
+                .await
+                .iter()
+                .any(|t| t.contains("ET-42: analyst needs an answer in analysis"))
+        },
+    )
+    .await;
+}
+
+/// The curious analyst ran again with the fixture comment's text as `ORCH_FEEDBACK`.
+async fn ran_with_the_answer(app: &TestApp, task: &store::Task) {
+    let worktree = app.state.pipeline.git.worktree_path(&task.branch);
+    eventually(
+        "the analyst ran with the answer",
+        Duration::from_secs(20),
+        || async {
+            std::fs::read_to_string(worktree.join("ANALYSIS.md")).is_ok_and(|t| {
+                t.contains("with the answer: Use GitHub & Google.\nKeep the old session cookie.")
+            })
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_question_shows_in_plane_and_a_comment_answers_it() {
     let peers = Peers::start().await;
@@ -59,19 +93,7 @@ async fn a_question_shows_in_plane_and_a_comment_answers_it() {
     )
     .await;
     let task = task_of(&app, "ET-42").await.unwrap();
-    // The state, the comment and the message go out one after another: wait for the last.
-    eventually(
-        "Telegram carries the question",
-        Duration::from_secs(20),
-        || async {
-            peers
-                .telegram_texts()
-                .await
-                .iter()
-                .any(|t| t.contains("ET-42: analyst needs an answer in analysis"))
-        },
-    )
-    .await;
+    question_sent(&peers).await;
     let comments = peers.plane_comments().await;
     assert!(
         comments.iter().any(|c| c["comment_html"]
@@ -104,17 +126,7 @@ async fn a_question_shows_in_plane_and_a_comment_answers_it() {
 
     // A person answers in a comment: the analyst runs again with the answer.
     post_comment(&app, fixture("plane_comment_created.json")).await;
-    let worktree = app.state.pipeline.git.worktree_path(&task.branch);
-    eventually(
-        "the analyst ran with the answer",
-        Duration::from_secs(20),
-        || async {
-            std::fs::read_to_string(worktree.join("ANALYSIS.md")).is_ok_and(|t| {
-                t.contains("with the answer: Use GitHub & Google.\nKeep the old session cookie.")
-            })
-        },
-    )
-    .await;
+    ran_with_the_answer(&app, &task).await;
     eventually("Plane shows In Review", Duration::from_secs(20), || async {
         peers.plane_states_set().await.last() == Some(&state_id("In Review"))
     })
@@ -203,5 +215,138 @@ async fn a_waiting_task_is_held_by_webhooks_and_the_sweep_and_resumed_by_start()
     post_plane(&app, plane_webhook("In Progress", "started")).await;
     processed(&app).await;
     assert_eq!(jobs_of(&app, id).await.len(), 2);
+    app.stop().await;
+}
+
+/// Plane's answer to `GET .../comments/`: the cursor envelope around `results`.
+fn comments_page(results: Vec<serde_json::Value>) -> serde_json::Value {
+    serde_json::json!({
+        "grouped_by": null, "sub_grouped_by": null, "total_count": results.len(),
+        "next_cursor": "100:1:0", "prev_cursor": "100:-1:1", "next_page_results": false,
+        "prev_page_results": false, "count": results.len(), "total_pages": 1,
+        "total_results": results.len(), "extra_stats": null, "results": results
+    })
+}
+
+fn plane_comment(id: &str, html: &str, at: Timestamp, source: Option<&str>) -> serde_json::Value {
+    serde_json::json!({
+        "id": id, "comment_html": html, "access": "INTERNAL", "issue": ISSUE_ID,
+        "project": PROJECT_ID, "actor": "754009ab-3fb5-424e-909a-b46e9c9d0c4f",
+        "external_source": source, "external_id": null,
+        "created_at": at.to_rfc3339(), "updated_at": at.to_rfc3339(),
+        "created_by": "754009ab-3fb5-424e-909a-b46e9c9d0c4f"
+    })
+}
+
+async fn comment_reads(peers: &Peers) -> usize {
+    peers
+        .plane
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.method.as_str() == "GET" && r.url.path().ends_with("/comments/"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_finds_an_answer_whose_comment_webhook_was_lost() {
+    let peers = Peers::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bare = bare_repo(dir.path());
+    let mut cfg = test_config(dir.path());
+    peers.configure(&mut cfg, bare.to_str().unwrap());
+    cfg.reconcile.enabled = Some(true);
+    // Sweeps are run by the test; the loop's own first sweep finds nothing to do.
+    cfg.reconcile.interval = Duration::from_secs(3600);
+    cfg.agents.insert("analyst".into(), agent("curious"));
+    let t0 = Timestamp::from_millis(1_800_000_000_000);
+    let clock = std::sync::Arc::new(ManualClock::new(t0));
+    let app = TestApp::spawn_with_clock(dir, cfg, clock.clone()).await;
+
+    // Plane lists no changed items (nothing to replay) and holds the item's comments: one
+    // from before the question, orch's question, the answer whose webhook never came, and a
+    // later comment of orch's own.
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/api/v1/workspaces/{WORKSPACE}/projects/{PROJECT_ID}/work-items/"
+        )))
+        .respond_with(ResponseTemplate::new(200).set_body_json(comments_page(vec![])))
+        .mount(&peers.plane)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex(
+            r"^/api/v1/workspaces/acme/projects/[^/]+/work-items/[^/]+/comments/$",
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(comments_page(vec![
+            // orch's own later comment is never taken for the answer.
+            plane_comment(
+                "c-orch-later",
+                "<p>ET-42: status</p>",
+                t0.plus(Duration::from_secs(400)),
+                Some("orch"),
+            ),
+            plane_comment(
+                "c-answer",
+                "<p>Use GitHub &amp; Google.</p><p>Keep the old session cookie.</p>",
+                t0.plus(Duration::from_secs(300)),
+                None,
+            ),
+            plane_comment(
+                "c-question",
+                "<p>Which OAuth providers should login support?</p>",
+                t0.plus(Duration::from_secs(1)),
+                Some("orch"),
+            ),
+            plane_comment(
+                "c-old",
+                "<p>Please keep this small.</p>",
+                t0.minus(Duration::from_secs(3600)),
+                None,
+            ),
+        ])))
+        .mount(&peers.plane)
+        .await;
+
+    post_plane(&app, plane_webhook("In Progress", "started")).await;
+    question_sent(&peers).await;
+    let task = task_of(&app, "ET-42").await.unwrap();
+
+    // Within the grace the answer's own webhook may still come: Plane is not asked.
+    let early = app.state.reconciler.reconcile_plane_once().await;
+    assert!(early.answers.is_empty(), "{early:?}");
+    assert_eq!(comment_reads(&peers).await, 0);
+
+    // Past the grace a dry run finds the answer and changes nothing.
+    clock.advance(Duration::from_secs(601));
+    let dry = app.state.reconciler.sweep(true).await;
+    assert_eq!(dry.answers.len(), 1, "{dry:?}");
+    assert_eq!(jobs_of(&app, task.id).await.len(), 1);
+
+    let report = app.state.reconciler.reconcile_plane_once().await;
+    assert_eq!(report.replays, 1, "{report:?}");
+    assert_eq!(
+        report.answers,
+        vec!["ET-42: answer replayed from Plane; the analysis agent runs again".to_string()]
+    );
+    ran_with_the_answer(&app, &task).await;
+    let history = {
+        let id = task.id;
+        app.state
+            .store
+            .call(move |c| store::jobs::for_task(c, id))
+            .await
+            .unwrap()
+    };
+    assert_eq!(history.len(), 2, "{history:?}");
+
+    // The next sweep has nothing to answer, and the lost webhook turning up late changes
+    // nothing either.
+    let after = app.state.reconciler.reconcile_plane_once().await;
+    assert!(after.answers.is_empty(), "{after:?}");
+    assert_eq!(after.replays, 0);
+    post_comment(&app, fixture("plane_comment_created.json")).await;
+    processed(&app).await;
+    assert_eq!(jobs_of(&app, task.id).await.len(), 2);
     app.stop().await;
 }

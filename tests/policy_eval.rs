@@ -322,3 +322,39 @@ fn decisions_are_pure_functions_of_their_inputs() {
     let json = serde_json::to_value(&a).unwrap();
     assert_eq!(json["outcome"]["kind"], "check_gate");
 }
+
+#[test]
+fn a_lost_answer_is_looked_for_after_the_grace_and_then_once_per_grace() {
+    let r = rules();
+    let ov = Overrides::default();
+    let mut waiting = task("analysis", 0);
+    waiting.awaiting_input = true;
+    let asked = NOW.minus(Duration::from_secs(600));
+    let due =
+        |asked_at, last, now| policy::answer_check_due(&r, &ov, &waiting, asked_at, last, now);
+    // The answer's own webhook gets the grace first.
+    assert!(!due(NOW.minus(Duration::from_secs(599)), None, NOW));
+    assert!(due(asked, None, NOW));
+    // Looked 599 s ago: not yet; 600 s ago: again.
+    assert!(!due(asked, Some(NOW.minus(Duration::from_secs(599))), NOW));
+    assert!(due(asked, Some(NOW.minus(Duration::from_secs(600))), NOW));
+    // A look from before the question (an earlier question) does not count.
+    assert!(!due(
+        NOW.minus(Duration::from_secs(10)),
+        Some(NOW.minus(Duration::from_secs(3600))),
+        NOW
+    ));
+    // The environment's grace wins here too.
+    let fast = Overrides {
+        grace_default: Some(Duration::from_secs(5)),
+        ..Overrides::default()
+    };
+    assert!(policy::answer_check_due(
+        &r,
+        &fast,
+        &waiting,
+        NOW.minus(Duration::from_secs(5)),
+        None,
+        NOW
+    ));
+}

@@ -35,6 +35,18 @@ pub struct PlaneWorkItem {
     pub labels: Vec<String>,
 }
 
+/// A comment on a work item, as the reconciler needs it to find a lost answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaneComment {
+    pub id: String,
+    pub html: String,
+    /// `orch` on the comments orch wrote itself.
+    pub external_source: Option<String>,
+    /// The user who wrote it (Plane's `actor`, or `created_by` when that is absent).
+    pub author: Option<String>,
+    pub created_at: Timestamp,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct WorkItemPage {
     pub items: Vec<PlaneWorkItem>,
@@ -66,6 +78,13 @@ pub trait Tracker: Send + Sync {
         cursor: Option<&str>,
         per_page: u32,
     ) -> Result<WorkItemPage, IntegrationError>;
+    /// The newest comments of a work item (one page, newest first): enough to find the
+    /// answer to a question orch asked, which is always among the latest.
+    async fn recent_comments(
+        &self,
+        project_id: &str,
+        issue_id: &str,
+    ) -> Result<Vec<PlaneComment>, IntegrationError>;
 }
 
 pub struct HttpPlane {
@@ -106,6 +125,20 @@ struct ApiItem {
     updated_at: String,
     #[serde(default)]
     labels: Vec<ApiLabel>,
+}
+
+#[derive(Deserialize)]
+struct ApiComment {
+    id: String,
+    #[serde(default)]
+    comment_html: Option<String>,
+    #[serde(default)]
+    external_source: Option<String>,
+    #[serde(default)]
+    actor: Option<String>,
+    #[serde(default)]
+    created_by: Option<String>,
+    created_at: String,
 }
 
 #[derive(Deserialize)]
@@ -373,7 +406,57 @@ impl Tracker for HttpPlane {
             .filter(|c| env.next_page_results && !c.is_empty());
         Ok(WorkItemPage { items, next_cursor })
     }
+
+    async fn recent_comments(
+        &self,
+        project_id: &str,
+        issue_id: &str,
+    ) -> Result<Vec<PlaneComment>, IntegrationError> {
+        let path = self.project_path(project_id, &format!("work-items/{issue_id}/comments/"));
+        let query = [
+            ("per_page", COMMENTS_PAGE.to_string()),
+            ("order_by", "-created_at".to_string()),
+        ];
+        let reply = self
+            .request(
+                reqwest::Method::GET,
+                "list comments",
+                &path,
+                &query,
+                None,
+                &[],
+            )
+            .await?;
+        let listing: Listing<ApiComment> = decode("plane", "list comments", &path, &reply)?;
+        let rows = match listing {
+            Listing::Paged(e) => e.results,
+            Listing::Plain(v) => v,
+        };
+        let mut comments = Vec::with_capacity(rows.len());
+        for c in rows {
+            let created_at =
+                Timestamp::parse_rfc3339(&c.created_at).map_err(|e| IntegrationError::Decode {
+                    peer: "plane",
+                    op: "list comments",
+                    path: path.clone(),
+                    message: format!("bad created_at {:?}: {e}", c.created_at),
+                })?;
+            comments.push(PlaneComment {
+                id: c.id,
+                html: c.comment_html.unwrap_or_default(),
+                external_source: c.external_source,
+                author: c.actor.or(c.created_by),
+                created_at,
+            });
+        }
+        // Whatever order the server used, newest first.
+        comments.sort_by_key(|c| std::cmp::Reverse(c.created_at));
+        Ok(comments)
+    }
 }
+
+/// Comments read per work item when looking for a lost answer.
+const COMMENTS_PAGE: u32 = 100;
 
 /// Plane without credentials: writes are dropped, listings are empty.
 pub struct DisabledPlane;
@@ -420,5 +503,13 @@ impl Tracker for DisabledPlane {
         _per_page: u32,
     ) -> Result<WorkItemPage, IntegrationError> {
         Ok(WorkItemPage::default())
+    }
+
+    async fn recent_comments(
+        &self,
+        _project_id: &str,
+        _issue_id: &str,
+    ) -> Result<Vec<PlaneComment>, IntegrationError> {
+        Ok(Vec::new())
     }
 }

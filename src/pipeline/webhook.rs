@@ -204,17 +204,14 @@ impl Pipeline {
         let comment = p
             .data
             .ok_or_else(|| malformed("Plane", "comment without data"))?;
-        if comment.external_source.as_deref() == Some(super::COMMENT_SOURCE) {
-            return Ok(ignored("orch's own comment".into()));
-        }
         let author = p
             .activity
             .and_then(|a| a.actor)
             .and_then(|a| a.id)
             .or(comment.actor);
-        if self.config.plane.actor_id.is_some() && author == self.config.plane.actor_id {
+        if self.is_own_comment(comment.external_source.as_deref(), author.as_deref()) {
             tracing::debug!("Plane comment written by orch itself; ignored");
-            return Ok(ignored("caused by orch's own API write".into()));
+            return Ok(ignored("orch's own comment".into()));
         }
         let project = comment
             .project
@@ -241,6 +238,13 @@ impl Pipeline {
             return Ok(ignored("empty comment".into()));
         }
         Ok(self.answer(&task, text, Trigger::Webhook).await?)
+    }
+
+    /// A comment orch wrote (tagged with its external source, or written by its own Plane
+    /// user): never an answer, whichever way it arrives.
+    pub fn is_own_comment(&self, external_source: Option<&str>, author: Option<&str>) -> bool {
+        external_source == Some(super::COMMENT_SOURCE)
+            || (author.is_some() && author == self.config.plane.actor_id.as_deref())
     }
 
     async fn plane_item(

@@ -39,6 +39,24 @@ pub fn grace_for(
     grace_with_rule(rules, ov, task, now).map(|(d, _)| d)
 }
 
+/// Whether the sweep should look in Plane for a lost answer to the question a task's agent
+/// asked: once the question is older than the task's grace (the answer's own webhook gets that
+/// long), then at most once per grace, so tasks that wait for days cost few Plane requests.
+/// A grace expression that fails falls back to the rules' default grace: looking changes
+/// nothing unless an answer is found.
+pub fn answer_check_due(
+    rules: &RuleSet,
+    ov: &Overrides,
+    task: &TaskSnapshot,
+    asked_at: Timestamp,
+    last_checked: Option<Timestamp>,
+    now: Timestamp,
+) -> bool {
+    let grace = grace_for(rules, ov, task, now).unwrap_or(rules.grace_default);
+    let since = last_checked.map_or(asked_at, |l| l.max(asked_at));
+    now.since(since) >= grace
+}
+
 fn grace_with_rule(
     rules: &RuleSet,
     ov: &Overrides,

@@ -21,7 +21,7 @@ pub mod scenario;
 mod schema;
 mod watch;
 
-pub use eval::{decide_plane_item, decide_task, grace_for};
+pub use eval::{answer_check_due, decide_plane_item, decide_task, grace_for};
 pub use ruleset::{AgentPolicy, EMBEDDED, RuleSet, Stage, Switches, load_sources, read_dir};
 pub use watch::{RulesHandle, RulesStatus, RulesWatcher, watch};
 

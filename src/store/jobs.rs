@@ -313,6 +313,24 @@ pub fn tasks_awaiting_input(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The tasks waiting for a person's answer, each with the time its question was asked (the
+/// asking job's finish), oldest question first: the reconciler looks for lost answers.
+pub fn questions_awaiting_answer(conn: &Connection) -> Result<Vec<(i64, Timestamp)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT t.id, j.finished_at FROM tasks t
+         JOIN jobs j ON j.id = (SELECT MAX(id) FROM jobs WHERE task_id = t.id)
+         WHERE j.status = 'done' AND j.verdict = 'needs_input' AND j.stage = t.stage
+         ORDER BY j.finished_at, t.id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            Timestamp::from_millis(r.get::<_, Option<i64>>(1)?.unwrap_or(0)),
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Whether one task waits for a person's answer (see `tasks_awaiting_input`).
 pub fn awaiting_input(conn: &Connection, task_id: i64) -> Result<bool, StoreError> {
     Ok(conn.query_row(
