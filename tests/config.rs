@@ -306,3 +306,79 @@ fn clone_url_defaults_to_the_gitea_url() {
         Some("acme/et")
     );
 }
+
+/// The README is the configuration reference: its example must load, and its table must name
+/// exactly the variables the code reads.
+mod readme {
+    use super::*;
+
+    const README: &str = include_str!("../README.md");
+    const CONFIG_RS: &str = include_str!("../src/config.rs");
+
+    fn orch_vars(text: &str) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        let mut rest = text;
+        while let Some(i) = rest.find("ORCH_") {
+            let name: String = rest[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            // `ORCH_RECONCILE_GRACE_*`-style families and prefixes are not variables.
+            if !name.ends_with('_') {
+                out.insert(name.clone());
+            }
+            rest = &rest[i + name.len()..];
+        }
+        out
+    }
+
+    #[test]
+    fn the_example_orch_toml_loads() {
+        let start = README
+            .find("An example `orch.toml`")
+            .expect("README has an example orch.toml");
+        let block = &README[start..];
+        let open = block.find("```toml\n").expect("a toml block follows") + "```toml\n".len();
+        let close = block[open..].find("```").expect("the block is closed") + open;
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(&dir, &block[open..close]);
+        let cfg = load(Some(&file), &[]).unwrap();
+        assert_eq!(cfg.projects.len(), 1);
+        assert_eq!(cfg.projects[0].identifier, "ET");
+        assert!(cfg.agents["developer"].push);
+    }
+
+    #[test]
+    fn the_configuration_table_names_every_variable_the_code_reads() {
+        let table: String = README
+            .lines()
+            .skip_while(|l| !l.starts_with("| key in `orch.toml`"))
+            .take_while(|l| l.starts_with('|'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(!table.is_empty(), "README has the configuration table");
+        let documented = orch_vars(&table);
+        // What the code reads: the names passed to `get("…")`. ORCH_CONFIG (the file's path,
+        // read through `env`) is described in the text above the table.
+        let read: std::collections::BTreeSet<String> = CONFIG_RS
+            .match_indices("get(\"ORCH_")
+            .map(|(i, m)| {
+                CONFIG_RS[i + m.len() - "ORCH_".len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect()
+            })
+            .collect();
+        assert!(read.len() > 20, "found the variables read: {read:?}");
+        let undocumented: Vec<_> = read.difference(&documented).collect();
+        let unknown: Vec<_> = documented.difference(&read).collect();
+        assert!(
+            undocumented.is_empty(),
+            "read but not in the README table: {undocumented:?}"
+        );
+        assert!(
+            unknown.is_empty(),
+            "in the README table but never read: {unknown:?}"
+        );
+    }
+}
