@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, DEFAULT_RULES_DIR};
 use crate::git::Git;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
@@ -91,15 +92,26 @@ pub struct Components {
 
 impl Components {
     pub fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Components> {
+        // A directory someone named (--rules, rules_dir, ORCH_RULES_DIR) that is not there is a
+        // mistake: running on the embedded defaults instead would quietly ignore their policy,
+        // kill switches included.
+        if !config.rules_dir.exists() && config.rules_dir != Path::new(DEFAULT_RULES_DIR) {
+            anyhow::bail!(
+                "rules directory {} does not exist (set by --rules, rules_dir or ORCH_RULES_DIR); \
+                 create it, or leave it unset to run on the embedded default rules",
+                config.rules_dir.display()
+            );
+        }
         let config = Arc::new(config);
-        let store = Store::open(&config.db_path)
-            .with_context(|| format!("opening the database at {}", config.db_path.display()))?;
+        // The rules first: a startup refused over bad policy writes nothing.
         let rules = crate::policy::load_active(&config.rules_dir).map_err(|e| {
             anyhow::anyhow!(
                 "the rule set in {} is invalid:\n{e}",
                 config.rules_dir.display()
             )
         })?;
+        let store = Store::open(&config.db_path)
+            .with_context(|| format!("opening the database at {}", config.db_path.display()))?;
         let metrics = Metrics::new();
         metrics.set_rules_version(rules.current().version());
         let integrations = crate::integrations::from_config(&config)?;

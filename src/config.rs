@@ -138,6 +138,9 @@ pub struct AgentConfig {
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_TELEGRAM_API_URL: &str = "https://api.telegram.org";
+/// Where the rules are looked for when nobody said; the only rules directory that may be
+/// missing (the embedded defaults are used then).
+pub const DEFAULT_RULES_DIR: &str = "./rules";
 const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 impl Default for Config {
@@ -146,7 +149,7 @@ impl Default for Config {
             db_path: PathBuf::from("./orch.db"),
             repos_dir: PathBuf::from("./repos"),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            rules_dir: PathBuf::from("./rules"),
+            rules_dir: PathBuf::from(DEFAULT_RULES_DIR),
             gitea: GiteaConfig::default(),
             plane: PlaneConfig {
                 requests_per_minute: 50,

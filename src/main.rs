@@ -7,8 +7,8 @@ fn main() -> ExitCode {
     match orch::cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            // `{:#}` prints the whole context chain on one line: "opening the database at x: ...".
-            eprintln!("orch: error: {e:#}");
+            // The whole context chain on one line: "opening the database at x: ...".
+            eprintln!("orch: error: {}", orch::report::error_chain(&e));
             ExitCode::FAILURE
         }
     }

@@ -5,6 +5,25 @@ use std::fmt::Write;
 use crate::reconciler::{Explanation, SweepReport};
 
 /// Left-aligned columns separated by two spaces.
+/// An error and its causes on one line, `outer: inner: innermost`, for an operator's terminal.
+/// Unlike anyhow's `{:#}`, a cause whose text the line already holds is not repeated: many
+/// errors quote their source in their own message ("cannot read x: No such file"), and the
+/// same words twice read like two failures.
+pub fn error_chain(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
@@ -135,4 +154,36 @@ pub fn explanation(x: &Explanation) -> String {
         let _ = writeln!(out, "gate        {g}");
     }
     out
+}
+
+#[cfg(test)]
+mod error_chain_tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read config file orch.toml: {source}")]
+    struct Quoting {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_quoted_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = anyhow::Error::new(Quoting { source: io }).context("loading the configuration");
+        assert_eq!(
+            error_chain(&e),
+            "loading the configuration: cannot read config file orch.toml: No such file"
+        );
+    }
+
+    #[test]
+    fn distinct_causes_are_all_kept_in_order() {
+        let e = anyhow::anyhow!("disk full")
+            .context("writing the inbox")
+            .context("accepting a webhook");
+        assert_eq!(
+            error_chain(&e),
+            "accepting a webhook: writing the inbox: disk full"
+        );
+    }
 }

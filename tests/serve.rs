@@ -67,6 +67,81 @@ fn serve_on_defaults_answers_health_creates_the_db_and_stops_on_sigint() {
     assert!(lines.iter().any(|l| l.contains("SIGINT")), "{lines:?}");
 }
 
+/// `orch serve` in an empty directory with `args` and `env`: its exit code and stderr.
+fn serve_refused(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_orch"))
+        .arg("serve")
+        .args(args)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("ORCH_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        dir,
+    )
+}
+
+#[test]
+fn a_named_rules_directory_that_is_missing_stops_startup_before_anything_is_written() {
+    let (code, stderr, dir) = serve_refused(&["--rules", "policy"], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("rules directory policy does not exist"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("orch.db").exists(),
+        "no database is created"
+    );
+
+    let (code, stderr, _dir) = serve_refused(&[], &[("ORCH_RULES_DIR", "/no/such/rules")]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("/no/such/rules"), "{stderr}");
+}
+
+#[test]
+fn an_invalid_rule_set_stops_startup_with_file_line_col_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, rules.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let pipeline = rules.join("pipeline.toml");
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    std::fs::write(&pipeline, format!("{text}\nstagez = 1\n")).unwrap();
+    let (code, stderr, work) = serve_refused(&["--rules", rules.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("pipeline.toml:"), "{stderr}");
+    assert!(stderr.contains("stagez"), "{stderr}");
+    assert!(
+        !work.path().join("orch.db").exists(),
+        "no database is created"
+    );
+}
+
+#[test]
+fn a_missing_config_file_is_named_once() {
+    let (code, stderr, _dir) = serve_refused(&["--config", "nope.toml"], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("nope.toml"), "{stderr}");
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "the cause is not repeated: {stderr}"
+    );
+}
+
 unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
