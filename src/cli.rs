@@ -253,8 +253,17 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// What the one-shot commands (`reconcile`, `explain`, `inbox`) work on: the database
+/// `orch serve` keeps. Unlike `serve` they never create one: a mistyped path would otherwise
+/// give an empty database and answers like "no such task".
 fn components(common: &CommonArgs) -> anyhow::Result<crate::app::Components> {
     let cfg = load_config(common.config.as_deref(), common.rules.clone())?;
+    if !cfg.db_path.exists() {
+        anyhow::bail!(
+            "no database at {} (set db_path or ORCH_DB_PATH to the one orch serve uses)",
+            cfg.db_path.display()
+        );
+    }
     crate::app::Components::build(cfg, std::sync::Arc::new(crate::clock::SystemClock))
 }
 

@@ -325,3 +325,32 @@ async fn a_rule_reload_reaches_stuck_tasks_in_the_next_sweep() {
     );
     app.stop().await;
 }
+
+#[test]
+fn one_shot_commands_refuse_a_missing_database_and_create_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("typo.db");
+    for args in [
+        &["reconcile", "--once"][..],
+        &["explain", "ET-42"][..],
+        &["inbox", "dead"][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_orch"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("ORCH_DB_PATH", &db)
+            .env(
+                "ORCH_RULES_DIR",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/rules"),
+            )
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("no database at {}", db.display())),
+            "{args:?}: {stderr}"
+        );
+        assert!(!db.exists(), "{args:?} created the database");
+    }
+}
