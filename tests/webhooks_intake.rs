@@ -189,6 +189,24 @@ async fn malformed_and_oversized_bodies_are_rejected_with_json_errors() {
         let v: Value = r.json().await.unwrap();
         assert!(v["error"].is_string());
     }
+    // A delivery that does not say which event it is cannot be routed: refused, not stored.
+    for (path, body) in [
+        ("/webhooks/gitea", fixture("gitea_push.json")),
+        (
+            "/webhooks/plane",
+            b"{\"action\": \"updated\", \"data\": {}}".to_vec(),
+        ),
+    ] {
+        let r = http.post(app.url(path)).body(body).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert!(
+            v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("cannot tell which event")),
+            "{path}: {v}"
+        );
+    }
     let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(2 * 1024 * 1024));
     let r = http
         .post(app.url("/webhooks/gitea"))

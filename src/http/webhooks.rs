@@ -32,12 +32,10 @@ pub async fn plane(
         secret.as_ref(),
         sig.as_deref(),
         |h, v| {
-            header(h, "x-plane-event").unwrap_or_else(|| {
-                v.get("event")
-                    .and_then(|e| e.as_str())
-                    .unwrap_or("unknown")
-                    .to_string()
-            })
+            header(h, "x-plane-event")
+                .filter(|s| !s.is_empty())
+                .or_else(|| v.get("event").and_then(|e| e.as_str()).map(str::to_string))
+                .ok_or("no X-Plane-Event header and no \"event\" field")
         },
     )
     .await
@@ -68,7 +66,7 @@ pub async fn gitea(
             header(h, "x-gitea-event-type")
                 .filter(|s| !s.is_empty())
                 .or_else(|| header(h, "x-gitea-event").filter(|s| !s.is_empty()))
-                .unwrap_or_else(|| "unknown".to_string())
+                .ok_or("no X-Gitea-Event-Type or X-Gitea-Event header")
         },
     )
     .await
@@ -103,7 +101,8 @@ async fn intake(
     body: Result<Bytes, BytesRejection>,
     secret: Option<&Secret>,
     signature: Option<&str>,
-    event_of: impl FnOnce(&HeaderMap, &serde_json::Value) -> String,
+    // The event decides the handler; a delivery that does not say is not stored.
+    event_of: impl FnOnce(&HeaderMap, &serde_json::Value) -> Result<String, &'static str>,
 ) -> Response {
     let metrics = &state.metrics;
     let body = match body {
@@ -144,7 +143,16 @@ async fn intake(
             );
         }
     };
-    let event = event_of(headers, &value);
+    let event = match event_of(headers, &value) {
+        Ok(e) => e,
+        Err(why) => {
+            metrics.delivery(source, "malformed");
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot tell which event this is: {why}"),
+            );
+        }
+    };
     let now = state.clock.now();
     let stored = state
         .store
