@@ -227,6 +227,13 @@ impl Git {
                 None => "origin/HEAD".to_string(),
             }
         };
+        // Track the remote branch of the same name when starting from it; a new feature branch
+        // tracks nothing until its first push (from `origin/HEAD` it would track main).
+        let track = if start == format!("origin/{branch}") {
+            "--track"
+        } else {
+            "--no-track"
+        };
         // An empty remote has no origin/HEAD: start from an orphan-free HEAD in that case.
         let start = if self
             .run(repo_path, &["rev-parse", "--verify", "--quiet", &start])
@@ -239,7 +246,7 @@ impl Git {
         };
         self.run(
             repo_path,
-            &["worktree", "add", "-b", branch, &path_s, &start],
+            &["worktree", "add", track, "-b", branch, &path_s, &start],
         )
         .await?;
         Ok(path)
@@ -260,16 +267,32 @@ impl Git {
         Ok(())
     }
 
-    /// Pushes `branch` from a worktree to origin and sets its upstream.
-    pub async fn push(&self, worktree: &Path, branch: &str) -> Result<(), GitError> {
+    /// Pushes `branch` from a worktree of the clone at `repo_path` to origin and makes
+    /// `origin/<branch>` its upstream.
+    pub async fn push(
+        &self,
+        repo_path: &Path,
+        worktree: &Path,
+        branch: &str,
+    ) -> Result<(), GitError> {
+        // The push itself runs unlocked: it is the slow, networked part and only writes the
+        // branch's own refs.
+        self.run(
+            worktree,
+            &["push", "--quiet", "origin", &format!("{branch}:{branch}")],
+        )
+        .await?;
+        // The upstream is a write to the clone's shared config, which every worktree shares:
+        // under the clone's lock, or it races a worktree add ("could not lock config file").
+        let lock = self.lock_for(repo_path);
+        let _guard = lock.lock().await;
         self.run(
             worktree,
             &[
-                "push",
+                "branch",
                 "--quiet",
-                "--set-upstream",
-                "origin",
-                &format!("{branch}:{branch}"),
+                &format!("--set-upstream-to=origin/{branch}"),
+                branch,
             ],
         )
         .await?;

@@ -132,7 +132,11 @@ async fn execute(pipeline: &Pipeline, job: &Job) -> AgentOutcome {
         && outcome.result_error.is_none()
         && agent_cfg.push
     {
-        if let Err(e) = pipeline.git.push(&worktree, &task.branch).await {
+        let pushed = match pipeline.git.clone_path(&task.repo) {
+            Ok(clone) => pipeline.git.push(&clone, &worktree, &task.branch).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = pushed {
             outcome.result_error = Some(format!("push of {} failed: {e}", task.branch));
         }
     }

@@ -49,7 +49,7 @@ async fn clone_worktree_commit_and_push_to_a_bare_remote() {
         .status()
         .unwrap();
     assert!(ok.success());
-    git.push(&wt, &branch).await.unwrap();
+    git.push(&clone, &wt, &branch).await.unwrap();
     let head = git.head_sha(&wt).await.unwrap();
     assert_eq!(
         common::git_head(&bare, &branch).as_deref(),
@@ -115,4 +115,62 @@ fn branch_names() {
         "feature/ET-42-login-redirect-loop-on-safari"
     );
     assert_eq!(orch::git::branch_name("ET-7", ""), "feature/ET-7");
+}
+
+/// Worktree adds and pushes of many tasks on one clone at once: every one succeeds (they all
+/// write the clone's shared config), and each branch tracks its own remote branch, not main.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_worktrees_and_pushes_on_one_clone_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = common::bare_repo(dir.path());
+    let git = Git::new(dir.path().join("repos"), Duration::from_secs(60));
+    let clone = git
+        .ensure_clone("acme/widget", bare.to_str().unwrap())
+        .await
+        .unwrap();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let (git, clone) = (git.clone(), clone.clone());
+        set.spawn(async move {
+            let branch = format!("feature/ET-{i}-work");
+            let wt = git.add_worktree(&clone, &branch, None).await?;
+            // A fresh feature branch tracks nothing yet (not the remote's main).
+            let upstream = git
+                .run(&wt, &["rev-parse", "--abbrev-ref", "@{upstream}"])
+                .await;
+            assert!(upstream.is_err(), "{branch} tracks {upstream:?}");
+            let file = format!("f{i}.txt");
+            std::fs::write(wt.join(&file), "x").unwrap();
+            git.run(&wt, &["add", &file]).await?;
+            git.run(
+                &wt,
+                &[
+                    "-c",
+                    "user.name=agent",
+                    "-c",
+                    "user.email=a@example.com",
+                    "commit",
+                    "-qm",
+                    &file,
+                ],
+            )
+            .await?;
+            git.push(&clone, &wt, &branch).await?;
+            let upstream = git
+                .run(&wt, &["rev-parse", "--abbrev-ref", "@{upstream}"])
+                .await?;
+            Ok::<_, GitError>((branch, upstream))
+        });
+    }
+    let mut done = 0;
+    while let Some(r) = set.join_next().await {
+        let (branch, upstream) = r.unwrap().unwrap();
+        assert_eq!(upstream.trim(), format!("origin/{branch}"));
+        assert!(
+            common::git_head(&bare, &branch).is_some(),
+            "{branch} pushed"
+        );
+        done += 1;
+    }
+    assert_eq!(done, 24);
 }
