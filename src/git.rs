@@ -284,18 +284,19 @@ impl Git {
         .await?;
         // The upstream is a write to the clone's shared config, which every worktree shares:
         // under the clone's lock, or it races a worktree add ("could not lock config file").
+        // Written as config rather than `branch --set-upstream-to`, which needs the
+        // remote-tracking ref that a concurrent `fetch --prune` may just have removed. A
+        // convenience for agents, so a failure is logged, not a failed push.
         let lock = self.lock_for(repo_path);
         let _guard = lock.lock().await;
-        self.run(
-            worktree,
-            &[
-                "branch",
-                "--quiet",
-                &format!("--set-upstream-to=origin/{branch}"),
-                branch,
-            ],
-        )
-        .await?;
+        let merge = format!("refs/heads/{branch}");
+        for (key, value) in [("remote", "origin"), ("merge", merge.as_str())] {
+            let key = format!("branch.{branch}.{key}");
+            if let Err(e) = self.run(worktree, &["config", &key, value]).await {
+                tracing::warn!(branch, error = %e, "pushed, but could not record the upstream");
+                break;
+            }
+        }
         Ok(())
     }
 
