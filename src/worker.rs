@@ -3,6 +3,9 @@
 //! A job runs in the task's worktree with the agent protocol's environment; its end is handed
 //! to [`Pipeline::job_finished`], which retries, rejects or advances. Jobs still `running` when
 //! the process dies are put back in the queue at the next start (`store::jobs::requeue_running`).
+//! On a clean shutdown the worker does not wait for agents (they may run for half an hour): it
+//! kills them and puts their jobs back in the queue at once, without spending a retry, so a
+//! deploy never counts against an agent.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +31,10 @@ impl Worker {
     pub async fn run(self, cancel: CancellationToken) {
         let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
         let wakeup = self.pipeline.job_wakeup.clone();
+        let mut running = tokio::task::JoinSet::new();
         loop {
+            // Reap finished jobs so the set does not grow.
+            while running.try_join_next().is_some() {}
             while let Ok(permit) = permits.clone().try_acquire_owned() {
                 let now = self.pipeline.clock.now();
                 let claimed = self
@@ -40,8 +46,9 @@ impl Worker {
                     Ok(Some(job)) => {
                         let pipeline = self.pipeline.clone();
                         let wakeup = wakeup.clone();
-                        tokio::spawn(async move {
-                            run_job(&pipeline, job).await;
+                        let stop = cancel.child_token();
+                        running.spawn(async move {
+                            run_job(&pipeline, job, &stop).await;
                             drop(permit);
                             // A slot is free: look for the next job now.
                             wakeup.notify_one();
@@ -60,12 +67,28 @@ impl Worker {
                 _ = tokio::time::sleep(self.poll) => {}
             }
         }
+        // Every job has seen the cancel: each kills its agent and re-queues itself, or, if its
+        // agent had already finished, records the end as usual.
+        while running.join_next().await.is_some() {}
     }
 }
 
 /// Runs one claimed job to its end; never returns an error (it is recorded on the job).
-pub async fn run_job(pipeline: &Pipeline, job: Job) {
-    let outcome = execute(pipeline, &job).await;
+/// `stop` (shutdown) interrupts the agent: it is killed with its process group and the job
+/// goes back in the queue with the attempt given back.
+pub async fn run_job(pipeline: &Pipeline, job: Job, stop: &CancellationToken) {
+    let outcome = tokio::select! {
+        outcome = execute(pipeline, &job) => outcome,
+        _ = stop.cancelled() => {
+            // `execute` is dropped here, and with it the agent's process group.
+            let id = job.id;
+            match pipeline.store.call(move |c| store::jobs::release_interrupted(c, id)).await {
+                Ok(_) => tracing::info!(job = job.id, agent = %job.agent, "job interrupted by shutdown; queued again"),
+                Err(e) => tracing::error!(job = job.id, error = %e, "job interrupted by shutdown; it will be queued again at the next start"),
+            }
+            return;
+        }
+    };
     if let Err(e) = pipeline.job_finished(&job, outcome).await {
         tracing::error!(job = job.id, error = %e, "could not record the end of a job");
     }

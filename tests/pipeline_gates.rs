@@ -241,6 +241,87 @@ async fn a_job_left_running_by_a_crash_is_run_to_completion_after_a_restart() {
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_kills_a_running_agent_and_queues_its_job_again_without_spending_an_attempt() {
+    let peers = Peers::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bare = bare_repo(dir.path());
+    let pid_file = dir.path().join("children.pid");
+    let mut cfg = test_config(dir.path());
+    peers.configure(&mut cfg, bare.to_str().unwrap());
+    cfg.reconcile.enabled = Some(false);
+    cfg.agents.insert(
+        "analyst".into(),
+        orch::config::AgentConfig {
+            command: vec![
+                "/usr/bin/env".into(),
+                format!("SLOW_PID_FILE={}", pid_file.display()),
+                format!("{}/tests/agents/slow.sh", env!("CARGO_MANIFEST_DIR")),
+            ],
+            timeout: Duration::from_secs(600),
+            push: false,
+        },
+    );
+    let app = TestApp::spawn_in(dir, cfg.clone()).await;
+    let item = orch::pipeline::WorkItem {
+        work_item: "ET-8".into(),
+        plane_issue_id: Some(ISSUE_ID.into()),
+        plane_project_id: PROJECT_ID.into(),
+        title: "Deploy".into(),
+        labels: vec![],
+    };
+    app.state
+        .pipeline
+        .start(&item, Trigger::Webhook)
+        .await
+        .unwrap();
+    eventually("the agent is running", Duration::from_secs(20), || async {
+        std::fs::read_to_string(&pid_file).is_ok_and(|t| !t.trim().is_empty())
+    })
+    .await;
+    let child: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+
+    // A deploy: the service stops while the agent runs.
+    let dir = app.stop_keeping_dir().await;
+    eventually(
+        "the agent's child is gone",
+        Duration::from_secs(5),
+        || async { process_gone(child) },
+    )
+    .await;
+    let store = store::Store::open(&cfg.db_path).unwrap();
+    let jobs = store
+        .call_sync(|c| {
+            let t = store::tasks::get_by_work_item(c, "ET-8")?.expect("the task");
+            store::jobs::for_task(c, t.id)
+        })
+        .unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0].status, store::JobStatus::Queued, "{jobs:?}");
+    assert_eq!(jobs[0].attempts, 0, "the interrupted run is not counted");
+    drop(store);
+
+    // After the restart the job runs again, as its first attempt.
+    cfg.agents.insert("analyst".into(), agent("analyst"));
+    let app = TestApp::spawn_in(dir, cfg).await;
+    eventually("the job completes", Duration::from_secs(20), || async {
+        let t = task_of(&app, "ET-8").await.unwrap();
+        let jobs = app
+            .state
+            .store
+            .call(move |c| store::jobs::for_task(c, t.id))
+            .await
+            .unwrap();
+        jobs.len() == 1 && jobs[0].status == store::JobStatus::Done && jobs[0].attempts == 1
+    })
+    .await;
+    app.stop().await;
+}
+
 /// Gone, or a zombie waiting for init to reap it: either way no longer running.
 fn process_gone(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

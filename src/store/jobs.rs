@@ -272,6 +272,17 @@ pub fn requeue_running(conn: &Connection) -> Result<usize, StoreError> {
     )?)
 }
 
+/// Puts a job its worker gave up on at shutdown back in the queue and gives back the attempt
+/// its claim counted: an interrupted run is not a failed one. Only a job still `running`
+/// changes (one that finished meanwhile keeps its result); true when it did.
+pub fn release_interrupted(conn: &Connection, id: i64) -> Result<bool, StoreError> {
+    Ok(conn.execute(
+        "UPDATE jobs SET status = 'queued', started_at = NULL, attempts = MAX(attempts - 1, 0)
+         WHERE id = ?1 AND status = 'running'",
+        [id],
+    )? == 1)
+}
+
 pub fn get(conn: &Connection, id: i64) -> Result<Option<Job>, StoreError> {
     query_one(
         conn,

@@ -68,13 +68,20 @@ impl TestApp {
         format!("{}{}", self.base, path)
     }
 
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.stop_keeping_dir().await;
+    }
+
+    /// Stops the server the way SIGINT does and hands back its directory (database, repos)
+    /// for a restart.
+    pub async fn stop_keeping_dir(mut self) -> tempfile::TempDir {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(h) = self.handle.take() {
             h.await.unwrap().unwrap();
         }
+        self.dir
     }
 }
 
