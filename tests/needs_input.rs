@@ -30,14 +30,6 @@ fn comment(edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap()
 }
 
-async fn jobs_of(app: &TestApp, task_id: i64) -> Vec<store::Job> {
-    app.state
-        .store
-        .call(move |c| store::jobs::for_task(c, task_id))
-        .await
-        .unwrap()
-}
-
 /// The question's state, comment and message go out one after another: waits for the last.
 async fn question_sent(peers: &Peers) {
     eventually(
@@ -122,7 +114,7 @@ async fn a_question_shows_in_plane_and_a_comment_answers_it() {
     )
     .await;
     processed(&app).await;
-    assert_eq!(jobs_of(&app, task.id).await.len(), 1);
+    assert_eq!(task_jobs(&app, task.id).await.len(), 1);
 
     // A person answers in a comment: the analyst runs again with the answer.
     post_comment(&app, fixture("plane_comment_created.json")).await;
@@ -141,7 +133,7 @@ async fn a_question_shows_in_plane_and_a_comment_answers_it() {
     )
     .await;
     processed(&app).await;
-    let jobs = jobs_of(&app, task.id).await;
+    let jobs = task_jobs(&app, task.id).await;
     assert_eq!(jobs.len(), 2, "{jobs:?}");
     assert_eq!(jobs[0].verdict.as_deref(), Some("needs_input"));
     app.stop().await;
@@ -208,13 +200,13 @@ async fn a_waiting_task_is_held_by_webhooks_and_the_sweep_and_resumed_by_start()
     eventually(
         "developer queued again",
         Duration::from_secs(10),
-        || async { jobs_of(&app, id).await.len() == 2 },
+        || async { task_jobs(&app, id).await.len() == 2 },
     )
     .await;
     // Replaying the same state (the reconciler's Plane side, or a retry) changes nothing more.
     post_plane(&app, plane_webhook("In Progress", "started")).await;
     processed(&app).await;
-    assert_eq!(jobs_of(&app, id).await.len(), 2);
+    assert_eq!(task_jobs(&app, id).await.len(), 2);
     app.stop().await;
 }
 
@@ -321,7 +313,7 @@ async fn the_sweep_finds_an_answer_whose_comment_webhook_was_lost() {
     clock.advance(Duration::from_secs(601));
     let dry = app.state.reconciler.sweep(true).await;
     assert_eq!(dry.answers.len(), 1, "{dry:?}");
-    assert_eq!(jobs_of(&app, task.id).await.len(), 1);
+    assert_eq!(task_jobs(&app, task.id).await.len(), 1);
 
     let report = app.state.reconciler.reconcile_plane_once().await;
     assert_eq!(report.replays, 1, "{report:?}");
@@ -330,15 +322,8 @@ async fn the_sweep_finds_an_answer_whose_comment_webhook_was_lost() {
         vec!["ET-42: answer replayed from Plane; the analysis agent runs again".to_string()]
     );
     ran_with_the_answer(&app, &task).await;
-    let history = {
-        let id = task.id;
-        app.state
-            .store
-            .call(move |c| store::jobs::for_task(c, id))
-            .await
-            .unwrap()
-    };
-    assert_eq!(history.len(), 2, "{history:?}");
+    let jobs = task_jobs(&app, task.id).await;
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
 
     // The next sweep has nothing to answer, and the lost webhook turning up late changes
     // nothing either.
@@ -347,6 +332,6 @@ async fn the_sweep_finds_an_answer_whose_comment_webhook_was_lost() {
     assert_eq!(after.replays, 0);
     post_comment(&app, fixture("plane_comment_created.json")).await;
     processed(&app).await;
-    assert_eq!(jobs_of(&app, task.id).await.len(), 2);
+    assert_eq!(task_jobs(&app, task.id).await.len(), 2);
     app.stop().await;
 }

@@ -23,12 +23,7 @@ async fn wait_stage(app: &TestApp, stage: &str) {
 async fn wait_idle(app: &TestApp) {
     eventually("all jobs finished", Duration::from_secs(30), || async {
         let t = task_of(app, WI).await.unwrap();
-        let jobs = app
-            .state
-            .store
-            .call(move |c| store::jobs::for_task(c, t.id))
-            .await
-            .unwrap();
+        let jobs = task_jobs(app, t.id).await;
         !jobs.is_empty()
             && jobs
                 .iter()
@@ -126,12 +121,7 @@ async fn a_work_item_goes_from_in_progress_to_done() {
     let version = app.state.rules.current().version().to_string();
     assert!(history.iter().all(|h| h.rules_version == version));
 
-    let jobs = app
-        .state
-        .store
-        .call(move |c| store::jobs::for_task(c, task.id))
-        .await
-        .unwrap();
+    let jobs = task_jobs(&app, task.id).await;
     let agents: Vec<_> = jobs.iter().map(|j| (j.agent.as_str(), j.status)).collect();
     assert_eq!(
         agents,

@@ -133,23 +133,13 @@ async fn a_timed_out_agent_is_killed_with_its_children_retried_then_reported_blo
         Duration::from_secs(20),
         || async {
             let t = task_of(&app, "ET-9").await.unwrap();
-            let jobs = app
-                .state
-                .store
-                .call(move |c| store::jobs::for_task(c, t.id))
-                .await
-                .unwrap();
+            let jobs = task_jobs(&app, t.id).await;
             jobs.len() == 1 && jobs[0].status == store::JobStatus::Failed
         },
     )
     .await;
     let t = task_of(&app, "ET-9").await.unwrap();
-    let job = &app
-        .state
-        .store
-        .call(move |c| store::jobs::for_task(c, t.id))
-        .await
-        .unwrap()[0];
+    let job = &task_jobs(&app, t.id).await[0];
     assert_eq!(job.attempts, 2, "retried once, then given up");
     assert_eq!(job.error.as_deref(), Some("timed out"));
 
@@ -219,12 +209,7 @@ async fn a_job_left_running_by_a_crash_is_run_to_completion_after_a_restart() {
         Duration::from_secs(20),
         || async {
             let t = task_of(&app, "ET-5").await.unwrap();
-            let jobs = app
-                .state
-                .store
-                .call(move |c| store::jobs::for_task(c, t.id))
-                .await
-                .unwrap();
+            let jobs = task_jobs(&app, t.id).await;
             jobs.len() == 1 && jobs[0].status == store::JobStatus::Done
         },
     )
@@ -310,12 +295,7 @@ async fn a_shutdown_kills_a_running_agent_and_queues_its_job_again_without_spend
     let app = TestApp::spawn_in(dir, cfg).await;
     eventually("the job completes", Duration::from_secs(20), || async {
         let t = task_of(&app, "ET-8").await.unwrap();
-        let jobs = app
-            .state
-            .store
-            .call(move |c| store::jobs::for_task(c, t.id))
-            .await
-            .unwrap();
+        let jobs = task_jobs(&app, t.id).await;
         jobs.len() == 1 && jobs[0].status == store::JobStatus::Done && jobs[0].attempts == 1
     })
     .await;

@@ -5,7 +5,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use orch::store;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plane_rejection_reruns_the_analysis_with_the_feedback() {
@@ -45,13 +44,7 @@ async fn a_plane_rejection_reruns_the_analysis_with_the_feedback() {
     assert_eq!(t.stage, "analysis");
     assert_eq!(t.feedback.as_deref(), Some("rejected in Plane by raj"));
     let id = t.id;
-    let analyst_jobs = app
-        .state
-        .store
-        .call(move |c| store::jobs::for_task(c, id))
-        .await
-        .unwrap()
-        .len();
+    let analyst_jobs = task_jobs(&app, id).await.len();
     assert_eq!(analyst_jobs, 2);
     app.stop().await;
 }

@@ -418,6 +418,15 @@ pub async fn task_of(app: &TestApp, wi: &str) -> Option<orch::store::Task> {
 }
 
 /// A copy of the default rules in `dir/rules`, with textual replacements applied.
+/// The jobs of one task, oldest first (none for an unknown task).
+pub async fn task_jobs(app: &TestApp, task_id: i64) -> Vec<orch::store::Job> {
+    app.state
+        .store
+        .call(move |c| orch::store::jobs::for_task(c, task_id))
+        .await
+        .unwrap()
+}
+
 pub fn rules_copy(dir: &std::path::Path, edits: &[(&str, &str, &str)]) -> std::path::PathBuf {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
     let dst = dir.join("rules");
