@@ -126,6 +126,7 @@ impl Components {
             notifier: integrations.notifier,
             git: Git::new(config.repos_dir.clone(), config.worker.git_timeout),
             job_wakeup: Arc::new(Notify::new()),
+            running_jobs: Default::default(),
         };
         let reconcile = Arc::new(Mutex::new(ReconcileState::default()));
         let reconciler = Reconciler::new(pipeline.clone(), Arc::clone(&reconcile));

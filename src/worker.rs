@@ -47,8 +47,12 @@ impl Worker {
                         let pipeline = self.pipeline.clone();
                         let wakeup = wakeup.clone();
                         let stop = cancel.child_token();
+                        // Registered at once, so a cancel of its task can find it.
+                        let cancelled = pipeline.running_jobs.register(job.id);
                         running.spawn(async move {
-                            run_job(&pipeline, job, &stop).await;
+                            let id = job.id;
+                            run_job(&pipeline, job, &stop, &cancelled).await;
+                            pipeline.running_jobs.unregister(id);
                             drop(permit);
                             // A slot is free: look for the next job now.
                             wakeup.notify_one();
@@ -75,16 +79,30 @@ impl Worker {
 
 /// Runs one claimed job to its end; never returns an error (it is recorded on the job).
 /// `stop` (shutdown) interrupts the agent: it is killed with its process group and the job
-/// goes back in the queue with the attempt given back.
-pub async fn run_job(pipeline: &Pipeline, job: Job, stop: &CancellationToken) {
+/// goes back in the queue with the attempt given back. `cancelled` (the task was cancelled)
+/// kills it too, and the job ends failed.
+pub async fn run_job(
+    pipeline: &Pipeline,
+    job: Job,
+    stop: &CancellationToken,
+    cancelled: &CancellationToken,
+) {
+    // On either token `execute` is dropped, and with it the agent's process group.
     let outcome = tokio::select! {
         outcome = execute(pipeline, &job) => outcome,
         _ = stop.cancelled() => {
-            // `execute` is dropped here, and with it the agent's process group.
             let id = job.id;
             match pipeline.store.call(move |c| store::jobs::release_interrupted(c, id)).await {
                 Ok(_) => tracing::info!(job = job.id, agent = %job.agent, "job interrupted by shutdown; queued again"),
                 Err(e) => tracing::error!(job = job.id, error = %e, "job interrupted by shutdown; it will be queued again at the next start"),
+            }
+            return;
+        }
+        _ = cancelled.cancelled() => {
+            let (id, now) = (job.id, pipeline.clock.now());
+            match pipeline.store.call(move |c| store::jobs::finish_cancelled(c, id, now)).await {
+                Ok(_) => tracing::info!(job = job.id, agent = %job.agent, "agent stopped: its task was cancelled"),
+                Err(e) => tracing::error!(job = job.id, error = %e, "agent stopped for a cancelled task, but the job could not be marked"),
             }
             return;
         }

@@ -353,3 +353,52 @@ fn a_misspelt_template_name_is_an_error() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn the_cancel_stage_must_be_terminal_single_and_present_when_cancel_is_mapped() {
+    const STAGE: &str = "name = \"cancelled\"\nterminal = true\ncancel = true";
+    // The edit drops `terminal = true`, so `cancel = true` moves up a line.
+    let line = line_of("pipeline.toml", "cancel = true") - 1;
+    let errs = errors_after(&[(
+        "pipeline.toml",
+        STAGE,
+        "name = \"cancelled\"\ncancel = true\nnext = \"done\"",
+    )]);
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with(&format!("pipeline.toml:{line}:10:"))
+                && e.contains("stage cancelled takes cancelled tasks and must be terminal")),
+        "{errs:?}"
+    );
+
+    let errs = errors_after(&[(
+        "pipeline.toml",
+        STAGE,
+        "name = \"cancelled\"\nterminal = true",
+    )]);
+    assert!(
+        errs.iter().any(|e| e.starts_with("plane.toml:")
+            && e.contains("maps a state to cancel, but no stage has cancel = true")),
+        "{errs:?}"
+    );
+
+    let errs = errors_after(&[(
+        "pipeline.toml",
+        "name = \"done\"\nterminal = true",
+        "name = \"done\"\nterminal = true\ncancel = true",
+    )]);
+    assert!(
+        errs.iter().any(|e| e.contains("is a second cancel stage")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn the_cancel_stage_counts_as_reachable_and_needs_no_plane_state() {
+    // The shipped rules: nothing leads to `cancelled` and no outbound state is set for it.
+    let rules = policy::load_dir(&root().join("rules")).unwrap();
+    assert_eq!(
+        rules.cancel_stage().map(|s| s.name.as_str()),
+        Some("cancelled")
+    );
+}

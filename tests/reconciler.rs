@@ -766,3 +766,55 @@ async fn plane_side_replays_a_lost_approval_once() {
     assert_eq!(again.replays, 0);
     assert_eq!(h.stage_of(t.id).await, "development");
 }
+
+#[tokio::test]
+async fn plane_side_replays_a_lost_cancel_once() {
+    let h = harness(|_, _| {}).await;
+    // ET-9 has a developer job queued when the person cancels the item in Plane.
+    let new = store::NewTask {
+        work_item: "ET-9".into(),
+        plane_issue_id: Some("issue-9".into()),
+        plane_project_id: Some(PROJECT_ID.into()),
+        title: "Item 9".into(),
+        repo: REPO.into(),
+        branch: "feature/ET-9-item-9".into(),
+        stage: "development".into(),
+        labels: vec![],
+    };
+    let created = Timestamp::parse_rfc3339("2026-11-21T08:00:00Z").unwrap();
+    let t = h
+        .state
+        .store
+        .call(move |c| {
+            store::tasks::create_atomic(
+                c,
+                &new,
+                Some("developer"),
+                "test",
+                Trigger::Manual,
+                created,
+            )
+        })
+        .await
+        .unwrap()
+        .0;
+    Mock::given(method("GET"))
+        .and(path(LIST))
+        .respond_with(ResponseTemplate::new(200).set_body_json(page(
+            vec![item(9, "Cancelled", "2026-11-21T10:00:00Z")],
+            None,
+        )))
+        .mount(&h.peers.plane)
+        .await;
+    let report = h.state.reconciler.reconcile_plane_once().await;
+    assert_eq!(report.replays, 1, "{:?}", report.plane);
+    assert_eq!(h.stage_of(t.id).await, "cancelled");
+    let jobs = h.jobs_of(t.id, "developer").await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].status, store::JobStatus::Failed);
+    assert_eq!(jobs[0].error.as_deref(), Some("cancelled"));
+    h.clock.advance(Duration::from_secs(60));
+    let again = h.state.reconciler.reconcile_plane_once().await;
+    assert_eq!(again.replays, 0, "{:?}", again.plane);
+    assert_eq!(h.stage_of(t.id).await, "cancelled");
+}

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -101,6 +102,11 @@ pub enum Outcome {
         task_id: i64,
         reason: String,
     },
+    /// The work item was cancelled; the task ended in the rules' cancel stage.
+    Cancelled {
+        task_id: i64,
+        from: String,
+    },
     /// Another trigger changed the task first.
     Raced {
         task_id: i64,
@@ -128,6 +134,34 @@ pub struct Pipeline {
     pub git: Git,
     /// Wakes the worker when a job is queued.
     pub job_wakeup: Arc<Notify>,
+    /// The jobs whose agents run now, so a cancelled task can stop its agent.
+    pub running_jobs: RunningJobs,
+}
+
+/// Stop handles of the running agent jobs, by job id.
+#[derive(Debug, Clone, Default)]
+pub struct RunningJobs(Arc<std::sync::Mutex<std::collections::HashMap<i64, CancellationToken>>>);
+
+impl RunningJobs {
+    /// Registers a job as running; the token fires when its task is cancelled.
+    pub fn register(&self, job_id: i64) -> CancellationToken {
+        let token = CancellationToken::new();
+        self.lock().insert(job_id, token.clone());
+        token
+    }
+
+    pub fn unregister(&self, job_id: i64) {
+        self.lock().remove(&job_id);
+    }
+
+    /// Stops the agent of `job_id`, if it is running here; true when it was.
+    pub fn stop(&self, job_id: i64) -> bool {
+        self.lock().get(&job_id).map(|t| t.cancel()).is_some()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<i64, CancellationToken>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -259,9 +293,9 @@ impl Pipeline {
         let word = match action {
             PlaneAction::Approve => "approve",
             PlaneAction::Reject => "reject",
-            PlaneAction::Start => {
+            PlaneAction::Start | PlaneAction::Cancel => {
                 return Ok(Outcome::Ignored {
-                    reason: "start is not a verdict".into(),
+                    reason: format!("{} is not a verdict", action.as_str()),
                 });
             }
         };
@@ -328,6 +362,66 @@ impl Pipeline {
             task_id: task.id,
             from: task.stage.clone(),
             to: target,
+        })
+    }
+
+    // -----------------------------------------------------------------------------------
+    // cancel
+
+    /// The work item was cancelled: the task moves to the rules' cancel stage (a terminal
+    /// one), its queued jobs are failed, its running agent is stopped, and its worktree is
+    /// removed. Nothing happens for a task that already ended.
+    pub async fn cancel(
+        &self,
+        work_item: &str,
+        trigger: Trigger,
+    ) -> Result<Outcome, PipelineError> {
+        let wi = work_item.to_string();
+        let Some(task) = self
+            .store
+            .call(move |c| store::tasks::get_by_work_item(c, &wi))
+            .await?
+        else {
+            return Ok(Outcome::Ignored {
+                reason: format!("{work_item} has no task"),
+            });
+        };
+        let rules = self.rules.current();
+        let Some(target) = rules.cancel_stage().map(|s| s.name.clone()) else {
+            return Ok(Outcome::Ignored {
+                reason: "the rules have no cancel stage".into(),
+            });
+        };
+        if rules.stage(&task.stage).is_some_and(|s| s.terminal) {
+            return Ok(Outcome::Ignored {
+                reason: format!("{} already ended in {}", task.work_item, task.stage),
+            });
+        }
+        let (id, from, to) = (task.id, task.stage.clone(), target.clone());
+        let version = rules.version().to_string();
+        let now = self.clock.now();
+        let Some(running) = self
+            .store
+            .call(move |c| store::tasks::cancel(c, id, &from, &to, trigger, &version, now))
+            .await?
+        else {
+            return Ok(Outcome::Raced { task_id: task.id });
+        };
+        for job in running {
+            if !self.running_jobs.stop(job) {
+                // Not running in this process (a crash left it): end it here.
+                self.store
+                    .call(move |c| store::jobs::finish_cancelled(c, job, now))
+                    .await?;
+            }
+        }
+        tracing::info!(work_item = %task.work_item, from = %task.stage, to = %target, trigger = trigger.as_str(), "task cancelled");
+        let mut moved = task.clone();
+        moved.stage = target.clone();
+        self.enter_stage(&rules, &moved, &target, trigger).await?;
+        Ok(Outcome::Cancelled {
+            task_id: task.id,
+            from: task.stage.clone(),
         })
     }
 

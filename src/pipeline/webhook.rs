@@ -326,6 +326,7 @@ impl Pipeline {
         };
         match action {
             PlaneAction::Start => self.start(&item.item, trigger).await,
+            PlaneAction::Cancel => self.cancel(&item.item.work_item, trigger).await,
             PlaneAction::Approve | PlaneAction::Reject => {
                 let feedback = (action == PlaneAction::Reject).then(|| match &item.actor {
                     Some(who) => format!("rejected in Plane by {who}"),

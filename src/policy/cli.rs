@@ -53,16 +53,22 @@ pub fn run(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         RulesCommand::Check { dir } => Ok(match load(&dir) {
             Ok(set) => {
+                let flow = set
+                    .stages()
+                    .iter()
+                    .filter(|s| !s.cancel)
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" -> ");
+                let cancel = set
+                    .cancel_stage()
+                    .map(|s| format!("; on cancel: {}", s.name))
+                    .unwrap_or_default();
                 println!(
-                    "{}: ok, version {}, {} stages ({})",
+                    "{}: ok, version {}, {} stages ({flow}{cancel})",
                     dir.display(),
                     set.version(),
                     set.stages().len(),
-                    set.stages()
-                        .iter()
-                        .map(|s| s.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(" -> ")
                 );
                 ExitCode::SUCCESS
             }

@@ -361,6 +361,21 @@ fn decide_plane_action(
             format!("task exists (in {})", t.stage),
             PlaneOutcome::InSync,
         ),
+        (PlaneAction::Cancel, Some(t)) => match rules.stage(&t.stage) {
+            Some(s) if s.terminal => d(
+                rule,
+                format!("task already ended in {}", s.name),
+                PlaneOutcome::InSync,
+            ),
+            _ => d(
+                rule,
+                format!(
+                    "{:?} while the task is in {}: the cancel was lost",
+                    item.state_name, t.stage
+                ),
+                PlaneOutcome::Replay { action },
+            ),
+        },
         (_, None) => d(
             rule,
             format!(

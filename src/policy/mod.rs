@@ -119,6 +119,8 @@ pub enum PlaneAction {
     Start,
     Approve,
     Reject,
+    /// The work item was cancelled: the task goes to the rules' cancel stage.
+    Cancel,
 }
 
 impl PlaneAction {
@@ -127,6 +129,7 @@ impl PlaneAction {
             PlaneAction::Start => "start",
             PlaneAction::Approve => "approve",
             PlaneAction::Reject => "reject",
+            PlaneAction::Cancel => "cancel",
         }
     }
 }
@@ -267,6 +270,11 @@ impl RuleSet {
         self.stages.iter().find(|s| s.name == name)
     }
 
+    /// The terminal stage the `cancel` action sends tasks to, when the rules have one.
+    pub fn cancel_stage(&self) -> Option<&Stage> {
+        self.stages.iter().find(|s| s.cancel)
+    }
+
     /// Where a new task starts: the first stage. Validation guarantees there is one.
     pub fn initial_stage(&self) -> &Stage {
         &self.stages[0]
@@ -358,7 +366,18 @@ mod tests {
         let names: Vec<_> = embedded.stages().iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,
-            ["analysis", "development", "review", "testing", "done"]
+            [
+                "analysis",
+                "development",
+                "review",
+                "testing",
+                "done",
+                "cancelled"
+            ]
+        );
+        assert_eq!(
+            embedded.cancel_stage().map(|s| s.name.as_str()),
+            Some("cancelled")
         );
     }
 }

@@ -34,6 +34,8 @@ pub struct Stage {
     /// The sweep may advance this stage (never true for a human gate).
     pub sweep: bool,
     pub terminal: bool,
+    /// The `cancel` action sends tasks here (a terminal stage).
+    pub cancel: bool,
     pub gitea_reviews: bool,
     /// The gate as written, for reports.
     pub gate: Option<String>,
@@ -191,6 +193,7 @@ fn parse_action(s: &str) -> Option<PlaneAction> {
         "start" => Some(PlaneAction::Start),
         "approve" => Some(PlaneAction::Approve),
         "reject" => Some(PlaneAction::Reject),
+        "cancel" => Some(PlaneAction::Cancel),
         _ => None,
     }
 }
@@ -389,6 +392,18 @@ pub fn load_sources(files: Vec<(PathBuf, String)>) -> Result<RuleSet, RuleErrors
                 ),
             );
         }
+        if let Some(c) = &s.cancel
+            && *c.get_ref()
+            && !s.terminal
+        {
+            ctx.err_span(
+                *fi,
+                c,
+                format!(
+                    "stage {name} takes cancelled tasks and must be terminal (terminal = true)"
+                ),
+            );
+        }
         if s.terminal {
             if let Some(n) = &s.next {
                 ctx.err_span(
@@ -495,11 +510,26 @@ pub fn load_sources(files: Vec<(PathBuf, String)>) -> Result<RuleSet, RuleErrors
                 .unwrap_or(!s.human_gate)
                 && !s.human_gate,
             terminal: s.terminal,
+            cancel: s.cancel.as_ref().is_some_and(|c| *c.get_ref()),
             gitea_reviews: s.gitea_reviews,
             gate: s.gate.as_ref().map(|g| g.get_ref().clone()),
         });
     }
-    if !stages.iter().any(|s| s.terminal) {
+    let cancel_stages: Vec<_> = stages_raw
+        .iter()
+        .filter(|(_, s)| s.cancel.as_ref().is_some_and(|c| *c.get_ref()))
+        .collect();
+    if let [_, (fi, extra), ..] = cancel_stages.as_slice() {
+        ctx.err_span(
+            *fi,
+            &extra.name,
+            format!(
+                "stage {} is a second cancel stage: cancelled tasks need one place to go",
+                extra.name.get_ref()
+            ),
+        );
+    }
+    if !stages.iter().any(|s| s.terminal && !s.cancel) {
         let (fi, s) = &stages_raw[0];
         ctx.err_span(
             *fi,
@@ -519,6 +549,8 @@ pub fn load_sources(files: Vec<(PathBuf, String)>) -> Result<RuleSet, RuleErrors
             todo.extend(s.on_reject.iter().cloned());
         }
     }
+    // The cancel stage is reached from every stage by the `cancel` action.
+    reached.extend(stages.iter().filter(|s| s.cancel).map(|s| s.name.clone()));
     for (fi, s) in &stages_raw {
         if !reached.contains(s.name.get_ref()) {
             ctx.err_span(
@@ -618,7 +650,7 @@ pub fn load_sources(files: Vec<(PathBuf, String)>) -> Result<RuleSet, RuleErrors
                             *fi,
                             v,
                             format!(
-                                "plane.inbound: {:?} is not an action (start, approve, reject)",
+                                "plane.inbound: {:?} is not an action (start, approve, reject, cancel)",
                                 v.get_ref()
                             ),
                         ),
@@ -673,7 +705,16 @@ pub fn load_sources(files: Vec<(PathBuf, String)>) -> Result<RuleSet, RuleErrors
             "plane.outbound.blocked is missing: people must see a blocked task",
         );
     }
-    for s in stages.iter().filter(|s| s.terminal) {
+    if mapped.contains(&PlaneAction::Cancel) && !stages.iter().any(|s| s.cancel) {
+        ctx.err_at(
+            plane_span_file,
+            plane_offset,
+            "plane.inbound maps a state to cancel, but no stage has cancel = true to take cancelled tasks",
+        );
+    }
+    // A cancelled task already shows as cancelled in Plane: only the end of the pipeline
+    // needs a state to show.
+    for s in stages.iter().filter(|s| s.terminal && !s.cancel) {
         if !out_entered.contains_key(&s.name) {
             ctx.err_at(plane_span_file, plane_offset, format!("plane.outbound.entered.{} is missing: a finished task must show as done in Plane", s.name));
         }

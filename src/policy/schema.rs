@@ -35,6 +35,8 @@ pub struct RawStage {
     pub sweep: Option<Spanned<bool>>,
     #[serde(default)]
     pub terminal: bool,
+    /// Where the `cancel` action sends a task (from any stage); must be terminal.
+    pub cancel: Option<Spanned<bool>>,
     #[serde(default)]
     pub gitea_reviews: bool,
 }

@@ -272,6 +272,15 @@ pub fn requeue_running(conn: &Connection) -> Result<usize, StoreError> {
     )?)
 }
 
+/// Ends a running job whose task was cancelled: failed, with `cancelled` as the error.
+pub fn finish_cancelled(conn: &Connection, id: i64, now: Timestamp) -> Result<bool, StoreError> {
+    Ok(conn.execute(
+        "UPDATE jobs SET status = 'failed', error = 'cancelled', finished_at = ?1
+         WHERE id = ?2 AND status = 'running'",
+        params![now.as_millis(), id],
+    )? == 1)
+}
+
 /// Puts a job its worker gave up on at shutdown back in the queue and gives back the attempt
 /// its claim counted: an interrupted run is not a failed one. Only a job still `running`
 /// changes (one that finished meanwhile keeps its result); true when it did.

@@ -278,6 +278,52 @@ pub fn compare_and_set_stage(
     Ok(changed == 1)
 }
 
+/// Cancels a task in one transaction: moves it from `expected` to the terminal stage `to`
+/// (compare-and-set, with its history row) and fails its queued jobs. Returns the ids of its
+/// running jobs, whose agents the caller stops, or `None` when another trigger moved the task
+/// first.
+#[allow(clippy::too_many_arguments)]
+pub fn cancel(
+    conn: &mut Connection,
+    task_id: i64,
+    expected: &str,
+    to: &str,
+    trigger: Trigger,
+    rules_version: &str,
+    now: Timestamp,
+) -> Result<Option<Vec<i64>>, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let changed = tx.execute(
+        "UPDATE tasks SET stage = ?1, updated_at = ?2 WHERE id = ?3 AND stage = ?4",
+        params![to, now.as_millis(), task_id, expected],
+    )?;
+    if changed != 1 {
+        return Ok(None);
+    }
+    insert_history(
+        &tx,
+        task_id,
+        Some(expected),
+        to,
+        trigger,
+        rules_version,
+        now,
+    )?;
+    tx.execute(
+        "UPDATE jobs SET status = 'failed', error = 'cancelled', finished_at = ?1
+         WHERE task_id = ?2 AND status = 'queued'",
+        params![now.as_millis(), task_id],
+    )?;
+    let running = {
+        let mut stmt = tx
+            .prepare("SELECT id FROM jobs WHERE task_id = ?1 AND status = 'running' ORDER BY id")?;
+        let rows = stmt.query_map([task_id], |r| r.get(0))?;
+        rows.collect::<Result<Vec<i64>, _>>()?
+    };
+    tx.commit()?;
+    Ok(Some(running))
+}
+
 /// Marks the task as having seen activity, restarting its grace period.
 pub fn touch(conn: &Connection, task_id: i64, now: Timestamp) -> Result<(), StoreError> {
     conn.execute(

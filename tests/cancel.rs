@@ -1,0 +1,113 @@
+//! A work item cancelled in Plane: the task ends in the rules' cancel stage, its agent is
+//! stopped with its children, queued work is dropped and the worktree removed.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use orch::store::{self, Trigger};
+
+/// Gone, or a zombie waiting for init to reap it: either way no longer running.
+fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_in_plane_stops_the_agent_and_ends_the_task() {
+    let peers = Peers::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bare = bare_repo(dir.path());
+    let pid_file = dir.path().join("children.pid");
+    let mut cfg = test_config(dir.path());
+    peers.configure(&mut cfg, bare.to_str().unwrap());
+    cfg.reconcile.enabled = Some(false);
+    cfg.agents.insert(
+        "analyst".into(),
+        orch::config::AgentConfig {
+            command: vec![
+                "/usr/bin/env".into(),
+                format!("SLOW_PID_FILE={}", pid_file.display()),
+                format!("{}/tests/agents/slow.sh", env!("CARGO_MANIFEST_DIR")),
+            ],
+            timeout: Duration::from_secs(600),
+            push: false,
+        },
+    );
+    let app = TestApp::spawn_in(dir, cfg).await;
+
+    post_plane(&app, plane_webhook("In Progress", "started")).await;
+    eventually(
+        "the analyst is running",
+        Duration::from_secs(20),
+        || async { std::fs::read_to_string(&pid_file).is_ok_and(|t| !t.trim().is_empty()) },
+    )
+    .await;
+    let child: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let task = task_of(&app, "ET-42").await.unwrap();
+    let worktree = app.state.pipeline.git.worktree_path(&task.branch);
+    assert!(worktree.exists());
+
+    // Someone cancels the work item: any state of Plane's "cancelled" group.
+    post_plane(&app, plane_webhook("Cancelled", "cancelled")).await;
+    eventually("the task is cancelled", Duration::from_secs(20), || async {
+        task_of(&app, "ET-42").await.unwrap().stage == "cancelled"
+    })
+    .await;
+    eventually(
+        "the agent's child is gone",
+        Duration::from_secs(5),
+        || async { process_gone(child) },
+    )
+    .await;
+    eventually(
+        "the job ended as cancelled",
+        Duration::from_secs(5),
+        || async {
+            let jobs = task_jobs(&app, task.id).await;
+            jobs.len() == 1
+                && jobs[0].status == store::JobStatus::Failed
+                && jobs[0].error.as_deref() == Some("cancelled")
+        },
+    )
+    .await;
+    eventually(
+        "the worktree is removed",
+        Duration::from_secs(5),
+        || async { !worktree.exists() },
+    )
+    .await;
+    let history = app
+        .state
+        .store
+        .call(move |c| store::tasks::history(c, task.id))
+        .await
+        .unwrap();
+    let last = history.last().unwrap();
+    assert_eq!(
+        (
+            last.from_stage.as_deref(),
+            last.to_stage.as_str(),
+            last.trigger
+        ),
+        (Some("analysis"), "cancelled", Trigger::Webhook)
+    );
+
+    // The sweep leaves it alone, and a replay of the cancel (or a late start) changes nothing.
+    post_plane(&app, plane_webhook("Cancelled", "cancelled")).await;
+    post_plane(&app, plane_webhook("In Progress", "started")).await;
+    processed(&app).await;
+    assert_eq!(task_of(&app, "ET-42").await.unwrap().stage, "cancelled");
+    assert_eq!(task_jobs(&app, task.id).await.len(), 1, "no job runs again");
+    app.stop().await;
+}
