@@ -198,32 +198,69 @@ fn parse_action(s: &str) -> Option<PlaneAction> {
     }
 }
 
-/// Identifiers in a Rhai expression (rough tokenizer: enough to find check names and
-/// report unknown ones).
+/// The identifiers of a Rhai gate expression, in order: what the validator checks against the
+/// known checks. Skips what Rhai would not read as a name: string, character and back-tick
+/// literals (with their escapes), comments, and numbers such as `1_000`, `0x1f` or `2e3`.
 fn identifiers(expr: &str) -> Vec<String> {
     let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut in_str = false;
-    for c in expr.chars() {
-        if c == '"' {
-            in_str = !in_str;
-            cur.clear();
-            continue;
-        }
-        if in_str {
-            continue;
-        }
-        if c.is_ascii_alphanumeric() || c == '_' {
-            cur.push(c);
-        } else {
-            if !cur.is_empty() && !cur.starts_with(|c: char| c.is_ascii_digit()) {
-                out.push(std::mem::take(&mut cur));
+    let mut chars = expr.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' | '\'' => {
+                while let Some(d) = chars.next() {
+                    if d == '\\' {
+                        chars.next();
+                    } else if d == c {
+                        break;
+                    }
+                }
             }
-            cur.clear();
+            // Back-tick strings are raw: no escapes.
+            '`' => {
+                for d in chars.by_ref() {
+                    if d == '`' {
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'/') => {
+                for d in chars.by_ref() {
+                    if d == '\n' {
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut prev = ' ';
+                for d in chars.by_ref() {
+                    if prev == '*' && d == '/' {
+                        break;
+                    }
+                    prev = d;
+                }
+            }
+            c if c.is_ascii_alphabetic() || c == '_' => {
+                let mut id = String::from(c);
+                while let Some(&d) = chars.peek() {
+                    if !(d.is_ascii_alphanumeric() || d == '_') {
+                        break;
+                    }
+                    id.push(d);
+                    chars.next();
+                }
+                out.push(id);
+            }
+            c if c.is_ascii_digit() => {
+                while chars
+                    .peek()
+                    .is_some_and(|d| d.is_ascii_alphanumeric() || *d == '_' || *d == '.')
+                {
+                    chars.next();
+                }
+            }
+            _ => {}
         }
-    }
-    if !cur.is_empty() && !cur.starts_with(|c: char| c.is_ascii_digit()) {
-        out.push(cur);
     }
     out
 }
@@ -771,4 +808,32 @@ pub fn load_sources(files: Vec<(PathBuf, String)>) -> Result<RuleSet, RuleErrors
         templates,
         engine,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::identifiers;
+
+    #[test]
+    fn identifiers_are_the_names_rhai_reads() {
+        assert_eq!(
+            identifiers("ci_green && !(tests_passed || review_approved)"),
+            ["ci_green", "tests_passed", "review_approved"]
+        );
+        // Literals and comments hide what looks like a name.
+        assert_eq!(
+            identifiers(r#"ci_green && "a \"quoted\" word" != 'x' // nope"#),
+            ["ci_green"]
+        );
+        assert_eq!(
+            identifiers("/* analysis_approved */ ci_green || `raw text` == \"\""),
+            ["ci_green"]
+        );
+        // Numbers, with separators, hex digits and exponents, are not names.
+        assert_eq!(
+            identifiers("1_000 > 0x1f && 2e3 > 1.5"),
+            Vec::<String>::new()
+        );
+        assert_eq!(identifiers("true"), ["true"]);
+    }
 }
