@@ -62,6 +62,7 @@ pub struct Metrics {
     pub inbox_lag_seconds: Gauge<f64, AtomicU64>,
     pub jobs: Family<StatusLabels, Gauge>,
     pub tasks: Family<StageLabels, Gauge>,
+    pub tasks_awaiting_input: Gauge,
     pub gate_evaluations: Family<GateLabels, Counter>,
     pub notifications_failed: Family<KindLabels, Counter>,
     pub reconcile_sweeps: Counter,
@@ -121,6 +122,11 @@ impl Metrics {
             "inbox_pending",
             "Deliveries stored but not yet processed",
             self.inbox_pending.clone(),
+        );
+        r.register(
+            "tasks_awaiting_input",
+            "Tasks held until a person answers their agent's question",
+            self.tasks_awaiting_input.clone(),
         );
         r.register(
             "inbox_dead",

@@ -103,6 +103,24 @@ async fn a_question_shows_in_plane_and_a_comment_answers_it() {
         .await
         .unwrap();
     assert_eq!(explained["facts"]["awaiting_input"], true, "{explained}");
+    let queue: serde_json::Value = client()
+        .get(app.url("/queue"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(queue["awaiting_input"], 1, "{queue}");
+    let metrics = client()
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("orch_tasks_awaiting_input 1"), "{metrics}");
 
     // orch's own comment (the question) coming back as a webhook is not an answer.
     post_comment(
@@ -125,6 +143,15 @@ async fn a_question_shows_in_plane_and_a_comment_answers_it() {
     .await;
     let t = task_of(&app, "ET-42").await.unwrap();
     assert_eq!(t.stage, "analysis");
+    let queue: serde_json::Value = client()
+        .get(app.url("/queue"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(queue["awaiting_input"], 0, "answered: {queue}");
 
     // A second comment is conversation, not another answer: nothing runs again.
     post_comment(

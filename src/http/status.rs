@@ -14,6 +14,8 @@ use crate::store::{self, JobStatus};
 struct Levels {
     jobs: BTreeMap<&'static str, i64>,
     tasks: BTreeMap<String, i64>,
+    /// Tasks held until a person answers their agent's question.
+    awaiting_input: i64,
     inbox: store::inbox::Backlog,
 }
 
@@ -27,8 +29,14 @@ async fn levels(state: &AppState) -> Result<Levels, store::StoreError> {
                 jobs.insert(s.as_str(), n);
             }
             let tasks = store::tasks::counts_by_stage(c)?.into_iter().collect();
+            let awaiting_input = store::jobs::tasks_awaiting_input(c)?.len() as i64;
             let inbox = store::inbox::backlog(c, crate::inbox::MAX_ATTEMPTS)?;
-            Ok(Levels { jobs, tasks, inbox })
+            Ok(Levels {
+                jobs,
+                tasks,
+                awaiting_input,
+                inbox,
+            })
         })
         .await
 }
@@ -48,6 +56,7 @@ pub async fn queue(State(state): State<AppState>) -> Response {
     let body = json!({
         "jobs": levels.jobs,
         "tasks": levels.tasks,
+        "awaiting_input": levels.awaiting_input,
         "inbox": levels.inbox,
         "reconcile": state.reconcile_status(),
         "rules": state.rules_status(),
@@ -74,6 +83,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
                 })
                 .set(*n);
         }
+        m.tasks_awaiting_input.set(levels.awaiting_input);
         m.inbox_pending.set(levels.inbox.pending);
         m.inbox_dead.set(levels.inbox.dead);
         let lag = levels
