@@ -73,7 +73,10 @@ pub struct SimulateArgs {
     /// Fraction of webhooks silently dropped (0.0 – 1.0).
     #[arg(long, default_value_t = 0.3)]
     pub drop_rate: f64,
-    /// Seed for the drops, so a run can be repeated.
+    /// Fraction of items a person cancels once their development has started (0.0 – 1.0).
+    #[arg(long, default_value_t = 0.0)]
+    pub cancel_rate: f64,
+    /// Seed for the drops and cancels, so a run can be repeated.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Grace before a quiet task counts as stuck.
@@ -222,10 +225,16 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         "--drop-rate must be between 0 and 1, not {}",
         args.drop_rate
     );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.cancel_rate),
+        "--cancel-rate must be between 0 and 1, not {}",
+        args.cancel_rate
+    );
     anyhow::ensure!(args.items > 0, "--items must be at least 1");
     let opts = crate::sim::SimOptions {
         items: args.items,
         drop_rate: args.drop_rate,
+        cancel_rate: args.cancel_rate,
         seed: args.seed,
         grace: args.grace,
         interval: args.interval,
@@ -239,7 +248,11 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         OutputFormat::Text => print!("{}", report.table()),
     }
     Ok(
-        if report.done == report.items && report.duplicates == 0 && report.webhooks_rejected == 0 {
+        if report.done + report.cancelled == report.items
+            && report.cancels_not_honoured == 0
+            && report.duplicates == 0
+            && report.webhooks_rejected == 0
+        {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE

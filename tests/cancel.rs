@@ -111,3 +111,72 @@ async fn cancelling_in_plane_stops_the_agent_and_ends_the_task() {
     assert_eq!(task_jobs(&app, task.id).await.len(), 1, "no job runs again");
     app.stop().await;
 }
+
+/// The person cancelled the item but that webhook was lost; an approval made earlier arrives
+/// now and moves the task on. Writing "In Progress" would erase the cancel for good: orch
+/// reads the state first, finds it cancelled, and cancels the task instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_whose_webhook_was_lost_is_found_before_orch_overwrites_it() {
+    use wiremock::matchers::{method, path_regex};
+    use wiremock::{Mock, ResponseTemplate};
+
+    let peers = Peers::start().await;
+    let app = TestApp::spawn(|c| {
+        peers.configure(c, "unused");
+        c.reconcile.enabled = Some(false);
+    })
+    .await;
+    Mock::given(method("GET"))
+        .and(path_regex(
+            r"^/api/v1/workspaces/acme/projects/[^/]+/work-items/[^/]+/$",
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "id": ISSUE_ID,
+            "state": {"id": state_id("Cancelled"), "name": "Cancelled", "color": "#000", "group": "cancelled"}
+        })))
+        .with_priority(1)
+        .mount(&peers.plane)
+        .await;
+    let task = insert_task(&app, "ET-42", "analysis", app.state.clock.now()).await;
+
+    post_plane(&app, plane_webhook("Approved", "started")).await;
+    eventually("the task is cancelled", Duration::from_secs(20), || async {
+        task_of(&app, "ET-42").await.unwrap().stage == "cancelled"
+    })
+    .await;
+    let history = app
+        .state
+        .store
+        .call(move |c| store::tasks::history(c, task.id))
+        .await
+        .unwrap();
+    let moves: Vec<_> = history
+        .iter()
+        .map(|h| (h.to_stage.as_str(), h.trigger))
+        .collect();
+    assert_eq!(
+        moves[moves.len() - 2..],
+        [
+            ("development", Trigger::Webhook),
+            ("cancelled", Trigger::Reconciler)
+        ],
+        "{history:?}"
+    );
+    assert!(
+        !peers
+            .plane_states_set()
+            .await
+            .contains(&state_id("In Progress")),
+        "the cancelled item's state was not overwritten"
+    );
+    eventually("no job is left to run", Duration::from_secs(10), || async {
+        task_jobs(&app, task.id).await.iter().all(|j| {
+            !matches!(
+                j.status,
+                store::JobStatus::Queued | store::JobStatus::Running
+            )
+        })
+    })
+    .await;
+    app.stop().await;
+}

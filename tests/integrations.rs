@@ -218,6 +218,41 @@ async fn plane_recent_comments_newest_first_with_their_source_and_author() {
 }
 
 #[tokio::test]
+async fn plane_reads_a_work_items_state_expanded_or_through_the_state_list() {
+    let server = MockServer::start().await;
+    mount_states(&server, 1).await;
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/api/v1/workspaces/acme/projects/{PROJECT}/work-items/i-1/"
+        )))
+        .and(query_param("expand", "state"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "i-1",
+            "state": {"id": "s-x", "name": "Cancelled", "color": "#000", "group": "cancelled"}
+        })))
+        .mount(&server)
+        .await;
+    // A server that ignores `expand` answers with the state's id.
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/api/v1/workspaces/acme/projects/{PROJECT}/work-items/i-2/"
+        )))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"id": "i-2", "state": "s-done"})),
+        )
+        .mount(&server)
+        .await;
+    let p = plane_client(&server, 100_000);
+    let s = p.work_item_state(PROJECT, "i-1").await.unwrap().unwrap();
+    assert_eq!(
+        (s.name.as_str(), s.group.as_str()),
+        ("Cancelled", "cancelled")
+    );
+    let s = p.work_item_state(PROJECT, "i-2").await.unwrap().unwrap();
+    assert_eq!(s.name, "Done");
+}
+
+#[tokio::test]
 async fn plane_comment_with_a_bad_timestamp_is_a_decode_error_naming_it() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))

@@ -44,3 +44,22 @@ async fn without_drops_the_webhook_path_alone_finishes_everything() {
     );
     assert_eq!(report.duplicates, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_items_end_cancelled_even_when_their_webhooks_are_lost() {
+    let report = run(&SimOptions {
+        items: 20,
+        drop_rate: 0.3,
+        cancel_rate: 0.4,
+        seed: 3,
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
+    assert!(report.cancel_requested > 0, "{report:#?}");
+    assert_eq!(report.cancelled, report.cancel_requested, "{report:#?}");
+    assert_eq!(report.done + report.cancelled, 20, "{report:#?}");
+    assert_eq!(report.cancels_not_honoured, 0, "{report:#?}");
+    assert_eq!(report.duplicates, 0, "{report:#?}");
+    assert_eq!(report.webhooks_rejected, 0, "{report:#?}");
+}

@@ -78,6 +78,13 @@ pub trait Tracker: Send + Sync {
         cursor: Option<&str>,
         per_page: u32,
     ) -> Result<WorkItemPage, IntegrationError>;
+    /// A work item's current state (name and group), read just before orch writes one, so a
+    /// change whose webhook was lost is not overwritten unseen.
+    async fn work_item_state(
+        &self,
+        project_id: &str,
+        issue_id: &str,
+    ) -> Result<Option<PlaneStateInfo>, IntegrationError>;
     /// The newest comments of a work item (one page, newest first): enough to find the
     /// answer to a question orch asked, which is always among the latest.
     async fn recent_comments(
@@ -407,6 +414,41 @@ impl Tracker for HttpPlane {
         Ok(WorkItemPage { items, next_cursor })
     }
 
+    async fn work_item_state(
+        &self,
+        project_id: &str,
+        issue_id: &str,
+    ) -> Result<Option<PlaneStateInfo>, IntegrationError> {
+        #[derive(Deserialize)]
+        struct Item {
+            state: ApiStateRef,
+        }
+        let path = self.project_path(project_id, &format!("work-items/{issue_id}/"));
+        let query = [
+            ("expand", "state".to_string()),
+            ("fields", "id,state".to_string()),
+        ];
+        let reply = self
+            .request(
+                reqwest::Method::GET,
+                "get work item",
+                &path,
+                &query,
+                None,
+                &[],
+            )
+            .await?;
+        let item: Item = decode("plane", "get work item", &path, &reply)?;
+        Ok(match item.state {
+            ApiStateRef::Expanded(s) => Some(s),
+            ApiStateRef::Id(id) => self
+                .list_states(project_id)
+                .await?
+                .into_iter()
+                .find(|s| s.id == id),
+        })
+    }
+
     async fn recent_comments(
         &self,
         project_id: &str,
@@ -503,6 +545,14 @@ impl Tracker for DisabledPlane {
         _per_page: u32,
     ) -> Result<WorkItemPage, IntegrationError> {
         Ok(WorkItemPage::default())
+    }
+
+    async fn work_item_state(
+        &self,
+        _project_id: &str,
+        _issue_id: &str,
+    ) -> Result<Option<PlaneStateInfo>, IntegrationError> {
+        Ok(None)
     }
 
     async fn recent_comments(

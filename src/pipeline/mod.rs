@@ -749,10 +749,54 @@ impl Pipeline {
         ) else {
             return;
         };
+        if self.cancelled_in_plane(rules, task, project, issue).await {
+            return;
+        }
         if let Err(e) = self.tracker.set_state_by_name(project, issue, state).await {
             tracing::warn!(work_item = %task.work_item, state, error = %e, "could not set the Plane state");
             self.count_failed("plane_state");
         }
+    }
+
+    /// Plane has no conditional write, so before overwriting a work item's state orch reads
+    /// it: when a person cancelled the item and the webhook was lost, writing would erase the
+    /// cancel unseen. Then the cancel is applied instead (trigger reconciler: it replays a lost
+    /// webhook) and true is returned. A failed read is logged and the write goes ahead.
+    async fn cancelled_in_plane(
+        &self,
+        rules: &policy::RuleSet,
+        task: &Task,
+        project: &str,
+        issue: &str,
+    ) -> bool {
+        if rules.cancel_stage().is_none() {
+            return false;
+        }
+        let current = match self.tracker.work_item_state(project, issue).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::warn!(work_item = %task.work_item, error = %e, "could not read the Plane state before writing it");
+                self.count_failed("plane_state");
+                return false;
+            }
+        };
+        let group = Some(current.group.as_str()).filter(|g| !g.is_empty());
+        if rules.inbound_plane_action(&current.name, group) != Some(PlaneAction::Cancel) {
+            return false;
+        }
+        tracing::info!(work_item = %task.work_item, state = %current.name, "the work item was cancelled in Plane (lost webhook); cancelling instead of overwriting its state");
+        match Box::pin(self.cancel(&task.work_item, Trigger::Reconciler)).await {
+            Ok(outcome) => {
+                if matches!(outcome, Outcome::Cancelled { .. }) {
+                    self.metrics.reconcile_replays.inc();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(work_item = %task.work_item, error = %e, "could not cancel the task");
+            }
+        }
+        true
     }
 
     async fn comment(&self, task: &Task, external_id: &str, text: &str) {

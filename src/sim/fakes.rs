@@ -29,6 +29,7 @@ pub const STATES: &[(&str, &str)] = &[
     ("Needs Input", "started"),
     ("Blocked", "started"),
     ("Done", "completed"),
+    ("Cancelled", "cancelled"),
 ];
 
 pub fn state_id(name: &str) -> String {
@@ -183,7 +184,7 @@ impl FakePlane {
             )
             .route(
                 "/api/v1/workspaces/{ws}/projects/{project}/work-items/{id}/",
-                patch(plane_patch),
+                patch(plane_patch).get(plane_get),
             )
             .route(
                 "/api/v1/workspaces/{ws}/projects/{project}/work-items/{id}/comments/",
@@ -330,6 +331,22 @@ async fn plane_patch(
         item.done = Some(Instant::now());
     }
     Json(json!({"id": id, "state": state_id(name)})).into_response()
+}
+
+async fn plane_get(
+    State(p): State<FakePlane>,
+    Path((_ws, _project, id)): Path<(String, String, String)>,
+) -> Response {
+    let d = p.data.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(item) = d.items.iter().find(|i| i.id == id) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "The requested resource does not exist."})),
+        )
+            .into_response();
+    };
+    let state = json!({"id": state_id(&item.state), "name": item.state, "color": "#000", "group": group_of(&item.state)});
+    Json(json!({"id": item.id, "state": state})).into_response()
 }
 
 async fn plane_comment(State(p): State<FakePlane>) -> Response {

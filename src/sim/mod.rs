@@ -3,7 +3,9 @@
 //!
 //! It is the newcomer's first run and our chaos test: every item must reach done, through
 //! the webhook path when the webhook arrives and through the reconciler when it does not,
-//! without a single duplicate task, branch or job.
+//! without a single duplicate task, branch or job. With `cancel_rate`, people also cancel
+//! some items once development has started; those must end cancelled, with no agent left
+//! running and Plane still showing Cancelled.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -30,6 +32,8 @@ const SIM_WEBHOOK_SECRET: &str = "sim-webhook-secret";
 pub struct SimOptions {
     pub items: usize,
     pub drop_rate: f64,
+    /// The fraction of items a person cancels once their development has started.
+    pub cancel_rate: f64,
     pub seed: u64,
     pub grace: Duration,
     pub interval: Duration,
@@ -46,6 +50,7 @@ impl Default for SimOptions {
         SimOptions {
             items: 20,
             drop_rate: 0.3,
+            cancel_rate: 0.0,
             seed: 1,
             grace: Duration::from_secs(2),
             interval: Duration::from_millis(500),
@@ -61,6 +66,12 @@ impl Default for SimOptions {
 pub struct SimReport {
     pub items: usize,
     pub done: usize,
+    /// Items a person cancelled, and of those, how many orch ended in the cancel stage.
+    pub cancel_requested: usize,
+    pub cancelled: usize,
+    /// Cancelled items orch did not honour: task not cancelled, an agent still queued or
+    /// running, or Plane no longer showing Cancelled. Must be 0.
+    pub cancels_not_honoured: u64,
     pub time_to_done_p50_ms: u64,
     pub time_to_done_p99_ms: u64,
     pub webhooks_sent: u64,
@@ -78,6 +89,14 @@ impl SimReport {
             vec![
                 "items done".to_string(),
                 format!("{} / {}", self.done, self.items),
+            ],
+            vec![
+                "items cancelled".into(),
+                format!("{} / {}", self.cancelled, self.cancel_requested),
+            ],
+            vec![
+                "cancels not honoured".into(),
+                self.cancels_not_honoured.to_string(),
             ],
             vec![
                 "time to done p50".into(),
@@ -268,6 +287,15 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
         plane.human_sets(seq, "In Progress").await;
     }
 
+    // Which items a person will cancel: a seeded choice, so a run can be repeated.
+    let to_cancel: HashSet<i64> = {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed ^ 0xC0FF_EE00);
+        (1..=opts.items as i64)
+            .filter(|_| rng.random::<f64>() < opts.cancel_rate)
+            .collect()
+    };
+    let mut cancel_sent: HashSet<i64> = HashSet::new();
     let mut approved: HashSet<i64> = HashSet::new();
     let mut ci_seen: HashSet<String> = HashSet::new();
     let mut last_progress = Instant::now();
@@ -275,8 +303,29 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
     loop {
         let items = plane.items();
         let done = items.iter().filter(|i| i.state == "Done").count();
-        if done == opts.items || Instant::now() > deadline {
+        let ended_cancelled = if cancel_sent.is_empty() {
+            0
+        } else {
+            ended_cancelled(&state.store).await?
+        };
+        if done + ended_cancelled == opts.items || Instant::now() > deadline {
             break;
+        }
+        // A person cancels the chosen items once development has started (orch shows it as
+        // In Progress after the approval).
+        let cancel_now: Vec<i64> = items
+            .iter()
+            .filter(|i| {
+                to_cancel.contains(&i.seq)
+                    && approved.contains(&i.seq)
+                    && i.state == "In Progress"
+                    && !cancel_sent.contains(&i.seq)
+            })
+            .map(|i| i.seq)
+            .collect();
+        for seq in cancel_now {
+            cancel_sent.insert(seq);
+            plane.human_sets(seq, "Cancelled").await;
         }
         // A person approves every analysis that waits in review.
         let waiting: Vec<i64> = items
@@ -326,9 +375,14 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
         .collect();
     ttd.sort();
     let duplicates = count_duplicates(&state.store, &gitea).await?;
+    let cancelled = ended_cancelled(&state.store).await?;
+    let cancels_not_honoured = cancels_not_honoured(&state.store, &items, &cancel_sent).await?;
     let report = SimReport {
         items: opts.items,
         done: items.iter().filter(|i| i.state == "Done").count(),
+        cancel_requested: cancel_sent.len(),
+        cancelled,
+        cancels_not_honoured,
         time_to_done_p50_ms: percentile(&ttd, 0.5),
         time_to_done_p99_ms: percentile(&ttd, 0.99),
         webhooks_sent: hooks.sent.load(std::sync::atomic::Ordering::Relaxed),
@@ -345,6 +399,46 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
         s.abort();
     }
     Ok(report)
+}
+
+/// Tasks that ended cancelled with nothing left queued or running.
+async fn ended_cancelled(store: &crate::store::Store) -> anyhow::Result<usize> {
+    let n: i64 = store
+        .call(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM tasks t WHERE t.stage = 'cancelled' AND NOT EXISTS
+                   (SELECT 1 FROM jobs j WHERE j.task_id = t.id AND j.status IN ('queued', 'running'))",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// Cancelled items orch did not honour: the task is not in the cancel stage, still has a job
+/// queued or running, or orch moved the Plane item away from Cancelled afterwards.
+async fn cancels_not_honoured(
+    store: &crate::store::Store,
+    items: &[fakes::PlaneItem],
+    cancelled: &HashSet<i64>,
+) -> anyhow::Result<u64> {
+    let mut bad = 0;
+    for item in items.iter().filter(|i| cancelled.contains(&i.seq)) {
+        let wi = format!("SIM-{}", item.seq);
+        let honoured = store
+            .call(move |c| {
+                let Some(t) = crate::store::tasks::get_by_work_item(c, &wi)? else {
+                    return Ok(false);
+                };
+                Ok(t.stage == "cancelled" && !crate::store::jobs::has_active(c, t.id)?)
+            })
+            .await?;
+        if !honoured || item.state != "Cancelled" {
+            bad += 1;
+        }
+    }
+    Ok(bad)
 }
 
 /// Anything that exists more than once where the pipeline promises one: tasks per work item,

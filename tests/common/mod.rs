@@ -179,6 +179,17 @@ impl Peers {
             })))
             .mount(&peers.plane)
             .await;
+        // orch reads an item's state before writing one (a lost cancel must not be erased).
+        Mock::given(method("GET"))
+            .and(path_regex(
+                r"^/api/v1/workspaces/acme/projects/[^/]+/work-items/[^/]+/$",
+            ))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "id": ISSUE_ID,
+                "state": {"id": state_id("In Progress"), "name": "In Progress", "color": "#000", "group": "started"}
+            })))
+            .mount(&peers.plane)
+            .await;
         Mock::given(method("PATCH"))
             .and(path_regex(
                 r"^/api/v1/workspaces/acme/projects/[^/]+/work-items/[^/]+/$",
