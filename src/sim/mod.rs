@@ -85,18 +85,10 @@ pub struct SimReport {
 
 impl SimReport {
     pub fn table(&self) -> String {
-        let rows = vec![
+        let mut rows = vec![
             vec![
                 "items done".to_string(),
                 format!("{} / {}", self.done, self.items),
-            ],
-            vec![
-                "items cancelled".into(),
-                format!("{} / {}", self.cancelled, self.cancel_requested),
-            ],
-            vec![
-                "cancels not honoured".into(),
-                self.cancels_not_honoured.to_string(),
             ],
             vec![
                 "time to done p50".into(),
@@ -123,6 +115,23 @@ impl SimReport {
                 format!("{:.1} s", self.elapsed_ms as f64 / 1e3),
             ],
         ];
+        // Cancels only when the run had any (`--cancel-rate`).
+        if self.cancel_requested > 0 {
+            rows.insert(
+                1,
+                vec![
+                    "items cancelled".into(),
+                    format!("{} / {}", self.cancelled, self.cancel_requested),
+                ],
+            );
+            rows.insert(
+                2,
+                vec![
+                    "cancels not honoured".into(),
+                    self.cancels_not_honoured.to_string(),
+                ],
+            );
+        }
         crate::report::table(&["SIMULATION", "RESULT"], &rows)
     }
 }
