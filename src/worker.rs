@@ -87,6 +87,18 @@ pub async fn run_job(
     stop: &CancellationToken,
     cancelled: &CancellationToken,
 ) {
+    if let Some(reason) = stale(pipeline, &job).await {
+        let (id, now, why) = (job.id, pipeline.clock.now(), reason.clone());
+        match pipeline
+            .store
+            .call(move |c| store::jobs::abandon(c, id, &why, now))
+            .await
+        {
+            Ok(_) => tracing::info!(job = job.id, agent = %job.agent, %reason, "job not run"),
+            Err(e) => tracing::error!(job = job.id, error = %e, "could not mark a stale job"),
+        }
+        return;
+    }
     // On either token `execute` is dropped, and with it the agent's process group.
     let outcome = tokio::select! {
         outcome = execute(pipeline, &job) => outcome,
@@ -109,6 +121,23 @@ pub async fn run_job(
     };
     if let Err(e) = pipeline.job_finished(&job, outcome).await {
         tracing::error!(job = job.id, error = %e, "could not record the end of a job");
+    }
+}
+
+/// Why a claimed job must not run: its task is gone, or has left the stage the job was queued
+/// for (cancelled, or moved on while a retry waited or while the process was down).
+async fn stale(pipeline: &Pipeline, job: &Job) -> Option<String> {
+    let task_id = job.task_id;
+    match pipeline
+        .store
+        .call(move |c| store::tasks::get(c, task_id))
+        .await
+    {
+        Ok(Some(t)) if t.stage == job.stage => None,
+        Ok(Some(t)) => Some(format!("the task left {} (now in {})", job.stage, t.stage)),
+        Ok(None) => Some(format!("task {task_id} does not exist")),
+        // Not known to be stale: `execute` reports the store's trouble as usual.
+        Err(_) => None,
     }
 }
 

@@ -312,3 +312,43 @@ fn process_gone(pid: i32) -> bool {
             .is_some_and(|rest| rest.trim_start().starts_with('Z')),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_for_a_stage_its_task_has_left_is_not_run() {
+    let peers = Peers::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bare = bare_repo(dir.path());
+    let mut cfg = test_config(dir.path());
+    peers.configure(&mut cfg, bare.to_str().unwrap());
+    cfg.reconcile.enabled = Some(false);
+    cfg.agents.insert("developer".into(), agent("developer"));
+    let app = TestApp::spawn_in(dir, cfg).await;
+    let now = app.state.clock.now();
+    // A developer retry was waiting when the task moved on to review.
+    let task = insert_task(&app, "ET-7", "review", now).await;
+    let id = task.id;
+    app.state
+        .store
+        .call(move |c| store::jobs::enqueue(c, id, "developer", "development", now))
+        .await
+        .unwrap();
+    app.state.pipeline.job_wakeup.notify_one();
+    eventually("the job is settled", Duration::from_secs(20), || async {
+        task_jobs(&app, id)
+            .await
+            .iter()
+            .all(|j| j.status == store::JobStatus::Failed)
+    })
+    .await;
+    let jobs = task_jobs(&app, id).await;
+    assert_eq!(
+        jobs[0].error.as_deref(),
+        Some("the task left development (now in review)")
+    );
+    assert!(
+        !app.state.pipeline.git.worktree_path(&task.branch).exists(),
+        "the agent never ran"
+    );
+    assert_eq!(task_of(&app, "ET-7").await.unwrap().stage, "review");
+    app.stop().await;
+}

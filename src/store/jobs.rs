@@ -274,10 +274,21 @@ pub fn requeue_running(conn: &Connection) -> Result<usize, StoreError> {
 
 /// Ends a running job whose task was cancelled: failed, with `cancelled` as the error.
 pub fn finish_cancelled(conn: &Connection, id: i64, now: Timestamp) -> Result<bool, StoreError> {
+    abandon(conn, id, "cancelled", now)
+}
+
+/// Ends a running job without running (or without finishing) its agent: failed, with
+/// `error`, and never retried.
+pub fn abandon(
+    conn: &Connection,
+    id: i64,
+    error: &str,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
     Ok(conn.execute(
-        "UPDATE jobs SET status = 'failed', error = 'cancelled', finished_at = ?1
-         WHERE id = ?2 AND status = 'running'",
-        params![now.as_millis(), id],
+        "UPDATE jobs SET status = 'failed', error = ?1, finished_at = ?2
+         WHERE id = ?3 AND status = 'running'",
+        params![error, now.as_millis(), id],
     )? == 1)
 }
 
