@@ -76,7 +76,11 @@ pub struct SimulateArgs {
     /// Fraction of items a person cancels once their development has started (0.0 – 1.0).
     #[arg(long, default_value_t = 0.0)]
     pub cancel_rate: f64,
-    /// Seed for the drops and cancels, so a run can be repeated.
+    /// Fraction of items whose analyst first asks a question, answered by a person in a Plane
+    /// comment (0.0 – 1.0).
+    #[arg(long, default_value_t = 0.0)]
+    pub ask_rate: f64,
+    /// Seed for the drops, cancels and questions, so a run can be repeated.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Grace before a quiet task counts as stuck.
@@ -230,11 +234,17 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         "--cancel-rate must be between 0 and 1, not {}",
         args.cancel_rate
     );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.ask_rate),
+        "--ask-rate must be between 0 and 1, not {}",
+        args.ask_rate
+    );
     anyhow::ensure!(args.items > 0, "--items must be at least 1");
     let opts = crate::sim::SimOptions {
         items: args.items,
         drop_rate: args.drop_rate,
         cancel_rate: args.cancel_rate,
+        ask_rate: args.ask_rate,
         seed: args.seed,
         grace: args.grace,
         interval: args.interval,

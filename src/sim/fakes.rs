@@ -148,10 +148,21 @@ pub struct PlaneItem {
     pub done: Option<Instant>,
 }
 
+/// A comment on a work item, by orch (tagged with its external source) or by a person.
+#[derive(Debug, Clone)]
+pub struct PlaneComment {
+    pub id: u64,
+    pub item_id: String,
+    pub html: String,
+    pub external_source: Option<String>,
+    pub actor: String,
+    pub created_at: Timestamp,
+}
+
 #[derive(Default)]
 pub struct PlaneData {
     pub items: Vec<PlaneItem>,
-    pub comments: u64,
+    pub comments: Vec<PlaneComment>,
 }
 
 #[derive(Clone)]
@@ -188,7 +199,7 @@ impl FakePlane {
             )
             .route(
                 "/api/v1/workspaces/{ws}/projects/{project}/work-items/{id}/comments/",
-                post(plane_comment),
+                post(plane_comment).get(plane_comments),
             )
             .with_state(self.clone())
     }
@@ -238,6 +249,47 @@ impl FakePlane {
                 "/webhooks/plane",
                 "X-Plane-Signature",
                 &[("X-Plane-Event", "issue")],
+                bytes,
+            )
+            .await;
+    }
+
+    /// A person answers in a comment on the item: the comment is stored, and its webhook sent
+    /// (or dropped).
+    pub async fn human_comments(&self, seq: i64, text: &str) {
+        let now = self.clock.now();
+        let comment = {
+            let mut d = self.data.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(item_id) = d.items.iter().find(|i| i.seq == seq).map(|i| i.id.clone()) else {
+                return;
+            };
+            let c = PlaneComment {
+                id: d.comments.len() as u64 + 1,
+                item_id,
+                html: format!("<p>{text}</p>"),
+                external_source: None,
+                actor: "human".into(),
+                created_at: now,
+            };
+            d.comments.push(c.clone());
+            c
+        };
+        let body = json!({
+            "event": "issue_comment", "action": "created", "webhook_id": "sim", "workspace_id": "sim",
+            "data": {
+                "id": format!("comment-{}", comment.id), "comment_html": comment.html,
+                "issue": comment.item_id, "project": self.project, "actor": comment.actor,
+                "external_source": null, "external_id": null,
+                "created_at": now.to_rfc3339(), "updated_at": now.to_rfc3339()
+            },
+            "activity": {"field": null, "actor": {"id": "human", "display_name": "sim-human"}}
+        });
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        self.hooks
+            .send(
+                "/webhooks/plane",
+                "X-Plane-Signature",
+                &[("X-Plane-Event", "issue_comment")],
                 bytes,
             )
             .await;
@@ -349,9 +401,51 @@ async fn plane_get(
     Json(json!({"id": item.id, "state": state})).into_response()
 }
 
-async fn plane_comment(State(p): State<FakePlane>) -> Response {
-    p.data.lock().unwrap_or_else(|e| e.into_inner()).comments += 1;
-    (StatusCode::CREATED, Json(json!({"id": "comment"}))).into_response()
+async fn plane_comment(
+    State(p): State<FakePlane>,
+    Path((_ws, _project, id)): Path<(String, String, String)>,
+    Json(body): Json<Value>,
+) -> Response {
+    let now = p.clock.now();
+    let mut d = p.data.lock().unwrap_or_else(|e| e.into_inner());
+    let comment = PlaneComment {
+        id: d.comments.len() as u64 + 1,
+        item_id: id,
+        html: body["comment_html"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        external_source: body["external_source"].as_str().map(str::to_string),
+        actor: "orch".into(),
+        created_at: now,
+    };
+    let cid = comment.id;
+    d.comments.push(comment);
+    (
+        StatusCode::CREATED,
+        Json(json!({"id": format!("comment-{cid}")})),
+    )
+        .into_response()
+}
+
+/// The item's comments, newest first, in Plane's cursor envelope (one page is all orch reads).
+async fn plane_comments(
+    State(p): State<FakePlane>,
+    Path((_ws, _project, id)): Path<(String, String, String)>,
+) -> Json<Value> {
+    let d = p.data.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rows: Vec<&PlaneComment> = d.comments.iter().filter(|c| c.item_id == id).collect();
+    rows.sort_by_key(|c| std::cmp::Reverse((c.created_at, c.id)));
+    let results: Vec<Value> = rows
+        .iter()
+        .take(100)
+        .map(|c| {
+            json!({"id": format!("comment-{}", c.id), "comment_html": c.html, "issue": c.item_id,
+                   "actor": c.actor, "external_source": c.external_source,
+                   "created_at": c.created_at.to_rfc3339()})
+        })
+        .collect();
+    Json(envelope(results, 100, 0, false))
 }
 
 // ---------------------------------------------------------------------------------------------

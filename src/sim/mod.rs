@@ -5,7 +5,9 @@
 //! the webhook path when the webhook arrives and through the reconciler when it does not,
 //! without a single duplicate task, branch or job. With `cancel_rate`, people also cancel
 //! some items once development has started; those must end cancelled, with no agent left
-//! running and Plane still showing Cancelled.
+//! running and Plane still showing Cancelled. With `ask_rate`, some analysts first ask a
+//! question; a person answers in a Plane comment (whose webhook may be dropped too) and the
+//! analyst runs again with the answer.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -34,6 +36,8 @@ pub struct SimOptions {
     pub drop_rate: f64,
     /// The fraction of items a person cancels once their development has started.
     pub cancel_rate: f64,
+    /// The fraction of items whose analyst asks a question before analysing.
+    pub ask_rate: f64,
     pub seed: u64,
     pub grace: Duration,
     pub interval: Duration,
@@ -51,6 +55,7 @@ impl Default for SimOptions {
             items: 20,
             drop_rate: 0.3,
             cancel_rate: 0.0,
+            ask_rate: 0.0,
             seed: 1,
             grace: Duration::from_secs(2),
             interval: Duration::from_millis(500),
@@ -72,6 +77,9 @@ pub struct SimReport {
     /// Cancelled items orch did not honour: task not cancelled, an agent still queued or
     /// running, or Plane no longer showing Cancelled. Must be 0.
     pub cancels_not_honoured: u64,
+    /// Questions the analysts asked, and how many of those a person answered in Plane.
+    pub questions: usize,
+    pub answered: usize,
     pub time_to_done_p50_ms: u64,
     pub time_to_done_p99_ms: u64,
     pub webhooks_sent: u64,
@@ -115,6 +123,15 @@ impl SimReport {
                 format!("{:.1} s", self.elapsed_ms as f64 / 1e3),
             ],
         ];
+        if self.questions > 0 {
+            rows.insert(
+                1,
+                vec![
+                    "questions answered".into(),
+                    format!("{} / {}", self.answered, self.questions),
+                ],
+            );
+        }
         // Cancels only when the run had any (`--cancel-rate`).
         if self.cancel_requested > 0 {
             rows.insert(
@@ -151,13 +168,20 @@ fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_agents(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+/// The scripted agents. The analyst of an item listed in `ask_list` first asks a question
+/// (verdict `needs_input`) and analyses once it has an answer in `ORCH_FEEDBACK`.
+fn write_agents(dir: &Path, ask_list: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     use std::os::unix::fs::PermissionsExt;
+    let analyst = format!(
+        "if [ -z \"${{ORCH_FEEDBACK:-}}\" ] && grep -qx \"$ORCH_WORK_ITEM\" '{}'; then\n\
+         \x20   printf '{{\"verdict\": \"needs_input\", \"summary\": \"Which way?\"}}' > \"$ORCH_RESULT_FILE\"\n\
+         \x20   exit 0\n\
+         fi\n\
+         echo \"analysis of $ORCH_WORK_ITEM ($ORCH_FEEDBACK)\" > ANALYSIS.md\n",
+        ask_list.display()
+    );
     let scripts = [
-        (
-            "analyst",
-            "echo \"analysis of $ORCH_WORK_ITEM\" > ANALYSIS.md\n",
-        ),
+        ("analyst", analyst.as_str()),
         (
             "developer",
             "echo \"$ORCH_WORK_ITEM\" >> CHANGES.txt\ngit add CHANGES.txt\ngit -c user.name=sim -c user.email=sim@example.com commit -q -m \"$ORCH_WORK_ITEM\"\n",
@@ -214,7 +238,18 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
     for (name, text) in crate::policy::EMBEDDED {
         std::fs::write(rules.join(name), text)?;
     }
-    let agents = write_agents(&root.join("agents"))?;
+    // Which items' analysts ask first: a seeded choice, so a run can be repeated.
+    let to_ask: HashSet<i64> = {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed ^ 0xA5C0_0000);
+        (1..=opts.items as i64)
+            .filter(|_| rng.random::<f64>() < opts.ask_rate)
+            .collect()
+    };
+    let ask_list = root.join("ask.txt");
+    let listed: String = to_ask.iter().map(|seq| format!("SIM-{seq}\n")).collect();
+    std::fs::write(&ask_list, listed)?;
+    let agents = write_agents(&root.join("agents"), &ask_list)?;
 
     // Bind the fakes' ports first: orch's config needs their URLs, their webhooks need orch's.
     let plane_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -305,6 +340,7 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
             .collect()
     };
     let mut cancel_sent: HashSet<i64> = HashSet::new();
+    let mut answered: HashSet<i64> = HashSet::new();
     let mut approved: HashSet<i64> = HashSet::new();
     let mut ci_seen: HashSet<String> = HashSet::new();
     let mut last_progress = Instant::now();
@@ -319,6 +355,16 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
         };
         if done + ended_cancelled == opts.items || Instant::now() > deadline {
             break;
+        }
+        // A person answers every question orch shows (Needs Input) in a comment.
+        let asking: Vec<i64> = items
+            .iter()
+            .filter(|i| i.state == "Needs Input" && !answered.contains(&i.seq))
+            .map(|i| i.seq)
+            .collect();
+        for seq in asking {
+            answered.insert(seq);
+            plane.human_comments(seq, "The simple way, please.").await;
         }
         // A person cancels the chosen items once development has started (orch shows it as
         // In Progress after the approval).
@@ -389,6 +435,8 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
     let report = SimReport {
         items: opts.items,
         done: items.iter().filter(|i| i.state == "Done").count(),
+        questions: to_ask.len(),
+        answered: answered.len(),
         cancel_requested: cancel_sent.len(),
         cancelled,
         cancels_not_honoured,
@@ -451,13 +499,14 @@ async fn cancels_not_honoured(
 }
 
 /// Anything that exists more than once where the pipeline promises one: tasks per work item,
-/// runs of an agent per task (there are no rejections in the simulation), branches per item.
+/// runs of an agent per task (there are no rejections in the simulation; a run that asked a
+/// question is not a duplicate of the one that got the answer), branches per item.
 async fn count_duplicates(store: &crate::store::Store, gitea: &FakeGitea) -> anyhow::Result<u64> {
     let (tasks, jobs) = store
         .call(|c| {
             let tasks: i64 = c.query_row("SELECT COUNT(*) - COUNT(DISTINCT work_item) FROM tasks", [], |r| r.get(0))?;
             let jobs: i64 = c.query_row(
-                "SELECT COALESCE(SUM(n - 1), 0) FROM (SELECT COUNT(*) AS n FROM jobs WHERE status = 'done' GROUP BY task_id, agent)",
+                "SELECT COALESCE(SUM(n - 1), 0) FROM (SELECT COUNT(*) AS n FROM jobs WHERE status = 'done' AND COALESCE(verdict, '') != 'needs_input' GROUP BY task_id, agent)",
                 [],
                 |r| r.get(0),
             )?;
