@@ -30,6 +30,12 @@ pub enum GitError {
     BadRepo(String),
 }
 
+/// A clone's lock, shared with the git commands run under it.
+#[derive(Debug, Clone)]
+struct Held {
+    _guard: Arc<tokio::sync::OwnedMutexGuard<()>>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Git {
     repos_dir: PathBuf,
@@ -82,9 +88,43 @@ impl Git {
         }
     }
 
-    fn lock_for(&self, path: &Path) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(map.entry(path.to_path_buf()).or_default())
+    /// Takes the clone's lock; every command that writes the clone's shared state runs under
+    /// it (see [`Git::run_held`]).
+    async fn hold(&self, path: &Path) -> Held {
+        let lock = {
+            let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(map.entry(path.to_path_buf()).or_default())
+        };
+        Held {
+            _guard: Arc::new(lock.lock_owned().await),
+        }
+    }
+
+    /// Removes lock files a git process left behind when it died (orch killed by -9, a
+    /// crash): they are older than any git command of ours may run, and without this every
+    /// later write to the clone would fail with "File exists". Called under the clone's lock.
+    async fn clear_stale_locks(&self, clone: &Path) {
+        for name in ["config.lock", "index.lock", "packed-refs.lock", "HEAD.lock"] {
+            let lock = clone.join(".git").join(name);
+            let Ok(meta) = tokio::fs::metadata(&lock).await else {
+                continue;
+            };
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .unwrap_or_default();
+            if age > self.timeout {
+                match tokio::fs::remove_file(&lock).await {
+                    Ok(()) => {
+                        tracing::warn!(lock = %lock.display(), age_s = age.as_secs(), "removed a stale git lock file")
+                    }
+                    Err(e) => {
+                        tracing::warn!(lock = %lock.display(), error = %e, "cannot remove a stale git lock file")
+                    }
+                }
+            }
+        }
     }
 
     pub fn repos_dir(&self) -> &Path {
@@ -93,6 +133,21 @@ impl Git {
 
     /// Runs git with `args` in `cwd`; returns stdout.
     pub async fn run(&self, cwd: &Path, args: &[&str]) -> Result<String, GitError> {
+        self.run_held(cwd, args, None).await
+    }
+
+    /// Runs git, keeping `held` (the clone's lock) until the command has ended.
+    ///
+    /// A git command is never killed half-way because its caller went away (a cancelled job,
+    /// a shutdown): killed while holding `.git/config.lock` or `index.lock` it would leave the
+    /// lock behind and break every later command on the clone. So it runs in a task of its own,
+    /// holding the clone's lock, until it ends or its timeout kills it.
+    async fn run_held(
+        &self,
+        cwd: &Path,
+        args: &[&str],
+        held: Option<&Held>,
+    ) -> Result<String, GitError> {
         let shown = args.join(" ");
         let mut cmd = Command::new("git");
         cmd.args(args)
@@ -100,21 +155,33 @@ impl Git {
             .env("GIT_TERMINAL_PROMPT", "0")
             .kill_on_drop(true)
             .stdin(std::process::Stdio::null());
-        let child = cmd.output();
-        let out = match tokio::time::timeout(self.timeout, child).await {
-            Err(_) => {
+        let timeout = self.timeout;
+        let held = held.cloned();
+        let finished = tokio::spawn(async move {
+            let _held = held;
+            tokio::time::timeout(timeout, cmd.output()).await
+        })
+        .await;
+        let out = match finished {
+            Err(join) => {
+                return Err(GitError::Spawn {
+                    args: shown,
+                    source: std::io::Error::other(join.to_string()),
+                });
+            }
+            Ok(Err(_)) => {
                 return Err(GitError::Timeout {
                     args: shown,
                     timeout: self.timeout,
                 });
             }
-            Ok(Err(source)) => {
+            Ok(Ok(Err(source))) => {
                 return Err(GitError::Spawn {
                     args: shown,
                     source,
                 });
             }
-            Ok(Ok(out)) => out,
+            Ok(Ok(Ok(out))) => out,
         };
         if !out.status.success() {
             return Err(GitError::Failed {
@@ -140,10 +207,11 @@ impl Git {
     pub async fn ensure_clone(&self, repo: &str, clone_url: &str) -> Result<PathBuf, GitError> {
         let path = self.clone_path(repo)?;
         let (owner, name) = repo.split_once('/').unwrap_or_default();
-        let lock = self.lock_for(&path);
-        let _guard = lock.lock().await;
+        let held = self.hold(&path).await;
         if path.join(".git").exists() {
-            self.run(&path, &["fetch", "--prune", "origin"]).await?;
+            self.clear_stale_locks(&path).await;
+            self.run_held(&path, &["fetch", "--prune", "origin"], Some(&held))
+                .await?;
             return Ok(path);
         }
         let parent = self.repos_dir.join(owner);
@@ -160,8 +228,12 @@ impl Git {
         if path.exists() {
             let _ = tokio::fs::remove_dir_all(&path).await;
         }
-        self.run(&parent, &["clone", "--quiet", clone_url, &staging])
-            .await?;
+        self.run_held(
+            &parent,
+            &["clone", "--quiet", clone_url, &staging],
+            Some(&held),
+        )
+        .await?;
         tokio::fs::rename(parent.join(&staging), &path)
             .await
             .map_err(|source| GitError::Spawn {
@@ -187,8 +259,7 @@ impl Git {
         branch: &str,
         base: Option<&str>,
     ) -> Result<PathBuf, GitError> {
-        let lock = self.lock_for(repo_path);
-        let _guard = lock.lock().await;
+        let held = self.hold(repo_path).await;
         let path = self.worktree_path(branch);
         if path.join(".git").exists() {
             return Ok(path);
@@ -207,8 +278,12 @@ impl Git {
             .await
             .is_ok();
         if local {
-            self.run(repo_path, &["worktree", "add", &path_s, branch])
-                .await?;
+            self.run_held(
+                repo_path,
+                &["worktree", "add", &path_s, branch],
+                Some(&held),
+            )
+            .await?;
             return Ok(path);
         }
         let remote_ref = format!("refs/remotes/origin/{branch}");
@@ -244,9 +319,10 @@ impl Git {
         } else {
             "HEAD".to_string()
         };
-        self.run(
+        self.run_held(
             repo_path,
             &["worktree", "add", track, "-b", branch, &path_s, &start],
+            Some(&held),
         )
         .await?;
         Ok(path)
@@ -255,15 +331,18 @@ impl Git {
     /// Removes the worktree of `branch` (its uncommitted files with it); the branch and its
     /// commits stay in the clone. Removing a worktree that is not there succeeds.
     pub async fn remove_worktree(&self, repo_path: &Path, branch: &str) -> Result<(), GitError> {
-        let lock = self.lock_for(repo_path);
-        let _guard = lock.lock().await;
+        let held = self.hold(repo_path).await;
         let path = self.worktree_path(branch);
         if !path.exists() {
             return Ok(());
         }
         let path_s = path.to_string_lossy().to_string();
-        self.run(repo_path, &["worktree", "remove", "--force", &path_s])
-            .await?;
+        self.run_held(
+            repo_path,
+            &["worktree", "remove", "--force", &path_s],
+            Some(&held),
+        )
+        .await?;
         Ok(())
     }
 
@@ -287,12 +366,14 @@ impl Git {
         // Written as config rather than `branch --set-upstream-to`, which needs the
         // remote-tracking ref that a concurrent `fetch --prune` may just have removed. A
         // convenience for agents, so a failure is logged, not a failed push.
-        let lock = self.lock_for(repo_path);
-        let _guard = lock.lock().await;
+        let held = self.hold(repo_path).await;
         let merge = format!("refs/heads/{branch}");
         for (key, value) in [("remote", "origin"), ("merge", merge.as_str())] {
             let key = format!("branch.{branch}.{key}");
-            if let Err(e) = self.run(worktree, &["config", &key, value]).await {
+            if let Err(e) = self
+                .run_held(worktree, &["config", &key, value], Some(&held))
+                .await
+            {
                 tracing::warn!(branch, error = %e, "pushed, but could not record the upstream");
                 break;
             }

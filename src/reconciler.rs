@@ -748,6 +748,8 @@ impl Reconciler {
                 state_name: item.state_name.clone(),
                 state_group: item.state_group.clone(),
                 actor: None,
+                // The policy already compared the item's change with the task's.
+                changed_at: None,
             };
             let outcome = self
                 .pipeline

@@ -174,3 +174,41 @@ async fn concurrent_worktrees_and_pushes_on_one_clone_all_succeed() {
     }
     assert_eq!(done, 24);
 }
+
+/// A git process killed while writing (orch killed by -9) leaves `.git/config.lock` behind;
+/// every later config write would fail. An old one is removed when the clone is next used; a
+/// fresh one, which may belong to a running git, is left alone.
+#[tokio::test]
+async fn a_stale_lock_file_left_by_a_killed_git_is_cleared_and_a_fresh_one_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = common::bare_repo(dir.path());
+    let git = Git::new(dir.path().join("repos"), Duration::from_secs(30));
+    let url = bare.to_str().unwrap();
+    let clone = git.ensure_clone("acme/widget", url).await.unwrap();
+    let lock = clone.join(".git/config.lock");
+
+    std::fs::write(&lock, "").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&lock)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+    git.ensure_clone("acme/widget", url).await.unwrap();
+    assert!(!lock.exists(), "an hour-old lock is stale");
+    git.run(&clone, &["config", "orch.test", "1"])
+        .await
+        .unwrap();
+
+    std::fs::write(&lock, "").unwrap();
+    git.ensure_clone("acme/widget", url).await.unwrap();
+    assert!(lock.exists(), "a fresh lock may be a running git's");
+    let err = git
+        .run(&clone, &["config", "orch.test", "2"])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("could not lock config file"),
+        "{err}"
+    );
+}

@@ -362,3 +362,53 @@ async fn the_sweep_finds_an_answer_whose_comment_webhook_was_lost() {
     assert_eq!(task_jobs(&app, task.id).await.len(), 2);
     app.stop().await;
 }
+
+/// A start delivery that waited in the inbox while the agent asked its question is old news:
+/// it was set before the question, so it is not the person's "go on".
+#[tokio::test]
+async fn a_start_received_before_the_question_does_not_resume_the_task() {
+    let peers = Peers::start().await;
+    let app = TestApp::spawn(|c| {
+        peers.configure(c, "unused");
+        c.reconcile.enabled = Some(false);
+    })
+    .await;
+    let now = app.state.clock.now();
+    let task = insert_task(&app, "ET-42", "analysis", now).await;
+    let id = task.id;
+    // The analyst's question is recorded as asked after the delivery below is received.
+    let asked = now.plus(Duration::from_secs(600));
+    app.state
+        .store
+        .call(move |c| {
+            store::jobs::enqueue(c, id, "analyst", "analysis", now)?;
+            let job = store::jobs::claim_next(c, now)?.expect("the job just queued");
+            store::jobs::finish(
+                c,
+                job.id,
+                true,
+                &store::jobs::JobResult {
+                    exit_code: Some(0),
+                    verdict: Some("needs_input".into()),
+                    summary: Some("Which providers?".into()),
+                    log_excerpt: None,
+                    error: None,
+                },
+                asked,
+            )
+        })
+        .await
+        .unwrap();
+    post_plane(&app, plane_webhook("In Progress", "started")).await;
+    processed(&app).await;
+    let jobs = task_jobs(&app, id).await;
+    assert_eq!(jobs.len(), 1, "not resumed: {jobs:?}");
+    let awaiting = app
+        .state
+        .store
+        .call(move |c| store::jobs::awaiting_input(c, id))
+        .await
+        .unwrap();
+    assert!(awaiting, "still waiting for the person's answer");
+    app.stop().await;
+}

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Timestamp};
 use crate::config::Config;
 use crate::git::Git;
 use crate::integrations::{Forge, Notifier, Tracker};
@@ -177,6 +177,18 @@ impl Pipeline {
     /// Creates the task for a work item (atomically: AC-4), its branch and worktree, and
     /// queues the first stage's agent. Calling it again for the same work item changes nothing.
     pub async fn start(&self, item: &WorkItem, trigger: Trigger) -> Result<Outcome, PipelineError> {
+        self.start_changed(item, trigger, None).await
+    }
+
+    /// [`Pipeline::start`] for a start state set at `changed_at` (when known): on a task
+    /// whose agent asked a question, only a start set after the question resumes it. A start
+    /// webhook that waited in the inbox while the agent asked is old news, not an answer.
+    pub async fn start_changed(
+        &self,
+        item: &WorkItem,
+        trigger: Trigger,
+        changed_at: Option<Timestamp>,
+    ) -> Result<Outcome, PipelineError> {
         let project = self
             .config
             .project_by_plane_id(&item.plane_project_id)
@@ -206,7 +218,18 @@ impl Pipeline {
         if !created {
             // Moving the item back to "start" is how a person says "go on" to an agent that
             // asked a question.
-            if let Some(resumed) = self.resume(&rules, &task, None, trigger).await? {
+            let id = task.id;
+            let asked_at = self
+                .store
+                .call(move |c| store::jobs::question_asked_at(c, id))
+                .await?;
+            let after_question = match (asked_at, changed_at) {
+                (Some(asked), Some(changed)) => changed > asked,
+                _ => true,
+            };
+            if !after_question {
+                tracing::debug!(work_item = %task.work_item, "start set before the agent's question; not an answer");
+            } else if let Some(resumed) = self.resume(&rules, &task, None, trigger).await? {
                 return Ok(resumed);
             }
             tracing::debug!(work_item = %task.work_item, "start: task exists, nothing to do");

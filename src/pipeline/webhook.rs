@@ -6,6 +6,7 @@
 
 use serde::Deserialize;
 
+use crate::clock::Timestamp;
 use crate::policy::PlaneAction;
 use crate::store::{self, InboxItem, Task, Trigger};
 
@@ -122,13 +123,19 @@ pub struct PlaneItem {
     pub state_name: String,
     pub state_group: Option<String>,
     pub actor: Option<String>,
+    /// When the state was set, as far as orch can tell: a start set before an agent asked its
+    /// question is not an answer to it. `None` when unknown.
+    pub changed_at: Option<Timestamp>,
 }
 
 impl Pipeline {
     /// Applies one stored delivery.
     pub async fn handle_delivery(&self, delivery: &InboxItem) -> Result<Outcome, DeliveryError> {
         match delivery.source.as_str() {
-            "plane" => self.handle_plane(&delivery.body).await,
+            "plane" => {
+                self.handle_plane(&delivery.body, delivery.received_at)
+                    .await
+            }
             "gitea" => self.handle_gitea(&delivery.event, &delivery.body).await,
             other => Ok(Outcome::Ignored {
                 reason: format!("unknown source {other}"),
@@ -136,7 +143,12 @@ impl Pipeline {
         }
     }
 
-    async fn handle_plane(&self, body: &[u8]) -> Result<Outcome, DeliveryError> {
+    /// `received_at` bounds when the change was made, for payloads that carry no time.
+    async fn handle_plane(
+        &self,
+        body: &[u8],
+        received_at: Timestamp,
+    ) -> Result<Outcome, DeliveryError> {
         let value: serde_json::Value =
             serde_json::from_slice(body).map_err(|e| malformed("Plane", e.to_string()))?;
         let is_v2 = value.get("version").and_then(|v| v.as_str()) == Some("v2");
@@ -182,12 +194,15 @@ impl Pipeline {
             tracing::debug!("Plane event caused by orch itself; ignored");
             return Ok(ignored("caused by orch's own API write".into()));
         }
-        let Some(item) = self
+        let Some(mut item) = self
             .plane_item(issue, actor.and_then(|a| a.display_name))
             .await?
         else {
             return Ok(ignored("work item of an unconfigured project".into()));
         };
+        // The change was made before orch received it. orch's own clock, so no skew with the
+        // time the question was asked (Plane's `updated_at` is Plane's clock).
+        item.changed_at = Some(received_at);
         Ok(self.apply_plane_state(&item, Trigger::Webhook).await?)
     }
 
@@ -305,6 +320,7 @@ impl Pipeline {
             state_name,
             state_group,
             actor,
+            changed_at: None,
         }))
     }
 
@@ -325,7 +341,10 @@ impl Pipeline {
             )));
         };
         match action {
-            PlaneAction::Start => self.start(&item.item, trigger).await,
+            PlaneAction::Start => {
+                self.start_changed(&item.item, trigger, item.changed_at)
+                    .await
+            }
             PlaneAction::Cancel => self.cancel(&item.item.work_item, trigger).await,
             PlaneAction::Approve | PlaneAction::Reject => {
                 let feedback = (action == PlaneAction::Reject).then(|| match &item.actor {

@@ -362,6 +362,23 @@ pub fn questions_awaiting_answer(conn: &Connection) -> Result<Vec<(i64, Timestam
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// When the question a task waits on was asked (its asking job's finish); `None` when the
+/// task is not waiting for an answer.
+pub fn question_asked_at(conn: &Connection, task_id: i64) -> Result<Option<Timestamp>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT j.finished_at FROM jobs j JOIN tasks t ON t.id = j.task_id
+             WHERE j.task_id = ?1
+               AND j.id = (SELECT MAX(id) FROM jobs WHERE task_id = ?1)
+               AND j.status = 'done' AND j.verdict = 'needs_input' AND j.stage = t.stage",
+            [task_id],
+            |r| r.get::<_, Option<i64>>(0),
+        )
+        .optional()?
+        .flatten()
+        .map(Timestamp::from_millis))
+}
+
 /// Whether one task waits for a person's answer (see `tasks_awaiting_input`).
 pub fn awaiting_input(conn: &Connection, task_id: i64) -> Result<bool, StoreError> {
     Ok(conn.query_row(
