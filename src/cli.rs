@@ -80,7 +80,10 @@ pub struct SimulateArgs {
     /// comment (0.0 – 1.0).
     #[arg(long, default_value_t = 0.0)]
     pub ask_rate: f64,
-    /// Seed for the drops, cancels and questions, so a run can be repeated.
+    /// Fraction of items whose reviewer rejects the first review (0.0 – 1.0).
+    #[arg(long, default_value_t = 0.0)]
+    pub reject_rate: f64,
+    /// Seed for the drops, cancels, questions and rejections, so a run can be repeated.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Grace before a quiet task counts as stuck.
@@ -239,12 +242,18 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         "--ask-rate must be between 0 and 1, not {}",
         args.ask_rate
     );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.reject_rate),
+        "--reject-rate must be between 0 and 1, not {}",
+        args.reject_rate
+    );
     anyhow::ensure!(args.items > 0, "--items must be at least 1");
     let opts = crate::sim::SimOptions {
         items: args.items,
         drop_rate: args.drop_rate,
         cancel_rate: args.cancel_rate,
         ask_rate: args.ask_rate,
+        reject_rate: args.reject_rate,
         seed: args.seed,
         grace: args.grace,
         interval: args.interval,

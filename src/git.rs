@@ -354,19 +354,20 @@ impl Git {
         worktree: &Path,
         branch: &str,
     ) -> Result<(), GitError> {
-        // The push itself runs unlocked: it is the slow, networked part and only writes the
-        // branch's own refs.
-        self.run(
+        // Under the clone's lock, like fetch: a push also writes the clone's remote-tracking
+        // ref `origin/<branch>`, and a fetch updating the same ref at the same moment fails
+        // ("cannot lock ref … but expected …").
+        let held = self.hold(repo_path).await;
+        self.run_held(
             worktree,
             &["push", "--quiet", "origin", &format!("{branch}:{branch}")],
+            Some(&held),
         )
         .await?;
-        // The upstream is a write to the clone's shared config, which every worktree shares:
-        // under the clone's lock, or it races a worktree add ("could not lock config file").
+        // The upstream is a write to the clone's shared config, which every worktree shares.
         // Written as config rather than `branch --set-upstream-to`, which needs the
-        // remote-tracking ref that a concurrent `fetch --prune` may just have removed. A
-        // convenience for agents, so a failure is logged, not a failed push.
-        let held = self.hold(repo_path).await;
+        // remote-tracking ref that a `fetch --prune` may have removed. A convenience for
+        // agents, so a failure is logged, not a failed push.
         let merge = format!("refs/heads/{branch}");
         for (key, value) in [("remote", "origin"), ("merge", merge.as_str())] {
             let key = format!("branch.{branch}.{key}");

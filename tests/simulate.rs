@@ -65,22 +65,24 @@ async fn cancelled_items_end_cancelled_even_when_their_webhooks_are_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn questions_are_answered_even_when_the_answers_webhooks_are_lost() {
+async fn questions_are_answered_and_rejected_reviews_redone_when_webhooks_are_lost() {
     let report = run(&SimOptions {
         items: 20,
         drop_rate: 0.5,
         ask_rate: 0.5,
+        reject_rate: 0.4,
         seed: 4,
         ..SimOptions::default()
     })
     .await
     .unwrap();
     assert!(report.questions > 0, "{report:#?}");
+    assert!(report.rejections > 0, "{report:#?}");
     assert_eq!(report.answered, report.questions, "{report:#?}");
     assert_eq!(report.done, 20, "{report:#?}");
     assert_eq!(
         report.duplicates, 0,
-        "each answer ran the analyst once: {report:#?}"
+        "one run per answer and per return to a stage: {report:#?}"
     );
     assert_eq!(report.webhooks_rejected, 0, "{report:#?}");
 }

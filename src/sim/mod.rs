@@ -7,7 +7,8 @@
 //! some items once development has started; those must end cancelled, with no agent left
 //! running and Plane still showing Cancelled. With `ask_rate`, some analysts first ask a
 //! question; a person answers in a Plane comment (whose webhook may be dropped too) and the
-//! analyst runs again with the answer.
+//! analyst runs again with the answer. With `reject_rate`, some reviewers send the work back
+//! to development once.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -38,6 +39,8 @@ pub struct SimOptions {
     pub cancel_rate: f64,
     /// The fraction of items whose analyst asks a question before analysing.
     pub ask_rate: f64,
+    /// The fraction of items whose reviewer rejects the first review.
+    pub reject_rate: f64,
     pub seed: u64,
     pub grace: Duration,
     pub interval: Duration,
@@ -56,6 +59,7 @@ impl Default for SimOptions {
             drop_rate: 0.3,
             cancel_rate: 0.0,
             ask_rate: 0.0,
+            reject_rate: 0.0,
             seed: 1,
             grace: Duration::from_secs(2),
             interval: Duration::from_millis(500),
@@ -80,6 +84,8 @@ pub struct SimReport {
     /// Questions the analysts asked, and how many of those a person answered in Plane.
     pub questions: usize,
     pub answered: usize,
+    /// Reviews that sent the work back to development.
+    pub rejections: usize,
     pub time_to_done_p50_ms: u64,
     pub time_to_done_p99_ms: u64,
     pub webhooks_sent: u64,
@@ -123,6 +129,12 @@ impl SimReport {
                 format!("{:.1} s", self.elapsed_ms as f64 / 1e3),
             ],
         ];
+        if self.rejections > 0 {
+            rows.insert(
+                1,
+                vec!["reviews rejected".into(), self.rejections.to_string()],
+            );
+        }
         if self.questions > 0 {
             rows.insert(
                 1,
@@ -169,8 +181,14 @@ fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
 }
 
 /// The scripted agents. The analyst of an item listed in `ask_list` first asks a question
-/// (verdict `needs_input`) and analyses once it has an answer in `ORCH_FEEDBACK`.
-fn write_agents(dir: &Path, ask_list: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+/// (verdict `needs_input`) and analyses once it has an answer in `ORCH_FEEDBACK`; the
+/// reviewer of an item listed in `reject_list` rejects its first review (it leaves a mark in
+/// the worktree, which lives until the task is done).
+fn write_agents(
+    dir: &Path,
+    ask_list: &Path,
+    reject_list: &Path,
+) -> anyhow::Result<Vec<(String, PathBuf)>> {
     use std::os::unix::fs::PermissionsExt;
     let analyst = format!(
         "if [ -z \"${{ORCH_FEEDBACK:-}}\" ] && grep -qx \"$ORCH_WORK_ITEM\" '{}'; then\n\
@@ -180,16 +198,22 @@ fn write_agents(dir: &Path, ask_list: &Path) -> anyhow::Result<Vec<(String, Path
          echo \"analysis of $ORCH_WORK_ITEM ($ORCH_FEEDBACK)\" > ANALYSIS.md\n",
         ask_list.display()
     );
+    let reviewer = format!(
+        "if [ ! -e .reviewed ] && grep -qx \"$ORCH_WORK_ITEM\" '{}'; then\n\
+         \x20   touch .reviewed\n\
+         \x20   printf '{{\"verdict\": \"reject\", \"summary\": \"Please split the change.\"}}' > \"$ORCH_RESULT_FILE\"\n\
+         \x20   exit 0\n\
+         fi\n\
+         printf '{{\"verdict\": \"approve\", \"summary\": \"ok\"}}' > \"$ORCH_RESULT_FILE\"\n",
+        reject_list.display()
+    );
     let scripts = [
         ("analyst", analyst.as_str()),
         (
             "developer",
             "echo \"$ORCH_WORK_ITEM\" >> CHANGES.txt\ngit add CHANGES.txt\ngit -c user.name=sim -c user.email=sim@example.com commit -q -m \"$ORCH_WORK_ITEM\"\n",
         ),
-        (
-            "reviewer",
-            "printf '{\"verdict\": \"approve\", \"summary\": \"ok\"}' > \"$ORCH_RESULT_FILE\"\n",
-        ),
+        ("reviewer", reviewer.as_str()),
         (
             "tester",
             "printf '{\"verdict\": \"pass\", \"summary\": \"ok\"}' > \"$ORCH_RESULT_FILE\"\n",
@@ -249,7 +273,17 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
     let ask_list = root.join("ask.txt");
     let listed: String = to_ask.iter().map(|seq| format!("SIM-{seq}\n")).collect();
     std::fs::write(&ask_list, listed)?;
-    let agents = write_agents(&root.join("agents"), &ask_list)?;
+    let to_reject: HashSet<i64> = {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed ^ 0x0BAD_C0DE);
+        (1..=opts.items as i64)
+            .filter(|_| rng.random::<f64>() < opts.reject_rate)
+            .collect()
+    };
+    let reject_list = root.join("reject.txt");
+    let listed: String = to_reject.iter().map(|seq| format!("SIM-{seq}\n")).collect();
+    std::fs::write(&reject_list, listed)?;
+    let agents = write_agents(&root.join("agents"), &ask_list, &reject_list)?;
 
     // Bind the fakes' ports first: orch's config needs their URLs, their webhooks need orch's.
     let plane_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -437,6 +471,7 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
         done: items.iter().filter(|i| i.state == "Done").count(),
         questions: to_ask.len(),
         answered: answered.len(),
+        rejections: review_rejections(&state.store).await?,
         cancel_requested: cancel_sent.len(),
         cancelled,
         cancels_not_honoured,
@@ -498,15 +533,34 @@ async fn cancels_not_honoured(
     Ok(bad)
 }
 
+/// Moves from review back to development.
+async fn review_rejections(store: &crate::store::Store) -> anyhow::Result<usize> {
+    let n: i64 = store
+        .call(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM task_history WHERE from_stage = 'review' AND to_stage = 'development'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
 /// Anything that exists more than once where the pipeline promises one: tasks per work item,
-/// runs of an agent per task (there are no rejections in the simulation; a run that asked a
-/// question is not a duplicate of the one that got the answer), branches per item.
+/// finished runs of a stage's agent beyond one per time the task entered that stage (a run
+/// that asked a question is not a duplicate of the one that got the answer), branches per
+/// item.
 async fn count_duplicates(store: &crate::store::Store, gitea: &FakeGitea) -> anyhow::Result<u64> {
     let (tasks, jobs) = store
         .call(|c| {
             let tasks: i64 = c.query_row("SELECT COUNT(*) - COUNT(DISTINCT work_item) FROM tasks", [], |r| r.get(0))?;
             let jobs: i64 = c.query_row(
-                "SELECT COALESCE(SUM(n - 1), 0) FROM (SELECT COUNT(*) AS n FROM jobs WHERE status = 'done' AND COALESCE(verdict, '') != 'needs_input' GROUP BY task_id, agent)",
+                "SELECT COALESCE(SUM(MAX(done - entered, 0)), 0) FROM (
+                   SELECT COUNT(*) AS done,
+                          (SELECT COUNT(*) FROM task_history h WHERE h.task_id = j.task_id AND h.to_stage = j.stage) AS entered
+                   FROM jobs j WHERE j.status = 'done' AND COALESCE(j.verdict, '') != 'needs_input'
+                   GROUP BY j.task_id, j.stage)",
                 [],
                 |r| r.get(0),
             )?;
