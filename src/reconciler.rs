@@ -790,13 +790,14 @@ impl Reconciler {
                     return Ok(None);
                 };
                 let busy = store::jobs::has_active(c, t.id)?;
-                let awaiting = store::jobs::awaiting_input(c, t.id)?;
-                Ok(Some((t, busy, awaiting)))
+                let question = store::jobs::open_question(c, t.id)?;
+                Ok(Some((t, busy, question)))
             })
             .await?;
-        let Some((task, busy, awaiting)) = loaded else {
+        let Some((task, busy, question)) = loaded else {
             return Ok(None);
         };
+        let awaiting = question.is_some();
         let rules = self.pipeline.rules.current();
         let now = self.pipeline.clock.now();
         let snapshot = snapshot_of(&task, busy, awaiting);
@@ -819,6 +820,7 @@ impl Reconciler {
             facts: Facts {
                 has_active_job: busy,
                 awaiting_input: awaiting,
+                question: question.map(|(text, asked_at)| Question { text, asked_at }),
                 age_s: now.since(task.updated_at).as_secs(),
                 updated_at: task.updated_at,
                 labels: task.labels.clone(),
@@ -844,10 +846,19 @@ pub struct Explanation {
 pub struct Facts {
     pub has_active_job: bool,
     pub awaiting_input: bool,
+    /// The question the task waits on, when it waits on one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub question: Option<Question>,
     pub age_s: u64,
     pub updated_at: Timestamp,
     pub labels: Vec<String>,
     pub gate: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Question {
+    pub text: String,
+    pub asked_at: Timestamp,
 }
 
 fn snapshot_of(task: &Task, has_active_job: bool, awaiting_input: bool) -> TaskSnapshot {

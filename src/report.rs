@@ -136,7 +136,14 @@ pub fn explanation(x: &Explanation) -> String {
     let _ = writeln!(out, "reason      {}", x.decision.reason);
     let _ = writeln!(out, "rules       {}", x.decision.rules_version);
     let _ = writeln!(out, "active job  {}", x.facts.has_active_job);
-    if x.facts.awaiting_input {
+    if let Some(q) = &x.facts.question {
+        let _ = writeln!(
+            out,
+            "awaiting    a person's answer to {:?} (asked {})",
+            q.text,
+            q.asked_at.to_rfc3339()
+        );
+    } else if x.facts.awaiting_input {
         let _ = writeln!(out, "awaiting    a person's answer to the agent's question");
     }
     let _ = writeln!(

@@ -103,6 +103,10 @@ async fn a_question_shows_in_plane_and_a_comment_answers_it() {
         .await
         .unwrap();
     assert_eq!(explained["facts"]["awaiting_input"], true, "{explained}");
+    assert_eq!(
+        explained["facts"]["question"]["text"], "Which OAuth providers should login support?",
+        "{explained}"
+    );
     let queue: serde_json::Value = client()
         .get(app.url("/queue"))
         .send()

@@ -365,18 +365,26 @@ pub fn questions_awaiting_answer(conn: &Connection) -> Result<Vec<(i64, Timestam
 /// When the question a task waits on was asked (its asking job's finish); `None` when the
 /// task is not waiting for an answer.
 pub fn question_asked_at(conn: &Connection, task_id: i64) -> Result<Option<Timestamp>, StoreError> {
+    Ok(open_question(conn, task_id)?.map(|(_, at)| at))
+}
+
+/// The question a task waits on (the asking job's summary) and when it was asked; `None`
+/// when the task is not waiting for an answer.
+pub fn open_question(
+    conn: &Connection,
+    task_id: i64,
+) -> Result<Option<(String, Timestamp)>, StoreError> {
     Ok(conn
         .query_row(
-            "SELECT j.finished_at FROM jobs j JOIN tasks t ON t.id = j.task_id
+            "SELECT COALESCE(j.summary, ''), j.finished_at FROM jobs j JOIN tasks t ON t.id = j.task_id
              WHERE j.task_id = ?1
                AND j.id = (SELECT MAX(id) FROM jobs WHERE task_id = ?1)
                AND j.status = 'done' AND j.verdict = 'needs_input' AND j.stage = t.stage",
             [task_id],
-            |r| r.get::<_, Option<i64>>(0),
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?)),
         )
         .optional()?
-        .flatten()
-        .map(Timestamp::from_millis))
+        .map(|(q, at)| (q, Timestamp::from_millis(at.unwrap_or(0)))))
 }
 
 /// Whether one task waits for a person's answer (see `tasks_awaiting_input`).
