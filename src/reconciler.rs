@@ -590,7 +590,8 @@ impl Reconciler {
             }
             match self
                 .pipeline
-                .answer(task, answer, Trigger::Reconciler)
+                // Only comments newer than the question were considered above.
+                .answer(task, answer, None, Trigger::Reconciler)
                 .await
             {
                 Ok(Outcome::Resumed { .. }) => {

@@ -367,10 +367,10 @@ async fn the_sweep_finds_an_answer_whose_comment_webhook_was_lost() {
     app.stop().await;
 }
 
-/// A start delivery that waited in the inbox while the agent asked its question is old news:
-/// it was set before the question, so it is not the person's "go on".
+/// A start or a comment delivery that waited in the inbox while the agent asked its question
+/// is old news: it was made before the question, so it is not the person's answer.
 #[tokio::test]
-async fn a_start_received_before_the_question_does_not_resume_the_task() {
+async fn a_start_or_comment_received_before_the_question_does_not_resume_the_task() {
     let peers = Peers::start().await;
     let app = TestApp::spawn(|c| {
         peers.configure(c, "unused");
@@ -404,6 +404,8 @@ async fn a_start_received_before_the_question_does_not_resume_the_task() {
         .await
         .unwrap();
     post_plane(&app, plane_webhook("In Progress", "started")).await;
+    // Nor is a comment that was written before the question.
+    post_comment(&app, comment(|v| v["data"]["issue"] = "issue-ET-42".into())).await;
     processed(&app).await;
     let jobs = task_jobs(&app, id).await;
     assert_eq!(jobs.len(), 1, "not resumed: {jobs:?}");

@@ -216,20 +216,12 @@ impl Pipeline {
             })
             .await?;
         if !created {
-            // Moving the item back to "start" is how a person says "go on" to an agent that
-            // asked a question.
-            let id = task.id;
-            let asked_at = self
-                .store
-                .call(move |c| store::jobs::question_asked_at(c, id))
-                .await?;
-            let after_question = match (asked_at, changed_at) {
-                (Some(asked), Some(changed)) => changed > asked,
-                _ => true,
-            };
-            if !after_question {
-                tracing::debug!(work_item = %task.work_item, "start set before the agent's question; not an answer");
-            } else if let Some(resumed) = self.resume(&rules, &task, None, trigger).await? {
+            // Moving the item back to "start" (after the question) is how a person says "go
+            // on" to an agent that asked one.
+            if let Some(resumed) = self
+                .resume(&rules, &task, None, changed_at, trigger)
+                .await?
+            {
                 return Ok(resumed);
             }
             tracing::debug!(work_item = %task.work_item, "start: task exists, nothing to do");
@@ -453,12 +445,14 @@ impl Pipeline {
 
     /// A person answered the question the stage's agent asked: the answer (if the channel
     /// carries one) becomes `ORCH_FEEDBACK` and the agent runs again. `None` when the task was
-    /// not waiting, so a second answer, or a replay of the first, changes nothing.
+    /// not waiting, so a second answer, or a replay of the first, changes nothing, and when
+    /// the answer was given (`said_at`, when known) before the question.
     pub async fn resume(
         &self,
         rules: &policy::RuleSet,
         task: &Task,
         answer: Option<String>,
+        said_at: Option<Timestamp>,
         trigger: Trigger,
     ) -> Result<Option<Outcome>, PipelineError> {
         let Some(agent) = rules.stage(&task.stage).and_then(|s| s.agent.clone()) else {
@@ -467,7 +461,9 @@ impl Pipeline {
         let (id, now) = (task.id, self.clock.now());
         let Some(job) = self
             .store
-            .call(move |c| store::jobs::resume_after_input(c, id, &agent, answer.as_deref(), now))
+            .call(move |c| {
+                store::jobs::resume_after_input(c, id, &agent, answer.as_deref(), said_at, now)
+            })
             .await?
         else {
             return Ok(None);
@@ -485,16 +481,18 @@ impl Pipeline {
         Ok(Some(Outcome::Resumed { task_id: task.id }))
     }
 
-    /// Handles a person's comment on a work item: an answer when the task waits for one.
+    /// Handles a person's comment on a work item: an answer when the task waits for one and
+    /// the comment came after the question (`said_at`, when known).
     pub async fn answer(
         &self,
         task: &Task,
         answer: String,
+        said_at: Option<Timestamp>,
         trigger: Trigger,
     ) -> Result<Outcome, PipelineError> {
         let rules = self.rules.current();
         Ok(self
-            .resume(&rules, task, Some(answer), trigger)
+            .resume(&rules, task, Some(answer), said_at, trigger)
             .await?
             .unwrap_or_else(|| Outcome::Ignored {
                 reason: format!("{} is not waiting for an answer", task.work_item),

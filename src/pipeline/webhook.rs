@@ -166,7 +166,7 @@ impl Pipeline {
             (p.data, None, relevant)
         } else {
             if value.get("event").and_then(|v| v.as_str()) == Some("issue_comment") {
-                return self.handle_plane_comment(value).await;
+                return self.handle_plane_comment(value, received_at).await;
             }
             let p: PlaneV1 =
                 serde_json::from_value(value).map_err(|e| malformed("Plane", e.to_string()))?;
@@ -210,6 +210,7 @@ impl Pipeline {
     async fn handle_plane_comment(
         &self,
         value: serde_json::Value,
+        received_at: Timestamp,
     ) -> Result<Outcome, DeliveryError> {
         let p: PlaneCommentV1 =
             serde_json::from_value(value).map_err(|e| malformed("Plane", e.to_string()))?;
@@ -252,7 +253,10 @@ impl Pipeline {
         if text.is_empty() {
             return Ok(ignored("empty comment".into()));
         }
-        Ok(self.answer(&task, text, Trigger::Webhook).await?)
+        // Written before orch received it: orch's own clock, comparable with the question's.
+        Ok(self
+            .answer(&task, text, Some(received_at), Trigger::Webhook)
+            .await?)
     }
 
     /// A comment orch wrote (tagged with its external source, or written by its own Plane

@@ -167,16 +167,22 @@ fn enqueue_in(
 
 /// Answers a task that waits for input: stores the answer as the task's feedback (when there
 /// is one) and queues `agent` again, in one transaction. `None` when the task is not waiting
-/// (already answered, or it moved on), so a second answer changes nothing.
+/// (already answered, or it moved on), so a second answer changes nothing, and when the answer
+/// was given (`said_at`, when known) before the question was asked: a delivery that waited in
+/// the inbox while the agent asked is old news, not an answer.
 pub fn resume_after_input(
     conn: &mut Connection,
     task_id: i64,
     agent: &str,
     answer: Option<&str>,
+    said_at: Option<Timestamp>,
     now: Timestamp,
 ) -> Result<Option<Job>, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    if !awaiting_input(&tx, task_id)? {
+    let Some((_, asked_at)) = open_question(&tx, task_id)? else {
+        return Ok(None);
+    };
+    if said_at.is_some_and(|said| said <= asked_at) {
         return Ok(None);
     }
     let stage: String = tx.query_row("SELECT stage FROM tasks WHERE id = ?1", [task_id], |r| {
@@ -330,29 +336,28 @@ pub fn tasks_with_active_jobs(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Ids of tasks waiting for a person's answer: the task's latest job ran in the task's
-/// current stage and finished asking a question (`needs_input`).
+/// The tasks waiting for a person's answer: the task's latest job ran in the task's current
+/// stage and finished asking a question (`needs_input`). One definition for every query below.
+const OPEN_QUESTIONS: &str = "FROM tasks t
+     JOIN jobs j ON j.id = (SELECT MAX(id) FROM jobs WHERE task_id = t.id)
+     WHERE j.status = 'done' AND j.verdict = 'needs_input' AND j.stage = t.stage";
+
+/// Ids of tasks waiting for a person's answer; one query for a whole sweep.
 pub fn tasks_awaiting_input(
     conn: &Connection,
 ) -> Result<std::collections::HashSet<i64>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT t.id FROM tasks t
-         JOIN jobs j ON j.id = (SELECT MAX(id) FROM jobs WHERE task_id = t.id)
-         WHERE j.status = 'done' AND j.verdict = 'needs_input' AND j.stage = t.stage",
-    )?;
-    let rows = stmt.query_map([], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    Ok(questions_awaiting_answer(conn)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect())
 }
 
 /// The tasks waiting for a person's answer, each with the time its question was asked (the
 /// asking job's finish), oldest question first: the reconciler looks for lost answers.
 pub fn questions_awaiting_answer(conn: &Connection) -> Result<Vec<(i64, Timestamp)>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT t.id, j.finished_at FROM tasks t
-         JOIN jobs j ON j.id = (SELECT MAX(id) FROM jobs WHERE task_id = t.id)
-         WHERE j.status = 'done' AND j.verdict = 'needs_input' AND j.stage = t.stage
-         ORDER BY j.finished_at, t.id",
-    )?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT t.id, j.finished_at {OPEN_QUESTIONS} ORDER BY j.finished_at, t.id"
+    ))?;
     let rows = stmt.query_map([], |r| {
         Ok((
             r.get::<_, i64>(0)?,
@@ -360,12 +365,6 @@ pub fn questions_awaiting_answer(conn: &Connection) -> Result<Vec<(i64, Timestam
         ))
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// When the question a task waits on was asked (its asking job's finish); `None` when the
-/// task is not waiting for an answer.
-pub fn question_asked_at(conn: &Connection, task_id: i64) -> Result<Option<Timestamp>, StoreError> {
-    Ok(open_question(conn, task_id)?.map(|(_, at)| at))
 }
 
 /// The question a task waits on (the asking job's summary) and when it was asked; `None`
@@ -376,10 +375,9 @@ pub fn open_question(
 ) -> Result<Option<(String, Timestamp)>, StoreError> {
     Ok(conn
         .query_row(
-            "SELECT COALESCE(j.summary, ''), j.finished_at FROM jobs j JOIN tasks t ON t.id = j.task_id
-             WHERE j.task_id = ?1
-               AND j.id = (SELECT MAX(id) FROM jobs WHERE task_id = ?1)
-               AND j.status = 'done' AND j.verdict = 'needs_input' AND j.stage = t.stage",
+            &format!(
+                "SELECT COALESCE(j.summary, ''), j.finished_at {OPEN_QUESTIONS} AND t.id = ?1"
+            ),
             [task_id],
             |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?)),
         )
@@ -387,16 +385,9 @@ pub fn open_question(
         .map(|(q, at)| (q, Timestamp::from_millis(at.unwrap_or(0)))))
 }
 
-/// Whether one task waits for a person's answer (see `tasks_awaiting_input`).
+/// Whether one task waits for a person's answer.
 pub fn awaiting_input(conn: &Connection, task_id: i64) -> Result<bool, StoreError> {
-    Ok(conn.query_row(
-        "SELECT EXISTS(SELECT 1 FROM jobs j JOIN tasks t ON t.id = j.task_id
-         WHERE j.task_id = ?1
-           AND j.id = (SELECT MAX(id) FROM jobs WHERE task_id = ?1)
-           AND j.status = 'done' AND j.verdict = 'needs_input' AND j.stage = t.stage)",
-        [task_id],
-        |r| r.get(0),
-    )?)
+    Ok(open_question(conn, task_id)?.is_some())
 }
 
 /// The most recent finished (`done`) job of `agent` for the task.
