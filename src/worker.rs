@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::{self, AgentOutcome, AgentRun, AgentStatus};
 use crate::pipeline::Pipeline;
-use crate::store::{self, Job};
+use crate::store::{self, Job, Task};
 
 /// The bounded output kept per job (the tail).
 const MAX_OUTPUT_BYTES: usize = 16 * 1024;
@@ -78,87 +78,77 @@ impl Worker {
 }
 
 /// Runs one claimed job to its end; never returns an error (it is recorded on the job).
-/// `stop` (shutdown) interrupts the agent: it is killed with its process group and the job
-/// goes back in the queue with the attempt given back. `cancelled` (the task was cancelled)
-/// kills it too, and the job ends failed.
+/// A job whose task has left the job's stage (cancelled, or moved on while a retry waited or
+/// the process was down) is not run. `stop` (shutdown) interrupts the agent: it is killed with
+/// its process group and the job goes back in the queue with the attempt given back.
+/// `cancelled` (the task was cancelled) kills it too, and the job ends failed.
 pub async fn run_job(
     pipeline: &Pipeline,
     job: Job,
     stop: &CancellationToken,
     cancelled: &CancellationToken,
 ) {
-    if let Some(reason) = stale(pipeline, &job).await {
-        let (id, now, why) = (job.id, pipeline.clock.now(), reason.clone());
-        match pipeline
-            .store
-            .call(move |c| store::jobs::abandon(c, id, &why, now))
-            .await
-        {
-            Ok(_) => tracing::info!(job = job.id, agent = %job.agent, %reason, "job not run"),
-            Err(e) => tracing::error!(job = job.id, error = %e, "could not mark a stale job"),
-        }
-        return;
-    }
-    // On either token `execute` is dropped, and with it the agent's process group.
-    let outcome = tokio::select! {
-        outcome = execute(pipeline, &job) => outcome,
-        _ = stop.cancelled() => {
-            let id = job.id;
-            match pipeline.store.call(move |c| store::jobs::release_interrupted(c, id)).await {
-                Ok(_) => tracing::info!(job = job.id, agent = %job.agent, "job interrupted by shutdown; queued again"),
-                Err(e) => tracing::error!(job = job.id, error = %e, "job interrupted by shutdown; it will be queued again at the next start"),
-            }
-            return;
-        }
-        _ = cancelled.cancelled() => {
-            let (id, now) = (job.id, pipeline.clock.now());
-            match pipeline.store.call(move |c| store::jobs::finish_cancelled(c, id, now)).await {
-                Ok(_) => tracing::info!(job = job.id, agent = %job.agent, "agent stopped: its task was cancelled"),
-                Err(e) => tracing::error!(job = job.id, error = %e, "agent stopped for a cancelled task, but the job could not be marked"),
-            }
-            return;
-        }
-    };
-    if let Err(e) = pipeline.job_finished(&job, outcome).await {
-        tracing::error!(job = job.id, error = %e, "could not record the end of a job");
-    }
-}
-
-/// Why a claimed job must not run: its task is gone, or has left the stage the job was queued
-/// for (cancelled, or moved on while a retry waited or while the process was down).
-async fn stale(pipeline: &Pipeline, job: &Job) -> Option<String> {
-    let task_id = job.task_id;
-    match pipeline
-        .store
-        .call(move |c| store::tasks::get(c, task_id))
-        .await
-    {
-        Ok(Some(t)) if t.stage == job.stage => None,
-        Ok(Some(t)) => Some(format!("the task left {} (now in {})", job.stage, t.stage)),
-        Ok(None) => Some(format!("task {task_id} does not exist")),
-        // Not known to be stale: `execute` reports the store's trouble as usual.
-        Err(_) => None,
-    }
-}
-
-async fn execute(pipeline: &Pipeline, job: &Job) -> AgentOutcome {
     let task_id = job.task_id;
     let task = match pipeline
         .store
         .call(move |c| store::tasks::get(c, task_id))
         .await
     {
-        Ok(Some(t)) => t,
-        Ok(None) => return spawn_failed(format!("task {task_id} does not exist")),
-        Err(e) => return spawn_failed(format!("cannot load task {task_id}: {e}")),
+        Ok(Some(t)) if t.stage == job.stage => t,
+        Ok(Some(t)) => {
+            let reason = format!("the task left {} (now in {})", job.stage, t.stage);
+            return abandon(pipeline, &job, reason).await;
+        }
+        Ok(None) => return abandon(pipeline, &job, format!("task {task_id} does not exist")).await,
+        Err(e) => {
+            let outcome = spawn_failed(format!("cannot load task {task_id}: {e}"));
+            return finished(pipeline, &job, outcome).await;
+        }
     };
+    // On either token `execute` is dropped, and with it the agent's process group.
+    tokio::select! {
+        outcome = execute(pipeline, &job, &task) => finished(pipeline, &job, outcome).await,
+        _ = stop.cancelled() => {
+            let id = job.id;
+            match pipeline.store.call(move |c| store::jobs::release_interrupted(c, id)).await {
+                Ok(_) => tracing::info!(job = job.id, agent = %job.agent, "job interrupted by shutdown; queued again"),
+                Err(e) => tracing::error!(job = job.id, error = %e, "job interrupted by shutdown; it will be queued again at the next start"),
+            }
+        }
+        _ = cancelled.cancelled() => abandon(pipeline, &job, "cancelled".to_string()).await,
+    }
+}
+
+/// Ends a job without (or without finishing) its agent run: failed with `reason`, never
+/// retried.
+async fn abandon(pipeline: &Pipeline, job: &Job, reason: String) {
+    let (id, now, why) = (job.id, pipeline.clock.now(), reason.clone());
+    match pipeline
+        .store
+        .call(move |c| store::jobs::abandon(c, id, &why, now))
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(job = job.id, agent = %job.agent, %reason, "job ended without its agent")
+        }
+        Err(e) => tracing::error!(job = job.id, %reason, error = %e, "could not end the job"),
+    }
+}
+
+async fn finished(pipeline: &Pipeline, job: &Job, outcome: AgentOutcome) {
+    if let Err(e) = pipeline.job_finished(job, outcome).await {
+        tracing::error!(job = job.id, error = %e, "could not record the end of a job");
+    }
+}
+
+async fn execute(pipeline: &Pipeline, job: &Job, task: &Task) -> AgentOutcome {
     let Some(agent_cfg) = pipeline.config.agents.get(&job.agent).cloned() else {
         return spawn_failed(format!(
             "no command configured for agent {:?}: add [agents.{}] to orch.toml",
             job.agent, job.agent
         ));
     };
-    let worktree = match pipeline.prepare_worktree(&task).await {
+    let worktree = match pipeline.prepare_worktree(task).await {
         Ok(p) => p,
         Err(e) => return spawn_failed(format!("worktree for {}: {e:#}", task.branch)),
     };

@@ -278,11 +278,6 @@ pub fn requeue_running(conn: &Connection) -> Result<usize, StoreError> {
     )?)
 }
 
-/// Ends a running job whose task was cancelled: failed, with `cancelled` as the error.
-pub fn finish_cancelled(conn: &Connection, id: i64, now: Timestamp) -> Result<bool, StoreError> {
-    abandon(conn, id, "cancelled", now)
-}
-
 /// Ends a running job without running (or without finishing) its agent: failed, with
 /// `error`, and never retried.
 pub fn abandon(
