@@ -71,17 +71,17 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 20)]
     pub items: usize,
     /// Fraction of webhooks silently dropped (0.0 – 1.0).
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = 0.3, value_parser = fraction)]
     pub drop_rate: f64,
     /// Fraction of items a person cancels once their development has started (0.0 – 1.0).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
     pub cancel_rate: f64,
     /// Fraction of items whose analyst first asks a question, answered by a person in a Plane
     /// comment (0.0 – 1.0).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
     pub ask_rate: f64,
     /// Fraction of items whose reviewer rejects the first review (0.0 – 1.0).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
     pub reject_rate: f64,
     /// Seed for the drops, cancels, questions and rejections, so a run can be repeated.
     #[arg(long, default_value_t = 1)]
@@ -226,27 +226,15 @@ fn inbox(cmd: InboxCommand) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// A simulation rate: a number from 0 to 1.
+fn fraction(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{value:?} is not a number between 0 and 1")),
+    }
+}
+
 fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
-        (0.0..=1.0).contains(&args.drop_rate),
-        "--drop-rate must be between 0 and 1, not {}",
-        args.drop_rate
-    );
-    anyhow::ensure!(
-        (0.0..=1.0).contains(&args.cancel_rate),
-        "--cancel-rate must be between 0 and 1, not {}",
-        args.cancel_rate
-    );
-    anyhow::ensure!(
-        (0.0..=1.0).contains(&args.ask_rate),
-        "--ask-rate must be between 0 and 1, not {}",
-        args.ask_rate
-    );
-    anyhow::ensure!(
-        (0.0..=1.0).contains(&args.reject_rate),
-        "--reject-rate must be between 0 and 1, not {}",
-        args.reject_rate
-    );
     anyhow::ensure!(args.items > 0, "--items must be at least 1");
     let opts = crate::sim::SimOptions {
         items: args.items,

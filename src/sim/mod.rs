@@ -180,6 +180,21 @@ fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A seeded choice of items (each with probability `rate`), so a run can be repeated.
+fn chosen(items: usize, rate: f64, seed: u64) -> HashSet<i64> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (1..=items as i64)
+        .filter(|_| rng.random::<f64>() < rate)
+        .collect()
+}
+
+/// The work items of `seqs`, one per line, for the scripted agents to `grep`.
+fn write_list(path: &Path, seqs: &HashSet<i64>) -> anyhow::Result<()> {
+    let lines: String = seqs.iter().map(|seq| format!("SIM-{seq}\n")).collect();
+    std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))
+}
+
 /// The scripted agents. The analyst of an item listed in `ask_list` first asks a question
 /// (verdict `needs_input`) and analyses once it has an answer in `ORCH_FEEDBACK`; the
 /// reviewer of an item listed in `reject_list` rejects its first review (it leaves a mark in
@@ -262,27 +277,12 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
     for (name, text) in crate::policy::EMBEDDED {
         std::fs::write(rules.join(name), text)?;
     }
-    // Which items' analysts ask first: a seeded choice, so a run can be repeated.
-    let to_ask: HashSet<i64> = {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed ^ 0xA5C0_0000);
-        (1..=opts.items as i64)
-            .filter(|_| rng.random::<f64>() < opts.ask_rate)
-            .collect()
-    };
-    let ask_list = root.join("ask.txt");
-    let listed: String = to_ask.iter().map(|seq| format!("SIM-{seq}\n")).collect();
-    std::fs::write(&ask_list, listed)?;
-    let to_reject: HashSet<i64> = {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed ^ 0x0BAD_C0DE);
-        (1..=opts.items as i64)
-            .filter(|_| rng.random::<f64>() < opts.reject_rate)
-            .collect()
-    };
-    let reject_list = root.join("reject.txt");
-    let listed: String = to_reject.iter().map(|seq| format!("SIM-{seq}\n")).collect();
-    std::fs::write(&reject_list, listed)?;
+    // Whose analysts ask first and whose reviewers reject once; the agents read the lists.
+    let to_ask = chosen(opts.items, opts.ask_rate, opts.seed ^ 0xA5C0_0000);
+    let to_reject = chosen(opts.items, opts.reject_rate, opts.seed ^ 0x0BAD_C0DE);
+    let (ask_list, reject_list) = (root.join("ask.txt"), root.join("reject.txt"));
+    write_list(&ask_list, &to_ask)?;
+    write_list(&reject_list, &to_reject)?;
     let agents = write_agents(&root.join("agents"), &ask_list, &reject_list)?;
 
     // Bind the fakes' ports first: orch's config needs their URLs, their webhooks need orch's.
@@ -365,14 +365,8 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
         plane.human_sets(seq, "In Progress").await;
     }
 
-    // Which items a person will cancel: a seeded choice, so a run can be repeated.
-    let to_cancel: HashSet<i64> = {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed ^ 0xC0FF_EE00);
-        (1..=opts.items as i64)
-            .filter(|_| rng.random::<f64>() < opts.cancel_rate)
-            .collect()
-    };
+    // Which items a person will cancel.
+    let to_cancel = chosen(opts.items, opts.cancel_rate, opts.seed ^ 0xC0FF_EE00);
     let mut cancel_sent: HashSet<i64> = HashSet::new();
     let mut answered: HashSet<i64> = HashSet::new();
     let mut approved: HashSet<i64> = HashSet::new();
