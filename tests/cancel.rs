@@ -8,52 +8,22 @@ use std::time::Duration;
 use common::*;
 use orch::store::{self, Trigger};
 
-/// Gone, or a zombie waiting for init to reap it: either way no longer running.
-fn process_gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_in_plane_stops_the_agent_and_ends_the_task() {
     let peers = Peers::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let bare = bare_repo(dir.path());
-    let pid_file = dir.path().join("children.pid");
-    let mut cfg = test_config(dir.path());
-    peers.configure(&mut cfg, bare.to_str().unwrap());
-    cfg.reconcile.enabled = Some(false);
-    cfg.agents.insert(
-        "analyst".into(),
-        orch::config::AgentConfig {
-            command: vec![
-                "/usr/bin/env".into(),
-                format!("SLOW_PID_FILE={}", pid_file.display()),
-                format!("{}/tests/agents/slow.sh", env!("CARGO_MANIFEST_DIR")),
-            ],
-            timeout: Duration::from_secs(600),
-            push: false,
-        },
-    );
-    let app = TestApp::spawn_in(dir, cfg).await;
+    let pids = tempfile::tempdir().unwrap();
+    let pid_file = pids.path().join("children.pid");
+    let analyst = slow_agent(&pid_file, Duration::from_secs(600));
+    let app = spawn_with_agents(&peers, vec![("analyst", analyst)]).await;
 
     post_plane(&app, plane_webhook("In Progress", "started")).await;
     eventually(
         "the analyst is running",
         Duration::from_secs(20),
-        || async { std::fs::read_to_string(&pid_file).is_ok_and(|t| !t.trim().is_empty()) },
+        || async { !recorded_pids(&pid_file).is_empty() },
     )
     .await;
-    let child: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let child = recorded_pids(&pid_file)[0];
     let task = task_of(&app, "ET-42").await.unwrap();
     let worktree = app.state.pipeline.git.worktree_path(&task.branch);
     assert!(worktree.exists());

@@ -311,14 +311,7 @@ async fn a_rule_reload_reaches_stuck_tasks_in_the_next_sweep() {
         app.state.rules.current().version(),
         "the new version is recorded"
     );
-    let m = client()
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = get_text(&app, "/metrics").await;
     assert!(
         m.contains("orch_rules_reloads_total{result=\"ok\"} 1"),
         "{m}"

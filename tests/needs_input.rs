@@ -30,6 +30,38 @@ fn comment(edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap()
 }
 
+/// Records that `agent` ran in `stage` (queued at `queued`) and asked a question at `asked`.
+async fn ask(
+    app: &TestApp,
+    task_id: i64,
+    agent: &'static str,
+    stage: &'static str,
+    queued: Timestamp,
+    asked: Timestamp,
+) {
+    app.state
+        .store
+        .call(move |c| {
+            store::jobs::enqueue(c, task_id, agent, stage, queued)?;
+            let job = store::jobs::claim_next(c, queued)?.expect("the job just queued");
+            store::jobs::finish(
+                c,
+                job.id,
+                true,
+                &store::jobs::JobResult {
+                    exit_code: Some(0),
+                    verdict: Some("needs_input".into()),
+                    summary: Some(format!("{agent} asks: which way?")),
+                    log_excerpt: None,
+                    error: None,
+                },
+                asked,
+            )
+        })
+        .await
+        .unwrap();
+}
+
 /// The question's state, comment and message go out one after another: waits for the last.
 async fn question_sent(peers: &Peers) {
     eventually(
@@ -64,13 +96,7 @@ async fn ran_with_the_answer(app: &TestApp, task: &store::Task) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_question_shows_in_plane_and_a_comment_answers_it() {
     let peers = Peers::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let bare = bare_repo(dir.path());
-    let mut cfg = test_config(dir.path());
-    peers.configure(&mut cfg, bare.to_str().unwrap());
-    cfg.reconcile.enabled = Some(false);
-    cfg.agents.insert("analyst".into(), agent("curious"));
-    let app = TestApp::spawn_in(dir, cfg).await;
+    let app = spawn_with_agents(&peers, vec![("analyst", agent("curious"))]).await;
 
     post_plane(&app, plane_webhook("In Progress", "started")).await;
     eventually(
@@ -94,36 +120,15 @@ async fn a_question_shows_in_plane_and_a_comment_answers_it() {
             && c["external_source"] == "orch"),
         "{comments:?}"
     );
-    let explained: serde_json::Value = client()
-        .get(app.url("/explain/ET-42"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let explained = get_json(&app, "/explain/ET-42").await;
     assert_eq!(explained["facts"]["awaiting_input"], true, "{explained}");
     assert_eq!(
         explained["facts"]["question"]["text"], "Which OAuth providers should login support?",
         "{explained}"
     );
-    let queue: serde_json::Value = client()
-        .get(app.url("/queue"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let queue = get_json(&app, "/queue").await;
     assert_eq!(queue["awaiting_input"], 1, "{queue}");
-    let metrics = client()
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&app, "/metrics").await;
     assert!(metrics.contains("orch_tasks_awaiting_input 1"), "{metrics}");
 
     // orch's own comment (the question) coming back as a webhook is not an answer.
@@ -147,14 +152,7 @@ async fn a_question_shows_in_plane_and_a_comment_answers_it() {
     .await;
     let t = task_of(&app, "ET-42").await.unwrap();
     assert_eq!(t.stage, "analysis");
-    let queue: serde_json::Value = client()
-        .get(app.url("/queue"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let queue = get_json(&app, "/queue").await;
     assert_eq!(queue["awaiting_input"], 0, "answered: {queue}");
 
     // A second comment is conversation, not another answer: nothing runs again.
@@ -186,27 +184,7 @@ async fn a_waiting_task_is_held_by_webhooks_and_the_sweep_and_resumed_by_start()
     let task = insert_task(&app, "ET-42", "development", now).await;
     let id = task.id;
     // The developer ran and asked a question.
-    app.state
-        .store
-        .call(move |c| {
-            store::jobs::enqueue(c, id, "developer", "development", now)?;
-            let job = store::jobs::claim_next(c, now)?.expect("the job just queued");
-            store::jobs::finish(
-                c,
-                job.id,
-                true,
-                &store::jobs::JobResult {
-                    exit_code: Some(0),
-                    verdict: Some("needs_input".into()),
-                    summary: Some("Which database?".into()),
-                    log_excerpt: None,
-                    error: None,
-                },
-                now,
-            )
-        })
-        .await
-        .unwrap();
+    ask(&app, id, "developer", "development", now, now).await;
 
     let held = app
         .state
@@ -382,27 +360,7 @@ async fn a_start_or_comment_received_before_the_question_does_not_resume_the_tas
     let id = task.id;
     // The analyst's question is recorded as asked after the delivery below is received.
     let asked = now.plus(Duration::from_secs(600));
-    app.state
-        .store
-        .call(move |c| {
-            store::jobs::enqueue(c, id, "analyst", "analysis", now)?;
-            let job = store::jobs::claim_next(c, now)?.expect("the job just queued");
-            store::jobs::finish(
-                c,
-                job.id,
-                true,
-                &store::jobs::JobResult {
-                    exit_code: Some(0),
-                    verdict: Some("needs_input".into()),
-                    summary: Some("Which providers?".into()),
-                    log_excerpt: None,
-                    error: None,
-                },
-                asked,
-            )
-        })
-        .await
-        .unwrap();
+    ask(&app, id, "analyst", "analysis", now, asked).await;
     post_plane(&app, plane_webhook("In Progress", "started")).await;
     // Nor is a comment that was written before the question.
     post_comment(&app, comment(|v| v["data"]["issue"] = "issue-ET-42".into())).await;

@@ -162,13 +162,7 @@ async fn start_twice_and_concurrently_makes_one_task_branch_worktree_and_job() {
     cfg.reconcile.enabled = Some(false);
     // No analyst command: the job stays queued/fails, which keeps this test about creation.
     let app = TestApp::spawn_in(dir, cfg).await;
-    let item = orch::pipeline::WorkItem {
-        work_item: WI.into(),
-        plane_issue_id: Some(ISSUE_ID.into()),
-        plane_project_id: PROJECT_ID.into(),
-        title: "Login redirect loop on Safari".into(),
-        labels: vec![],
-    };
+    let item = work_item(WI, "Login redirect loop on Safari");
     let mut handles = Vec::new();
     for _ in 0..20 {
         let p = app.state.pipeline.clone();

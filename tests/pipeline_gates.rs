@@ -104,27 +104,12 @@ async fn a_timed_out_agent_is_killed_with_its_children_retried_then_reported_blo
     cfg.reconcile.enabled = Some(false);
     cfg.agents.insert(
         "analyst".into(),
-        orch::config::AgentConfig {
-            command: vec![
-                "/usr/bin/env".into(),
-                format!("SLOW_PID_FILE={}", pid_file.display()),
-                format!("{}/tests/agents/slow.sh", env!("CARGO_MANIFEST_DIR")),
-            ],
-            timeout: Duration::from_millis(500),
-            push: false,
-        },
+        slow_agent(&pid_file, Duration::from_millis(500)),
     );
     let app = TestApp::spawn_in(dir, cfg).await;
-    let item = orch::pipeline::WorkItem {
-        work_item: "ET-9".into(),
-        plane_issue_id: Some(ISSUE_ID.into()),
-        plane_project_id: PROJECT_ID.into(),
-        title: "Slow".into(),
-        labels: vec![],
-    };
     app.state
         .pipeline
-        .start(&item, Trigger::Webhook)
+        .start(&work_item("ET-9", "Slow"), Trigger::Webhook)
         .await
         .unwrap();
 
@@ -144,11 +129,7 @@ async fn a_timed_out_agent_is_killed_with_its_children_retried_then_reported_blo
     assert_eq!(job.error.as_deref(), Some("timed out"));
 
     // Every child the agent started died with it.
-    let pids: Vec<i32> = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
+    let pids = recorded_pids(&pid_file);
     assert_eq!(pids.len(), 2, "one child per attempt");
     eventually("children are gone", Duration::from_secs(5), || async {
         pids.iter().all(|pid| process_gone(*pid))
@@ -237,38 +218,19 @@ async fn a_shutdown_kills_a_running_agent_and_queues_its_job_again_without_spend
     cfg.reconcile.enabled = Some(false);
     cfg.agents.insert(
         "analyst".into(),
-        orch::config::AgentConfig {
-            command: vec![
-                "/usr/bin/env".into(),
-                format!("SLOW_PID_FILE={}", pid_file.display()),
-                format!("{}/tests/agents/slow.sh", env!("CARGO_MANIFEST_DIR")),
-            ],
-            timeout: Duration::from_secs(600),
-            push: false,
-        },
+        slow_agent(&pid_file, Duration::from_secs(600)),
     );
     let app = TestApp::spawn_in(dir, cfg.clone()).await;
-    let item = orch::pipeline::WorkItem {
-        work_item: "ET-8".into(),
-        plane_issue_id: Some(ISSUE_ID.into()),
-        plane_project_id: PROJECT_ID.into(),
-        title: "Deploy".into(),
-        labels: vec![],
-    };
     app.state
         .pipeline
-        .start(&item, Trigger::Webhook)
+        .start(&work_item("ET-8", "Deploy"), Trigger::Webhook)
         .await
         .unwrap();
     eventually("the agent is running", Duration::from_secs(20), || async {
-        std::fs::read_to_string(&pid_file).is_ok_and(|t| !t.trim().is_empty())
+        !recorded_pids(&pid_file).is_empty()
     })
     .await;
-    let child: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let child = recorded_pids(&pid_file)[0];
 
     // A deploy: the service stops while the agent runs.
     let dir = app.stop_keeping_dir().await;
@@ -302,27 +264,10 @@ async fn a_shutdown_kills_a_running_agent_and_queues_its_job_again_without_spend
     app.stop().await;
 }
 
-/// Gone, or a zombie waiting for init to reap it: either way no longer running.
-fn process_gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_for_a_stage_its_task_has_left_is_not_run() {
     let peers = Peers::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let bare = bare_repo(dir.path());
-    let mut cfg = test_config(dir.path());
-    peers.configure(&mut cfg, bare.to_str().unwrap());
-    cfg.reconcile.enabled = Some(false);
-    cfg.agents.insert("developer".into(), agent("developer"));
-    let app = TestApp::spawn_in(dir, cfg).await;
+    let app = spawn_with_agents(&peers, vec![("developer", agent("developer"))]).await;
     let now = app.state.clock.now();
     // A developer retry was waiting when the task moved on to review.
     let task = insert_task(&app, "ET-7", "review", now).await;

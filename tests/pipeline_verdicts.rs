@@ -9,13 +9,7 @@ use common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plane_rejection_reruns_the_analysis_with_the_feedback() {
     let peers = Peers::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let bare = bare_repo(dir.path());
-    let mut cfg = test_config(dir.path());
-    peers.configure(&mut cfg, bare.to_str().unwrap());
-    cfg.reconcile.enabled = Some(false);
-    cfg.agents.insert("analyst".into(), agent("analyst"));
-    let app = TestApp::spawn_in(dir, cfg).await;
+    let app = spawn_with_agents(&peers, vec![("analyst", agent("analyst"))]).await;
     post_plane(&app, plane_webhook("In Progress", "started")).await;
     eventually(
         "analysis awaits review",

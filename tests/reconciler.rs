@@ -60,6 +60,35 @@ impl H {
             .0
     }
 
+    /// The task of Plane item `seq` (as `item(seq, …)` lists it), in `stage` since before the
+    /// items' Plane changes, with `first_agent` queued.
+    async fn plane_item_task(
+        &self,
+        seq: i64,
+        stage: &str,
+        first_agent: Option<&'static str>,
+    ) -> store::Task {
+        let new = store::NewTask {
+            work_item: format!("ET-{seq}"),
+            plane_issue_id: Some(format!("issue-{seq}")),
+            plane_project_id: Some(PROJECT_ID.into()),
+            title: format!("Item {seq}"),
+            repo: REPO.into(),
+            branch: format!("feature/ET-{seq}-item-{seq}"),
+            stage: stage.into(),
+            labels: vec![],
+        };
+        let created = Timestamp::parse_rfc3339("2026-11-21T08:00:00Z").unwrap();
+        self.state
+            .store
+            .call(move |c| {
+                store::tasks::create_atomic(c, &new, first_agent, "test", Trigger::Manual, created)
+            })
+            .await
+            .unwrap()
+            .0
+    }
+
     async fn stage_of(&self, id: i64) -> String {
         self.state
             .store
@@ -731,24 +760,7 @@ async fn plane_side_one_project_failing_does_not_stop_another() {
 async fn plane_side_replays_a_lost_approval_once() {
     let h = harness(|_, _| {}).await;
     // ET-9 sits in analysis since before the person approved it in Plane.
-    let new = store::NewTask {
-        work_item: "ET-9".into(),
-        plane_issue_id: Some("issue-9".into()),
-        plane_project_id: Some(PROJECT_ID.into()),
-        title: "Item 9".into(),
-        repo: REPO.into(),
-        branch: "feature/ET-9-item-9".into(),
-        stage: "analysis".into(),
-        labels: vec![],
-    };
-    let created = Timestamp::parse_rfc3339("2026-11-21T08:00:00Z").unwrap();
-    let t = h
-        .state
-        .store
-        .call(move |c| store::tasks::create_atomic(c, &new, None, "test", Trigger::Manual, created))
-        .await
-        .unwrap()
-        .0;
+    let t = h.plane_item_task(9, "analysis", None).await;
     Mock::given(method("GET"))
         .and(path(LIST))
         .respond_with(ResponseTemplate::new(200).set_body_json(page(
@@ -771,33 +783,7 @@ async fn plane_side_replays_a_lost_approval_once() {
 async fn plane_side_replays_a_lost_cancel_once() {
     let h = harness(|_, _| {}).await;
     // ET-9 has a developer job queued when the person cancels the item in Plane.
-    let new = store::NewTask {
-        work_item: "ET-9".into(),
-        plane_issue_id: Some("issue-9".into()),
-        plane_project_id: Some(PROJECT_ID.into()),
-        title: "Item 9".into(),
-        repo: REPO.into(),
-        branch: "feature/ET-9-item-9".into(),
-        stage: "development".into(),
-        labels: vec![],
-    };
-    let created = Timestamp::parse_rfc3339("2026-11-21T08:00:00Z").unwrap();
-    let t = h
-        .state
-        .store
-        .call(move |c| {
-            store::tasks::create_atomic(
-                c,
-                &new,
-                Some("developer"),
-                "test",
-                Trigger::Manual,
-                created,
-            )
-        })
-        .await
-        .unwrap()
-        .0;
+    let t = h.plane_item_task(9, "development", Some("developer")).await;
     Mock::given(method("GET"))
         .and(path(LIST))
         .respond_with(ResponseTemplate::new(200).set_body_json(page(

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestApp, client, fixture, sign};
+use common::{TestApp, client, fixture, get_json, sign};
 use orch::secret::Secret;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -224,14 +224,7 @@ async fn malformed_and_oversized_bodies_are_rejected_with_json_errors() {
 #[tokio::test]
 async fn queue_reports_levels_and_blocks() {
     let app = TestApp::spawn(|_| {}).await;
-    let v: Value = client()
-        .get(app.url("/queue"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(&app, "/queue").await;
     assert_eq!(v["jobs"]["queued"], 0);
     assert!(v["tasks"].is_object());
     assert!(v["reconcile"]["sweeps"].is_number());

@@ -193,13 +193,7 @@ async fn a_hundred_concurrent_identical_in_progress_deliveries_make_one_task() {
         assert_eq!(h.await.unwrap(), 202);
     }
     // And the same start racing in through the pipeline directly (as the reconciler would).
-    let item = orch::pipeline::WorkItem {
-        work_item: "ET-42".into(),
-        plane_issue_id: Some(ISSUE_ID.into()),
-        plane_project_id: PROJECT_ID.into(),
-        title: "Login redirect loop on Safari".into(),
-        labels: vec![],
-    };
+    let item = work_item("ET-42", "Login redirect loop on Safari");
     app.state
         .pipeline
         .start(&item, Trigger::Reconciler)
@@ -510,24 +504,10 @@ async fn bad_and_failing_deliveries_are_kept_without_blocking_the_ones_behind_th
     assert!(rows[2].3, "{rows:?}");
     assert!(task_of(&app, "ET-43").await.is_none());
 
-    let queue: serde_json::Value = client()
-        .get(app.url("/queue"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let queue = get_json(&app, "/queue").await;
     assert_eq!(queue["inbox"]["dead"], 1, "{queue}");
     assert_eq!(queue["inbox"]["pending"], 1, "{queue}");
-    let metrics = client()
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&app, "/metrics").await;
     assert!(metrics.contains("orch_inbox_dead 1"), "{metrics}");
 
     // Plane is back and the retry time comes: the waiting delivery is applied.

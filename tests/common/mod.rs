@@ -429,6 +429,92 @@ pub async fn task_of(app: &TestApp, wi: &str) -> Option<orch::store::Task> {
 }
 
 /// A copy of the default rules in `dir/rules`, with textual replacements applied.
+/// The real server wired to `peers`, with a bare remote to clone, the sweep off and `agents`
+/// configured: the setup of most pipeline tests.
+pub async fn spawn_with_agents(
+    peers: &Peers,
+    agents: Vec<(&str, orch::config::AgentConfig)>,
+) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = bare_repo(dir.path());
+    let mut cfg = test_config(dir.path());
+    peers.configure(&mut cfg, bare.to_str().unwrap());
+    cfg.reconcile.enabled = Some(false);
+    for (name, agent) in agents {
+        cfg.agents.insert(name.into(), agent);
+    }
+    TestApp::spawn_in(dir, cfg).await
+}
+
+/// The work item of the Plane fixtures' project, as the pipeline takes it.
+pub fn work_item(wi: &str, title: &str) -> orch::pipeline::WorkItem {
+    orch::pipeline::WorkItem {
+        work_item: wi.into(),
+        plane_issue_id: Some(ISSUE_ID.into()),
+        plane_project_id: PROJECT_ID.into(),
+        title: title.into(),
+        labels: vec![],
+    }
+}
+
+/// `GET path` on the server, as JSON.
+pub async fn get_json(app: &TestApp, path: &str) -> serde_json::Value {
+    client()
+        .get(app.url(path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// `GET path` on the server, as text.
+pub async fn get_text(app: &TestApp, path: &str) -> String {
+    client()
+        .get(app.url(path))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// An agent that hangs and starts a child that would outlive it; the child's pid is appended
+/// to `pid_file` (tests/agents/slow.sh).
+pub fn slow_agent(pid_file: &std::path::Path, timeout: Duration) -> orch::config::AgentConfig {
+    orch::config::AgentConfig {
+        command: vec![
+            "/usr/bin/env".into(),
+            format!("SLOW_PID_FILE={}", pid_file.display()),
+            format!("{}/tests/agents/slow.sh", env!("CARGO_MANIFEST_DIR")),
+        ],
+        timeout,
+        push: false,
+    }
+}
+
+/// The pids the slow agent recorded (none yet when the file does not exist).
+pub fn recorded_pids(pid_file: &std::path::Path) -> Vec<i32> {
+    std::fs::read_to_string(pid_file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Gone, or a zombie waiting for init to reap it: either way no longer running.
+pub fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
 /// The jobs of one task, oldest first (none for an unknown task).
 pub async fn task_jobs(app: &TestApp, task_id: i64) -> Vec<orch::store::Job> {
     app.state
