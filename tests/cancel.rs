@@ -57,12 +57,7 @@ async fn cancelling_in_plane_stops_the_agent_and_ends_the_task() {
         || async { !worktree.exists() },
     )
     .await;
-    let history = app
-        .state
-        .store
-        .call(move |c| store::tasks::history(c, task.id))
-        .await
-        .unwrap();
+    let history = task_history(&app, task.id).await;
     let last = history.last().unwrap();
     assert_eq!(
         (
@@ -114,12 +109,7 @@ async fn a_cancel_whose_webhook_was_lost_is_found_before_orch_overwrites_it() {
         task_of(&app, "ET-42").await.unwrap().stage == "cancelled"
     })
     .await;
-    let history = app
-        .state
-        .store
-        .call(move |c| store::tasks::history(c, task.id))
-        .await
-        .unwrap();
+    let history = task_history(&app, task.id).await;
     let moves: Vec<_> = history
         .iter()
         .map(|h| (h.to_stage.as_str(), h.trigger))

@@ -298,12 +298,7 @@ async fn a_rule_reload_reaches_stuck_tasks_in_the_next_sweep() {
         || async { task_of(&app, "ET-5").await.unwrap().stage == "review" },
     )
     .await;
-    let history = app
-        .state
-        .store
-        .call(move |c| store::tasks::history(c, t.id))
-        .await
-        .unwrap();
+    let history = task_history(&app, t.id).await;
     let last = history.last().unwrap();
     assert_eq!(last.trigger, Trigger::Reconciler);
     assert_eq!(

@@ -98,12 +98,7 @@ async fn a_work_item_goes_from_in_progress_to_done() {
         "the branch outlives its worktree"
     );
 
-    let history = app
-        .state
-        .store
-        .call(move |c| store::tasks::history(c, task.id))
-        .await
-        .unwrap();
+    let history = task_history(&app, task.id).await;
     let path: Vec<_> = history
         .iter()
         .map(|h| (h.to_stage.as_str(), h.trigger))

@@ -122,6 +122,15 @@ enum Listing<T> {
     Plain(Vec<T>),
 }
 
+impl<T> Listing<T> {
+    fn into_rows(self) -> Vec<T> {
+        match self {
+            Listing::Paged(e) => e.results,
+            Listing::Plain(v) => v,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct ApiItem {
     id: String,
@@ -233,19 +242,26 @@ impl HttpPlane {
         .await
     }
 
+    /// A GET whose reply is decoded as `T`.
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        op: &'static str,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<T, IntegrationError> {
+        let reply = self
+            .request(reqwest::Method::GET, op, path, query, None, &[])
+            .await?;
+        decode("plane", op, path, &reply)
+    }
+
     async fn fetch_states(
         &self,
         project_id: &str,
     ) -> Result<Vec<PlaneStateInfo>, IntegrationError> {
         let path = self.project_path(project_id, "states/");
-        let reply = self
-            .request(reqwest::Method::GET, "list states", &path, &[], None, &[])
-            .await?;
-        let listing: Listing<PlaneStateInfo> = decode("plane", "list states", &path, &reply)?;
-        Ok(match listing {
-            Listing::Paged(e) => e.results,
-            Listing::Plain(v) => v,
-        })
+        let listing: Listing<PlaneStateInfo> = self.get("list states", &path, &[]).await?;
+        Ok(listing.into_rows())
     }
 
     async fn state_id(&self, project_id: &str, name: &str) -> Result<String, IntegrationError> {
@@ -349,17 +365,7 @@ impl Tracker for HttpPlane {
         if let Some(c) = cursor {
             query.push(("cursor", c.to_string()));
         }
-        let reply = self
-            .request(
-                reqwest::Method::GET,
-                "list work items",
-                &path,
-                &query,
-                None,
-                &[],
-            )
-            .await?;
-        let env: Envelope<ApiItem> = decode("plane", "list work items", &path, &reply)?;
+        let env: Envelope<ApiItem> = self.get("list work items", &path, &query).await?;
         let mut items = Vec::with_capacity(env.results.len());
         let states = match env
             .results
@@ -428,17 +434,7 @@ impl Tracker for HttpPlane {
             ("expand", "state".to_string()),
             ("fields", "id,state".to_string()),
         ];
-        let reply = self
-            .request(
-                reqwest::Method::GET,
-                "get work item",
-                &path,
-                &query,
-                None,
-                &[],
-            )
-            .await?;
-        let item: Item = decode("plane", "get work item", &path, &reply)?;
+        let item: Item = self.get("get work item", &path, &query).await?;
         Ok(match item.state {
             ApiStateRef::Expanded(s) => Some(s),
             ApiStateRef::Id(id) => self
@@ -459,21 +455,8 @@ impl Tracker for HttpPlane {
             ("per_page", COMMENTS_PAGE.to_string()),
             ("order_by", "-created_at".to_string()),
         ];
-        let reply = self
-            .request(
-                reqwest::Method::GET,
-                "list comments",
-                &path,
-                &query,
-                None,
-                &[],
-            )
-            .await?;
-        let listing: Listing<ApiComment> = decode("plane", "list comments", &path, &reply)?;
-        let rows = match listing {
-            Listing::Paged(e) => e.results,
-            Listing::Plain(v) => v,
-        };
+        let listing: Listing<ApiComment> = self.get("list comments", &path, &query).await?;
+        let rows = listing.into_rows();
         let mut comments = Vec::with_capacity(rows.len());
         for c in rows {
             let created_at =

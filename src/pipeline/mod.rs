@@ -263,6 +263,14 @@ impl Pipeline {
             .await?)
     }
 
+    async fn task_of(&self, work_item: &str) -> Result<Option<Task>, PipelineError> {
+        let wi = work_item.to_string();
+        Ok(self
+            .store
+            .call(move |c| store::tasks::get_by_work_item(c, &wi))
+            .await?)
+    }
+
     // -----------------------------------------------------------------------------------
     // verdict
 
@@ -276,12 +284,7 @@ impl Pipeline {
         source: VerdictSource,
         trigger: Trigger,
     ) -> Result<Outcome, PipelineError> {
-        let wi = work_item.to_string();
-        let Some(task) = self
-            .store
-            .call(move |c| store::tasks::get_by_work_item(c, &wi))
-            .await?
-        else {
+        let Some(task) = self.task_of(work_item).await? else {
             return Ok(Outcome::Ignored {
                 reason: format!("{work_item} has no task"),
             });
@@ -391,12 +394,7 @@ impl Pipeline {
         work_item: &str,
         trigger: Trigger,
     ) -> Result<Outcome, PipelineError> {
-        let wi = work_item.to_string();
-        let Some(task) = self
-            .store
-            .call(move |c| store::tasks::get_by_work_item(c, &wi))
-            .await?
-        else {
+        let Some(task) = self.task_of(work_item).await? else {
             return Ok(Outcome::Ignored {
                 reason: format!("{work_item} has no task"),
             });

@@ -259,22 +259,39 @@ pub fn compare_and_set_stage(
     now: Timestamp,
 ) -> Result<bool, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let won = move_in(
+        &tx,
+        task_id,
+        expected,
+        to,
+        feedback,
+        trigger,
+        rules_version,
+        now,
+    )?;
+    tx.commit()?;
+    Ok(won)
+}
+
+/// The compare-and-set of a stage change with its history row, inside a transaction.
+#[allow(clippy::too_many_arguments)]
+fn move_in(
+    tx: &rusqlite::Transaction<'_>,
+    task_id: i64,
+    expected: &str,
+    to: &str,
+    feedback: Option<&str>,
+    trigger: Trigger,
+    rules_version: &str,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
     let changed = tx.execute(
         "UPDATE tasks SET stage = ?1, feedback = ?2, updated_at = ?3 WHERE id = ?4 AND stage = ?5",
         params![to, feedback, now.as_millis(), task_id, expected],
     )?;
     if changed == 1 {
-        insert_history(
-            &tx,
-            task_id,
-            Some(expected),
-            to,
-            trigger,
-            rules_version,
-            now,
-        )?;
+        insert_history(tx, task_id, Some(expected), to, trigger, rules_version, now)?;
     }
-    tx.commit()?;
     Ok(changed == 1)
 }
 
@@ -293,22 +310,18 @@ pub fn cancel(
     now: Timestamp,
 ) -> Result<Option<Vec<i64>>, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let changed = tx.execute(
-        "UPDATE tasks SET stage = ?1, updated_at = ?2 WHERE id = ?3 AND stage = ?4",
-        params![to, now.as_millis(), task_id, expected],
-    )?;
-    if changed != 1 {
-        return Ok(None);
-    }
-    insert_history(
+    if !move_in(
         &tx,
         task_id,
-        Some(expected),
+        expected,
         to,
+        None,
         trigger,
         rules_version,
         now,
-    )?;
+    )? {
+        return Ok(None);
+    }
     tx.execute(
         "UPDATE jobs SET status = 'failed', error = 'cancelled', finished_at = ?1
          WHERE task_id = ?2 AND status = 'queued'",

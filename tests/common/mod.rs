@@ -515,6 +515,15 @@ pub fn process_gone(pid: i32) -> bool {
     }
 }
 
+/// The stage history of one task, oldest first.
+pub async fn task_history(app: &TestApp, task_id: i64) -> Vec<orch::store::HistoryRow> {
+    app.state
+        .store
+        .call(move |c| orch::store::tasks::history(c, task_id))
+        .await
+        .unwrap()
+}
+
 /// The jobs of one task, oldest first (none for an unknown task).
 pub async fn task_jobs(app: &TestApp, task_id: i64) -> Vec<orch::store::Job> {
     app.state
