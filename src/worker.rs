@@ -115,7 +115,7 @@ pub async fn run_job(
                 Err(e) => tracing::error!(job = job.id, error = %e, "job interrupted by shutdown; it will be queued again at the next start"),
             }
         }
-        _ = cancelled.cancelled() => abandon(pipeline, &job, "cancelled".to_string()).await,
+        _ = cancelled.cancelled() => abandon(pipeline, &job, store::jobs::CANCELLED.to_string()).await,
     }
 }
 

@@ -424,7 +424,7 @@ impl Pipeline {
             if !self.running_jobs.stop(job) {
                 // Not running in this process (a crash left it): end it here.
                 self.store
-                    .call(move |c| store::jobs::abandon(c, job, "cancelled", now))
+                    .call(move |c| store::jobs::abandon(c, job, store::jobs::CANCELLED, now))
                     .await?;
             }
         }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::app::Application;
+use crate::app::{AppState, Application};
 use crate::config::{AgentConfig, Config, Project};
 use crate::secret::Secret;
 
@@ -379,7 +379,7 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
         let ended_cancelled = if cancel_sent.is_empty() {
             0
         } else {
-            ended_cancelled(&state.store).await?
+            ended_cancelled(&state).await?
         };
         if done + ended_cancelled == opts.items || Instant::now() > deadline {
             break;
@@ -458,8 +458,8 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
         .collect();
     ttd.sort();
     let duplicates = count_duplicates(&state.store, &gitea).await?;
-    let cancelled = ended_cancelled(&state.store).await?;
-    let cancels_not_honoured = cancels_not_honoured(&state.store, &items, &cancel_sent).await?;
+    let cancelled = ended_cancelled(&state).await?;
+    let cancels_not_honoured = cancels_not_honoured(&state, &items, &cancel_sent).await?;
     let report = SimReport {
         items: opts.items,
         done: items.iter().filter(|i| i.state == "Done").count(),
@@ -487,14 +487,23 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
     Ok(report)
 }
 
-/// Tasks that ended cancelled with nothing left queued or running.
-async fn ended_cancelled(store: &crate::store::Store) -> anyhow::Result<usize> {
-    let n: i64 = store
-        .call(|c| {
+/// The stage the rules send cancelled tasks to.
+fn cancel_stage(state: &AppState) -> Option<String> {
+    state.rules.current().cancel_stage().map(|s| s.name.clone())
+}
+
+/// Tasks that ended in the cancel stage with nothing left queued or running.
+async fn ended_cancelled(state: &AppState) -> anyhow::Result<usize> {
+    let Some(stage) = cancel_stage(state) else {
+        return Ok(0);
+    };
+    let n: i64 = state
+        .store
+        .call(move |c| {
             Ok(c.query_row(
-                "SELECT COUNT(*) FROM tasks t WHERE t.stage = 'cancelled' AND NOT EXISTS
+                "SELECT COUNT(*) FROM tasks t WHERE t.stage = ?1 AND NOT EXISTS
                    (SELECT 1 FROM jobs j WHERE j.task_id = t.id AND j.status IN ('queued', 'running'))",
-                [],
+                [stage],
                 |r| r.get(0),
             )?)
         })
@@ -505,19 +514,21 @@ async fn ended_cancelled(store: &crate::store::Store) -> anyhow::Result<usize> {
 /// Cancelled items orch did not honour: the task is not in the cancel stage, still has a job
 /// queued or running, or orch moved the Plane item away from Cancelled afterwards.
 async fn cancels_not_honoured(
-    store: &crate::store::Store,
+    state: &AppState,
     items: &[fakes::PlaneItem],
     cancelled: &HashSet<i64>,
 ) -> anyhow::Result<u64> {
+    let stage = cancel_stage(state);
     let mut bad = 0;
     for item in items.iter().filter(|i| cancelled.contains(&i.seq)) {
-        let wi = format!("SIM-{}", item.seq);
-        let honoured = store
+        let (wi, stage) = (format!("SIM-{}", item.seq), stage.clone());
+        let honoured = state
+            .store
             .call(move |c| {
                 let Some(t) = crate::store::tasks::get_by_work_item(c, &wi)? else {
                     return Ok(false);
                 };
-                Ok(t.stage == "cancelled" && !crate::store::jobs::has_active(c, t.id)?)
+                Ok(Some(&t.stage) == stage.as_ref() && !crate::store::jobs::has_active(c, t.id)?)
             })
             .await?;
         if !honoured || item.state != "Cancelled" {
@@ -527,12 +538,12 @@ async fn cancels_not_honoured(
     Ok(bad)
 }
 
-/// Moves from review back to development.
+/// Reviews that sent the work back: the agents' reject verdicts (only the reviewer rejects).
 async fn review_rejections(store: &crate::store::Store) -> anyhow::Result<usize> {
     let n: i64 = store
         .call(|c| {
             Ok(c.query_row(
-                "SELECT COUNT(*) FROM task_history WHERE from_stage = 'review' AND to_stage = 'development'",
+                "SELECT COUNT(*) FROM jobs WHERE status = 'done' AND verdict = 'reject'",
                 [],
                 |r| r.get(0),
             )?)

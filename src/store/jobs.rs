@@ -278,6 +278,9 @@ pub fn requeue_running(conn: &Connection) -> Result<usize, StoreError> {
     )?)
 }
 
+/// The error of a job ended because its task was cancelled.
+pub const CANCELLED: &str = "cancelled";
+
 /// Ends a running job without running (or without finishing) its agent: failed, with
 /// `error`, and never retried.
 pub fn abandon(

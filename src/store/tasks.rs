@@ -323,9 +323,9 @@ pub fn cancel(
         return Ok(None);
     }
     tx.execute(
-        "UPDATE jobs SET status = 'failed', error = 'cancelled', finished_at = ?1
-         WHERE task_id = ?2 AND status = 'queued'",
-        params![now.as_millis(), task_id],
+        "UPDATE jobs SET status = 'failed', error = ?1, finished_at = ?2
+         WHERE task_id = ?3 AND status = 'queued'",
+        params![super::jobs::CANCELLED, now.as_millis(), task_id],
     )?;
     let running = {
         let mut stmt = tx
