@@ -492,15 +492,7 @@ impl Reconciler {
         let waiting = self
             .pipeline
             .store
-            .call(|c| {
-                let mut out = Vec::new();
-                for (id, asked_at) in store::jobs::questions_awaiting_answer(c)? {
-                    if let Some(task) = store::tasks::get(c, id)? {
-                        out.push((task, asked_at));
-                    }
-                }
-                Ok(out)
-            })
+            .call(|c| store::tasks::awaiting_answer(c))
             .await;
         match &waiting {
             Ok(w) => {

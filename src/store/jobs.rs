@@ -336,7 +336,7 @@ pub fn tasks_with_active_jobs(
 
 /// The tasks waiting for a person's answer: the task's latest job ran in the task's current
 /// stage and finished asking a question (`needs_input`). One definition for every query below.
-const OPEN_QUESTIONS: &str = "FROM tasks t
+pub(super) const OPEN_QUESTIONS: &str = "FROM tasks t
      JOIN jobs j ON j.id = (SELECT MAX(id) FROM jobs WHERE task_id = t.id)
      WHERE j.status = 'done' AND j.verdict = 'needs_input' AND j.stage = t.stage";
 
@@ -344,24 +344,8 @@ const OPEN_QUESTIONS: &str = "FROM tasks t
 pub fn tasks_awaiting_input(
     conn: &Connection,
 ) -> Result<std::collections::HashSet<i64>, StoreError> {
-    Ok(questions_awaiting_answer(conn)?
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect())
-}
-
-/// The tasks waiting for a person's answer, each with the time its question was asked (the
-/// asking job's finish), oldest question first: the reconciler looks for lost answers.
-pub fn questions_awaiting_answer(conn: &Connection) -> Result<Vec<(i64, Timestamp)>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT t.id, j.finished_at {OPEN_QUESTIONS} ORDER BY j.finished_at, t.id"
-    ))?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            Timestamp::from_millis(r.get::<_, Option<i64>>(1)?.unwrap_or(0)),
-        ))
-    })?;
+    let mut stmt = conn.prepare_cached(&format!("SELECT t.id {OPEN_QUESTIONS}"))?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

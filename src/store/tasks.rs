@@ -243,6 +243,25 @@ pub fn list_all(conn: &Connection) -> Result<Vec<Task>, StoreError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The tasks waiting for a person's answer, each with the time its question was asked (the
+/// asking job's finish), oldest question first: the reconciler looks for lost answers.
+pub fn awaiting_answer(conn: &Connection) -> Result<Vec<(Task, Timestamp)>, StoreError> {
+    let columns = COLUMNS
+        .split(", ")
+        .map(|c| format!("t.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {columns}, j.finished_at {} ORDER BY j.finished_at, t.id",
+        super::jobs::OPEN_QUESTIONS
+    ))?;
+    let rows = stmt.query_map([], |r| {
+        let asked = r.get::<_, Option<i64>>(12)?.unwrap_or(0);
+        Ok((from_row(r)?, Timestamp::from_millis(asked)))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Moves a task from `expected` to `to` only if it is still in `expected`; writes the history
 /// row in the same transaction. Returns false (and changes nothing) when another trigger got
 /// there first. `feedback` replaces the stored feedback when `Some`; a forward move with `None`
