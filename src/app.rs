@@ -18,11 +18,13 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, DEFAULT_RULES_DIR};
 use crate::git::Git;
 use crate::metrics::Metrics;
+use crate::outbox::Dispatcher;
 use crate::pipeline::Pipeline;
 use crate::policy::RulesHandle;
 use crate::reconciler::Reconciler;
 use crate::service::Background;
 use crate::store::Store;
+use crate::store::outbox::Peer;
 
 /// Everything a request handler may touch. Cheap to clone.
 #[derive(Clone)]
@@ -36,6 +38,8 @@ pub struct AppState {
     pub reconciler: Arc<Reconciler>,
     /// Wakes the inbox processor as soon as a delivery is stored.
     pub inbox_wakeup: Arc<Notify>,
+    /// Where Telegram effects are delivered (Plane's client is the pipeline's tracker).
+    pub notifier: Arc<dyn crate::integrations::Notifier>,
     pub reconcile: Arc<Mutex<ReconcileState>>,
 }
 
@@ -56,6 +60,32 @@ pub struct ReconcileState {
 }
 
 impl AppState {
+    /// The dispatcher of `peer`'s effects.
+    pub fn dispatcher(&self, peer: Peer) -> Dispatcher {
+        Dispatcher {
+            peer,
+            store: self.store.clone(),
+            clock: Arc::clone(&self.clock),
+            metrics: Arc::clone(&self.metrics),
+            tracker: Arc::clone(&self.pipeline.tracker),
+            notifier: Arc::clone(&self.notifier),
+            pipeline: self.pipeline.clone(),
+            wakeup: Arc::clone(&self.pipeline.outbox_wakeup),
+            poll: Duration::from_secs(1),
+        }
+    }
+
+    /// Delivers every effect that is due now, to every peer; for one-shot commands and tests
+    /// that run without the background dispatchers. Returns how many were handled.
+    pub async fn drain_outbox(&self) -> Result<usize, crate::store::StoreError> {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let mut handled = 0;
+        for peer in Peer::ALL {
+            handled += self.dispatcher(peer).drain(&cancel).await?;
+        }
+        Ok(handled)
+    }
+
     /// The `reconcile` block of `GET /queue`.
     pub fn reconcile_status(&self) -> serde_json::Value {
         let s = self.reconcile.lock().map(|g| g.clone()).unwrap_or_default();
@@ -121,11 +151,11 @@ impl Components {
             rules: rules.clone(),
             clock: Arc::clone(&clock),
             metrics: Arc::clone(&metrics),
-            tracker: integrations.tracker,
+            tracker: Arc::clone(&integrations.tracker),
             forge: integrations.forge,
-            notifier: integrations.notifier,
             git: Git::new(config.repos_dir.clone(), config.worker.git_timeout),
             job_wakeup: Arc::new(Notify::new()),
+            outbox_wakeup: Arc::new(Notify::new()),
             running_jobs: Default::default(),
         };
         let reconcile = Arc::new(Mutex::new(ReconcileState::default()));
@@ -140,6 +170,7 @@ impl Components {
                 pipeline,
                 reconciler,
                 inbox_wakeup: Arc::new(Notify::new()),
+                notifier: integrations.notifier,
                 reconcile,
             },
         })
@@ -215,6 +246,7 @@ impl Application {
                 );
             }
         }
+        crate::outbox::recover(&state.store, state.clock.as_ref()).await?;
         let watcher = match crate::policy::watch(state.rules.clone()) {
             Ok(w) => Some(w),
             Err(e) => {
@@ -222,6 +254,16 @@ impl Application {
                 None
             }
         };
+
+        // Started first, stopped last: everything else owes them effects.
+        let dispatchers = [
+            (Background::new("outbox-plane"), Peer::Plane),
+            (Background::new("outbox-telegram"), Peer::Telegram),
+        ];
+        for (service, peer) in &dispatchers {
+            let d = state.dispatcher(*peer);
+            service.start(move |cancel| d.run(cancel));
+        }
 
         let worker = Background::new("worker");
         let w = crate::worker::Worker {
@@ -267,6 +309,9 @@ impl Application {
         state.reconciler.stop(STOP_TIMEOUT).await;
         inbox.stop(STOP_TIMEOUT).await;
         worker.stop(STOP_TIMEOUT).await;
+        for (service, _) in &dispatchers {
+            service.stop(STOP_TIMEOUT).await;
+        }
         drop(watcher);
         served.context("HTTP server failed")?;
         tracing::info!("orch stopped");

@@ -13,6 +13,7 @@ pub mod http_client;
 pub mod inbox;
 pub mod integrations;
 pub mod metrics;
+pub mod outbox;
 pub mod pipeline;
 pub mod policy;
 pub mod reconciler;

@@ -26,6 +26,19 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerResultLabels {
+    pub peer: String,
+    /// sent | skipped | dead | error (an attempt that will be retried)
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerStatusLabels {
+    pub peer: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GateLabels {
     pub check: String,
     /// green | red | error
@@ -65,6 +78,9 @@ pub struct Metrics {
     pub tasks_awaiting_input: Gauge,
     pub gate_evaluations: Family<GateLabels, Counter>,
     pub notifications_failed: Family<KindLabels, Counter>,
+    pub outbox_processed: Family<PeerResultLabels, Counter>,
+    pub outbox: Family<PeerStatusLabels, Gauge>,
+    pub reconcile_late: Counter,
     pub reconcile_sweeps: Counter,
     pub reconcile_unblocked: Counter,
     pub reconcile_replays: Counter,
@@ -149,6 +165,21 @@ impl Metrics {
             "notifications_failed",
             "Notifications (Plane, Telegram) that could not be delivered",
             self.notifications_failed.clone(),
+        );
+        r.register(
+            "outbox_processed",
+            "Effect deliveries by peer and result (error: an attempt that will be retried)",
+            self.outbox_processed.clone(),
+        );
+        r.register(
+            "outbox",
+            "Effects owed to peers, by peer and status (dead: given up on, kept for an operator)",
+            self.outbox.clone(),
+        );
+        r.register(
+            "reconcile_late",
+            "Tasks the sweep found stuck while a delivery about them still waited in the inbox (late, not lost)",
+            self.reconcile_late.clone(),
         );
         r.register(
             "reconcile_sweeps",

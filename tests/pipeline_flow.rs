@@ -135,6 +135,7 @@ async fn a_work_item_goes_from_in_progress_to_done() {
     .await;
     let states = peers.plane_states_set().await;
     assert!(states.contains(&state_id("In Progress")), "{states:?}");
+    delivered(&app).await;
     let texts = peers.telegram_texts().await;
     assert!(
         texts.iter().any(|t| t.contains("ET-42 entered done")),

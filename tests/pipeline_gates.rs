@@ -52,6 +52,7 @@ async fn a_red_gate_is_reported_once_for_webhooks_and_agents_and_never_for_the_r
         let out = p.advance(loud.id, trigger).await.unwrap();
         assert!(matches!(out, Outcome::Held { .. }), "{out:?}");
     }
+    delivered(&app).await;
     let texts = peers.telegram_texts().await;
     let failures: Vec<_> = texts
         .iter()
@@ -67,6 +68,7 @@ async fn a_red_gate_is_reported_once_for_webhooks_and_agents_and_never_for_the_r
         let out = p.advance(quiet.id, Trigger::Reconciler).await.unwrap();
         assert!(matches!(out, Outcome::Held { .. }));
     }
+    delivered(&app).await;
     assert!(
         !peers
             .telegram_texts()

@@ -188,6 +188,7 @@ async fn tc02_advance_goes_through_the_pipeline_with_trigger_reconciler() {
     assert_eq!(last.trigger, Trigger::Reconciler);
     assert_eq!(last.rules_version, h.state.rules.current().version());
     // The same side effects as the webhook path: Plane state for entering review.
+    h.state.drain_outbox().await.unwrap();
     assert!(
         h.peers
             .plane_states_set()
@@ -302,6 +303,7 @@ async fn tc06_red_gate_never_advances_and_never_notifies() {
         h.state.reconciler.reconcile_gate_once().await;
     }
     assert_eq!(h.stage_of(t.id).await, "development");
+    h.state.drain_outbox().await.unwrap();
     assert!(h.peers.telegram_texts().await.is_empty());
     assert!(h.peers.plane_comments().await.is_empty());
     assert!(h.peers.plane_states_set().await.is_empty());
@@ -452,6 +454,7 @@ async fn tc20_unblock_notifies_and_counts() {
     let line = "reconciler: ET-042 development unblocked (lost webhook)";
     assert_eq!(report.unblocked, [line]);
     assert_eq!(h.state.metrics.reconcile_unblocked.get(), 1);
+    h.state.drain_outbox().await.unwrap();
     assert_eq!(
         h.state.reconcile.lock().unwrap().last_unblocked.as_deref(),
         Some("ET-042")
@@ -474,6 +477,7 @@ async fn tc20_no_telegram_when_notify_unblock_is_off() {
     h.ci("ET-043", "success").await;
     h.state.reconciler.reconcile_gate_once().await;
     assert_eq!(h.stage_of(t.id).await, "review");
+    h.state.drain_outbox().await.unwrap();
     assert!(
         !h.peers
             .telegram_texts()
@@ -529,6 +533,7 @@ async fn gate_errors_back_off_and_are_reported_once() {
         evaluated < 40,
         "backs off instead of hammering Gitea: {evaluated}"
     );
+    h.state.drain_outbox().await.unwrap();
     let texts = h.peers.telegram_texts().await;
     assert_eq!(
         texts.iter().filter(|t| t.contains("needs a human")).count(),

@@ -17,6 +17,7 @@ struct Levels {
     /// Tasks held until a person answers their agent's question.
     awaiting_input: i64,
     inbox: store::inbox::Backlog,
+    outbox: Vec<(store::outbox::Peer, store::outbox::EffectStatus, i64)>,
 }
 
 async fn levels(state: &AppState) -> Result<Levels, store::StoreError> {
@@ -31,11 +32,13 @@ async fn levels(state: &AppState) -> Result<Levels, store::StoreError> {
             let tasks = store::tasks::counts_by_stage(c)?.into_iter().collect();
             let awaiting_input = store::jobs::tasks_awaiting_input(c)?.len() as i64;
             let inbox = store::inbox::backlog(c, crate::inbox::MAX_ATTEMPTS)?;
+            let outbox = store::outbox::counts(c)?;
             Ok(Levels {
                 jobs,
                 tasks,
                 awaiting_input,
                 inbox,
+                outbox,
             })
         })
         .await
@@ -58,10 +61,33 @@ pub async fn queue(State(state): State<AppState>) -> Response {
         "tasks": levels.tasks,
         "awaiting_input": levels.awaiting_input,
         "inbox": levels.inbox,
+        "outbox": outbox_block(&levels.outbox),
         "reconcile": state.reconcile_status(),
         "rules": state.rules_status(),
     });
     Json(body).into_response()
+}
+
+/// `{"plane": {"pending": 0, "sending": 0, "sent": 3, "skipped": 1, "dead": 0}, …}`.
+fn outbox_block(
+    counts: &[(store::outbox::Peer, store::outbox::EffectStatus, i64)],
+) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for peer in store::outbox::Peer::ALL {
+        let mut by_status = serde_json::Map::new();
+        for status in store::outbox::EffectStatus::ALL {
+            let n = counts
+                .iter()
+                .find(|(p, s, _)| *p == peer && *s == status)
+                .map_or(0, |(_, _, n)| *n);
+            by_status.insert(status.as_str().to_string(), json!(n));
+        }
+        out.insert(
+            peer.as_str().to_string(),
+            serde_json::Value::Object(by_status),
+        );
+    }
+    serde_json::Value::Object(out)
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
@@ -92,6 +118,22 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             .map(|t| state.clock.now().since(t).as_secs_f64())
             .unwrap_or(0.0);
         m.inbox_lag_seconds.set(lag);
+        m.outbox.clear();
+        for peer in store::outbox::Peer::ALL {
+            for status in store::outbox::EffectStatus::ALL {
+                let n = levels
+                    .outbox
+                    .iter()
+                    .find(|(p, s, _)| *p == peer && *s == status)
+                    .map_or(0, |(_, _, n)| *n);
+                m.outbox
+                    .get_or_create(&crate::metrics::PeerStatusLabels {
+                        peer: peer.as_str().to_string(),
+                        status: status.as_str().to_string(),
+                    })
+                    .set(n);
+            }
+        }
     }
     // Reloads are counted by the rules handle; mirror its monotonic counts.
     let rules = state.rules.status();

@@ -94,6 +94,10 @@ pub trait Tracker: Send + Sync {
     ) -> Result<Vec<PlaneComment>, IntegrationError>;
 }
 
+/// The `external_source` of every comment orch writes in Plane; a comment webhook carrying
+/// it is orch's own and never an answer.
+pub const COMMENT_SOURCE: &str = "orch";
+
 pub struct HttpPlane {
     client: reqwest::Client,
     base: String,
@@ -336,7 +340,7 @@ impl Tracker for HttpPlane {
         external_id: &str,
     ) -> Result<(), IntegrationError> {
         let path = self.project_path(project_id, &format!("work-items/{issue_id}/comments/"));
-        let body = json!({ "comment_html": html, "external_source": crate::pipeline::COMMENT_SOURCE, "external_id": external_id });
+        let body = json!({ "comment_html": html, "external_source": COMMENT_SOURCE, "external_id": external_id });
         // 409: this comment was already posted (a retry); that is success.
         self.request(
             reqwest::Method::POST,

@@ -1,12 +1,18 @@
-//! What happens when an agent job ends: record it, then retry, reject or advance.
+//! What happens when an agent job ends: record it, then retry, reject, ask or advance.
+//!
+//! The end of a job and what it owes (a question's Needs Input, comment and message; a
+//! blocked report) are one transaction (`store::jobs::finish_owing`). Moving on afterwards
+//! (advance, reject) is a transition of its own; a crash between the two leaves a quiet task
+//! with no active job, which is exactly what the reconciler's sweep picks up.
 
 use std::time::Duration;
 
 use crate::agent::{AgentOutcome, AgentStatus};
-use crate::policy::{OutboundEvent, PlaneAction};
+use crate::policy::{OutboundEvent, PlaneAction, RuleSet};
+use crate::store::outbox::NewEffect;
 use crate::store::{self, Job, Trigger, jobs::JobResult};
 
-use super::{Outcome, Pipeline, PipelineError, VerdictSource};
+use super::{Outcome, Pipeline, PipelineError, VerdictSource, effects};
 
 /// Used when the rules give an agent no retry policy.
 const DEFAULT_MAX_ATTEMPTS: u32 = 3;
@@ -44,19 +50,7 @@ impl Pipeline {
             log_excerpt: Some(outcome.output_excerpt.clone()),
             error: failure.clone(),
         };
-        let job_id = job.id;
-
-        if let Some(error) = failure {
-            return self.job_failed(job, result, &error).await;
-        }
-        let r = result.clone();
-        self.store
-            .call(move |c| store::jobs::finish(c, job_id, true, &r, now))
-            .await?;
         let task_id = job.task_id;
-        self.store
-            .call(move |c| store::tasks::touch(c, task_id, now))
-            .await?;
         let Some(task) = self
             .store
             .call(move |c| store::tasks::get(c, task_id))
@@ -66,6 +60,24 @@ impl Pipeline {
                 reason: format!("task {task_id} is gone"),
             });
         };
+        let rules = self.rules.current();
+        if let Some(error) = failure {
+            return self.job_failed(&rules, job, &task, result, &error).await;
+        }
+        // A question is owed (Plane state, comment, message) in the transaction that records
+        // the answer-less end of the job: "awaiting input" and its announcement exist together.
+        let asks = verdict.as_deref() == Some("needs_input");
+        let owed = if asks {
+            self.question_effects(&rules, &task, job, outcome.summary.clone())
+        } else {
+            Vec::new()
+        };
+        let (job_id, stage) = (job.id, job.stage.clone());
+        self.store
+            .call(move |c| {
+                store::jobs::finish_owing(c, job_id, true, &result, &stage, None, &owed, now)
+            })
+            .await?;
         if task.stage != job.stage {
             // The task moved on while the agent ran (e.g. a human rejected it); the result
             // belongs to a visit that is over.
@@ -73,14 +85,18 @@ impl Pipeline {
                 reason: format!("task left {} while {} ran", job.stage, job.agent),
             });
         }
-        let rules = self.rules.current();
         let has_reject_path = rules
             .stage(&task.stage)
             .is_some_and(|s| s.on_reject.is_some());
         match verdict.as_deref() {
-            Some("needs_input") => Ok(self
-                .ask_for_input(&rules, &task, job, outcome.summary)
-                .await),
+            Some("needs_input") => {
+                tracing::info!(work_item = %task.work_item, agent = %job.agent, stage = %task.stage, "agent asked for input");
+                self.outbox_wakeup.notify_one();
+                Ok(Outcome::Held {
+                    task_id: task.id,
+                    reason: format!("{} is waiting for an answer", job.agent),
+                })
+            }
             Some("reject") | Some("fail") if has_reject_path => {
                 let feedback = outcome
                     .summary
@@ -99,22 +115,19 @@ impl Pipeline {
         }
     }
 
-    /// The agent asked a question: the task stays where it is, Plane shows Needs Input with
-    /// the question as a comment, and nothing advances it until a person answers (a comment
+    /// The agent asked a question: Plane shows Needs Input with the question as a comment,
+    /// and a message goes out; nothing advances the task until a person answers (a comment
     /// on the work item, or moving it back to the state that means start).
-    async fn ask_for_input(
+    fn question_effects(
         &self,
-        rules: &crate::policy::RuleSet,
+        rules: &RuleSet,
         task: &store::Task,
         job: &Job,
         question: Option<String>,
-    ) -> Outcome {
+    ) -> Vec<NewEffect> {
         let question = question
             .filter(|q| !q.trim().is_empty())
             .unwrap_or_else(|| format!("{} needs more information", job.agent));
-        tracing::info!(work_item = %task.work_item, agent = %job.agent, stage = %task.stage, "agent asked for input");
-        self.set_plane_state(rules, task, &OutboundEvent::NeedsInput)
-            .await;
         let text = rules.render(
             "needs_input",
             &[
@@ -126,22 +139,25 @@ impl Pipeline {
             ],
         );
         let text = if text.is_empty() { question } else { text };
-        self.comment(task, &format!("needs-input-job-{}", job.id), &text)
-            .await;
-        self.telegram(&text).await;
-        Outcome::Held {
-            task_id: task.id,
-            reason: format!("{} is waiting for an answer", job.agent),
-        }
+        effects::plane_state(rules, task, &OutboundEvent::NeedsInput)
+            .into_iter()
+            .chain(effects::comment(
+                task,
+                &format!("needs-input-job-{}", job.id),
+                &text,
+            ))
+            .chain(effects::telegram(&task.work_item, &text))
+            .collect()
     }
 
     async fn job_failed(
         &self,
+        rules: &RuleSet,
         job: &Job,
+        task: &store::Task,
         result: JobResult,
         error: &str,
     ) -> Result<Outcome, PipelineError> {
-        let rules = self.rules.current();
         let (max_attempts, backoff) = rules
             .agent_policy(&job.agent)
             .map(|p| (p.max_attempts, p.backoff))
@@ -165,40 +181,44 @@ impl Pipeline {
                 reason: format!("{} {error}; retrying", job.agent),
             });
         }
-        self.store
-            .call(move |c| store::jobs::finish(c, job_id, false, &result, now))
-            .await?;
         tracing::error!(job = job.id, agent = %job.agent, attempts = job.attempts, error, "job failed; retries exhausted, task blocked");
-        let task_id = job.task_id;
-        if let Some(task) = self
+        // Blocked: reported once per job, in the transaction that ends it.
+        let key = format!("job-{}", job.id);
+        let attempts = job.attempts.to_string();
+        let text = rules.render(
+            "blocked",
+            &[
+                ("work_item", &task.work_item),
+                ("stage", &task.stage),
+                ("agent", &job.agent),
+                ("attempts", &attempts),
+                ("reason", error),
+                ("title", &task.title),
+            ],
+        );
+        let owed: Vec<NewEffect> = effects::plane_state(rules, task, &OutboundEvent::Blocked)
+            .into_iter()
+            .chain(effects::comment(task, &format!("blocked-{key}"), &text))
+            .chain(effects::telegram(&task.work_item, &text))
+            .collect();
+        let stage = job.stage.clone();
+        let (_, owed) = self
             .store
-            .call(move |c| store::tasks::get(c, task_id))
-            .await?
-        {
-            let key = format!("job-{}", job.id);
-            let k = key.clone();
-            let claimed = self
-                .store
-                .call(move |c| store::verdicts::claim_notice(c, task_id, "blocked", &k, now))
-                .await?;
-            if claimed {
-                self.set_plane_state(&rules, &task, &OutboundEvent::Blocked)
-                    .await;
-                let attempts = job.attempts.to_string();
-                let text = rules.render(
-                    "blocked",
-                    &[
-                        ("work_item", &task.work_item),
-                        ("stage", &task.stage),
-                        ("agent", &job.agent),
-                        ("attempts", &attempts),
-                        ("reason", error),
-                        ("title", &task.title),
-                    ],
-                );
-                self.comment(&task, &format!("blocked-{key}"), &text).await;
-                self.telegram(&text).await;
-            }
+            .call(move |c| {
+                store::jobs::finish_owing(
+                    c,
+                    job_id,
+                    false,
+                    &result,
+                    &stage,
+                    Some(("blocked", &key)),
+                    &owed,
+                    now,
+                )
+            })
+            .await?;
+        if owed {
+            self.outbox_wakeup.notify_one();
         }
         Ok(Outcome::Held {
             task_id: job.task_id,

@@ -132,7 +132,7 @@ pub fn enqueue(
     Ok(result)
 }
 
-fn enqueue_in(
+pub(super) fn enqueue_in(
     tx: &Connection,
     task_id: i64,
     agent: &str,
@@ -177,6 +177,7 @@ pub fn resume_after_input(
     answer: Option<&str>,
     said_at: Option<Timestamp>,
     now: Timestamp,
+    effects: &[super::outbox::NewEffect],
 ) -> Result<Option<Job>, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let Some((_, asked_at)) = open_question(&tx, task_id)? else {
@@ -193,6 +194,7 @@ pub fn resume_after_input(
         params![answer, now.as_millis(), task_id],
     )?;
     let (job, _) = enqueue_in(&tx, task_id, agent, &stage, now)?;
+    super::outbox::push_all(&tx, Some(task_id), effects, now)?;
     tx.commit()?;
     Ok(Some(job))
 }
@@ -247,6 +249,47 @@ pub fn finish(
             job_id
         ],
     )
+}
+
+/// Ends a running job (`done` or `failed`) and restarts its task's grace, in one
+/// transaction with what the end owes: `effects` are owed only while the task is still in
+/// `stage` (a result for a visit that is over owes nothing), and, with `notice`, only when
+/// that notice (`(kind, key)`) was not given before. Returns the job (`None` when it was
+/// not running) and whether the effects were owed.
+#[allow(clippy::too_many_arguments)]
+pub fn finish_owing(
+    conn: &mut Connection,
+    job_id: i64,
+    ok: bool,
+    result: &JobResult,
+    stage: &str,
+    notice: Option<(&str, &str)>,
+    effects: &[super::outbox::NewEffect],
+    now: Timestamp,
+) -> Result<(Option<Job>, bool), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let Some(job) = finish(&tx, job_id, ok, result, now)? else {
+        return Ok((None, false));
+    };
+    super::tasks::touch(&tx, job.task_id, now)?;
+    let in_stage: bool = tx.query_row(
+        "SELECT EXISTS(SELECT 1 FROM tasks WHERE id = ?1 AND stage = ?2)",
+        params![job.task_id, stage],
+        |r| r.get(0),
+    )?;
+    let mut owed = false;
+    if in_stage && !effects.is_empty() {
+        let fresh = match notice {
+            Some((kind, key)) => super::verdicts::claim_notice(&tx, job.task_id, kind, key, now)?,
+            None => true,
+        };
+        if fresh {
+            super::outbox::push_all(&tx, Some(job.task_id), effects, now)?;
+            owed = true;
+        }
+    }
+    tx.commit()?;
+    Ok((Some(job), owed))
 }
 
 /// Puts a running job back in the queue, due at `not_before` (retry with backoff).

@@ -110,6 +110,28 @@ pub const MIGRATIONS: &[&str] = &[
     -- A delivery that failed waits until then before its next attempt.
     ALTER TABLE inbox ADD COLUMN retry_at INTEGER;
     "#,
+    // 4: the outbox — what orch owes its peers, written with the change that owes it.
+    r#"
+    CREATE TABLE outbox (
+        id         INTEGER PRIMARY KEY,
+        peer       TEXT    NOT NULL CHECK (peer IN ('plane', 'telegram')),
+        kind       TEXT    NOT NULL CHECK (kind IN ('plane_state', 'plane_comment', 'telegram')),
+        subject    TEXT    NOT NULL,
+        task_id    INTEGER REFERENCES tasks(id),
+        payload    TEXT    NOT NULL,
+        -- An effect with a key is written at most once.
+        idem_key   TEXT    UNIQUE,
+        status     TEXT    NOT NULL CHECK (status IN ('pending', 'sending', 'sent', 'skipped', 'dead')),
+        attempts   INTEGER NOT NULL DEFAULT 0,
+        due_at     INTEGER NOT NULL,
+        error      TEXT,
+        created_at INTEGER NOT NULL,
+        done_at    INTEGER
+    );
+    CREATE INDEX outbox_queue ON outbox(peer, subject, status, id);
+    CREATE INDEX outbox_due ON outbox(status, peer, due_at);
+    CREATE INDEX outbox_task ON outbox(task_id, kind, id);
+    "#,
 ];
 
 /// The version a fully migrated database reports.

@@ -22,6 +22,7 @@ pub mod inbox;
 pub mod jobs;
 pub mod kv;
 pub mod migrations;
+pub mod outbox;
 pub mod tasks;
 pub mod verdicts;
 

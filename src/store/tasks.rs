@@ -4,6 +4,7 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use serde::Serialize;
 
 use super::StoreError;
+use super::outbox::NewEffect;
 use crate::clock::Timestamp;
 
 /// Our record of one Plane work item in the pipeline.
@@ -113,6 +114,20 @@ pub fn create_atomic(
     trigger: Trigger,
     now: Timestamp,
 ) -> Result<(Task, bool), StoreError> {
+    create_owing(conn, new, first_agent, rules_version, trigger, now, &[])
+}
+
+/// [`create_atomic`] that also owes `effects` (the first stage's announcements) when, and
+/// only when, it creates the task: all in one transaction.
+pub fn create_owing(
+    conn: &mut Connection,
+    new: &NewTask,
+    first_agent: Option<&str>,
+    rules_version: &str,
+    trigger: Trigger,
+    now: Timestamp,
+    effects: &[NewEffect],
+) -> Result<(Task, bool), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let labels = serde_json::to_string(&new.labels).unwrap_or_else(|_| "[]".into());
     let inserted = tx
@@ -146,6 +161,7 @@ pub fn create_atomic(
                     params![task.id, agent, task.stage, now.as_millis()],
                 )?;
             }
+            super::outbox::push_all(&tx, Some(task.id), effects, now)?;
             (task, true)
         }
         None => {
@@ -237,12 +253,6 @@ pub fn list_open(conn: &Connection, terminal: &[String]) -> Result<Vec<Task>, St
     Ok(out)
 }
 
-pub fn list_all(conn: &Connection) -> Result<Vec<Task>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM tasks ORDER BY id"))?;
-    let rows = stmt.query_map([], from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
 /// The tasks waiting for a person's answer, each with the time its question was asked (the
 /// asking job's finish), oldest question first: the reconciler looks for lost answers.
 pub fn awaiting_answer(conn: &Connection) -> Result<Vec<(Task, Timestamp)>, StoreError> {
@@ -314,46 +324,80 @@ fn move_in(
     Ok(changed == 1)
 }
 
-/// Cancels a task in one transaction: moves it from `expected` to the terminal stage `to`
-/// (compare-and-set, with its history row) and fails its queued jobs. Returns the ids of its
-/// running jobs, whose agents the caller stops, or `None` when another trigger moved the task
-/// first.
-#[allow(clippy::too_many_arguments)]
-pub fn cancel(
+/// A stage change and everything it causes, committed together or not at all.
+#[derive(Debug, Clone)]
+pub struct StageChange {
+    pub task_id: i64,
+    /// The stage the caller saw; the change happens only if the task is still there.
+    pub from: String,
+    pub to: String,
+    /// Replaces the stored feedback when `Some`; `None` clears it.
+    pub feedback: Option<String>,
+    pub trigger: Trigger,
+    pub rules_version: String,
+    /// The new stage's agent, queued in the same transaction.
+    pub agent: Option<String>,
+    /// The task ends (cancel): its queued jobs fail; its running ones are returned.
+    pub end_jobs: bool,
+    /// What the change owes the peers.
+    pub effects: Vec<NewEffect>,
+}
+
+/// What [`change_stage`] did.
+#[derive(Debug, Clone)]
+pub struct StageChanged {
+    /// The new stage's job and whether this change queued it (false: one was active).
+    pub job: Option<(super::Job, bool)>,
+    /// With `end_jobs`: the jobs still running, whose agents the caller stops.
+    pub running: Vec<i64>,
+}
+
+/// Carries out `change` in one IMMEDIATE transaction: the compare-and-set with its history
+/// row, the new stage's job, the end of the old jobs (cancel) and every effect it owes.
+/// `None` (and nothing written) when another trigger moved the task first.
+pub fn change_stage(
     conn: &mut Connection,
-    task_id: i64,
-    expected: &str,
-    to: &str,
-    trigger: Trigger,
-    rules_version: &str,
+    change: &StageChange,
     now: Timestamp,
-) -> Result<Option<Vec<i64>>, StoreError> {
+) -> Result<Option<StageChanged>, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if !move_in(
         &tx,
-        task_id,
-        expected,
-        to,
-        None,
-        trigger,
-        rules_version,
+        change.task_id,
+        &change.from,
+        &change.to,
+        change.feedback.as_deref(),
+        change.trigger,
+        &change.rules_version,
         now,
     )? {
         return Ok(None);
     }
-    tx.execute(
-        "UPDATE jobs SET status = 'failed', error = ?1, finished_at = ?2
-         WHERE task_id = ?3 AND status = 'queued'",
-        params![super::jobs::CANCELLED, now.as_millis(), task_id],
-    )?;
-    let running = {
+    let mut running = Vec::new();
+    if change.end_jobs {
+        tx.execute(
+            "UPDATE jobs SET status = 'failed', error = ?1, finished_at = ?2
+             WHERE task_id = ?3 AND status = 'queued'",
+            params![super::jobs::CANCELLED, now.as_millis(), change.task_id],
+        )?;
         let mut stmt = tx
             .prepare("SELECT id FROM jobs WHERE task_id = ?1 AND status = 'running' ORDER BY id")?;
-        let rows = stmt.query_map([task_id], |r| r.get(0))?;
-        rows.collect::<Result<Vec<i64>, _>>()?
+        let rows = stmt.query_map([change.task_id], |r| r.get(0))?;
+        running = rows.collect::<Result<Vec<i64>, _>>()?;
+    }
+    let job = match &change.agent {
+        Some(agent) => Some(super::jobs::enqueue_in(
+            &tx,
+            change.task_id,
+            agent,
+            &change.to,
+            now,
+        )?),
+        None => None,
     };
+    super::outbox::push_all(&tx, Some(change.task_id), &change.effects, now)?;
     tx.commit()?;
-    Ok(Some(running))
+    Ok(Some(StageChanged { job, running }))
 }
 
 /// Marks the task as having seen activity, restarting its grace period.
@@ -361,15 +405,6 @@ pub fn touch(conn: &Connection, task_id: i64, now: Timestamp) -> Result<(), Stor
     conn.execute(
         "UPDATE tasks SET updated_at = ?1 WHERE id = ?2",
         params![now.as_millis(), task_id],
-    )?;
-    Ok(())
-}
-
-pub fn set_labels(conn: &Connection, task_id: i64, labels: &[String]) -> Result<(), StoreError> {
-    let labels = serde_json::to_string(labels).unwrap_or_else(|_| "[]".into());
-    conn.execute(
-        "UPDATE tasks SET labels = ?1 WHERE id = ?2",
-        params![labels, task_id],
     )?;
     Ok(())
 }

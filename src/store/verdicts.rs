@@ -71,3 +71,22 @@ pub fn claim_notice(
     )?;
     Ok(n == 1)
 }
+
+/// Claims notice `(kind, key)` and owes its `effects` in one transaction: a notice is either
+/// given, with everything it says, or not at all. True exactly once.
+pub fn claim_notice_owing(
+    conn: &mut Connection,
+    task_id: i64,
+    kind: &str,
+    key: &str,
+    effects: &[super::outbox::NewEffect],
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let claimed = claim_notice(&tx, task_id, kind, key, now)?;
+    if claimed {
+        super::outbox::push_all(&tx, Some(task_id), effects, now)?;
+    }
+    tx.commit()?;
+    Ok(claimed)
+}

@@ -602,6 +602,23 @@ pub async fn processed(app: &TestApp) {
     .await;
 }
 
+/// Waits until the running dispatchers have delivered every effect owed so far.
+pub async fn delivered(app: &TestApp) {
+    eventually("outbox delivered", Duration::from_secs(10), || async {
+        let mut owed = 0;
+        for peer in orch::store::outbox::Peer::ALL {
+            owed += app
+                .state
+                .store
+                .call(move |c| orch::store::outbox::owed(c, peer))
+                .await
+                .unwrap();
+        }
+        owed == 0
+    })
+    .await;
+}
+
 /// Posts a Plane delivery and expects it to be accepted.
 pub async fn post_plane(app: &TestApp, body: Vec<u8>) {
     let r = client()

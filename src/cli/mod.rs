@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 use crate::telemetry::LogFormat;
 
+mod outbox;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "orch",
@@ -40,6 +42,10 @@ pub enum Command {
     /// Webhook deliveries the inbox gave up on: list them, or offer them again.
     #[command(subcommand)]
     Inbox(InboxCommand),
+    /// Effects (Plane states and comments, Telegram messages) the dispatchers gave up on:
+    /// list them, or offer them again.
+    #[command(subcommand)]
+    Outbox(outbox::OutboxCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,7 +157,7 @@ pub struct ServeArgs {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let default_level = match cli.command {
-        Command::Simulate(_) | Command::Rules(_) | Command::Inbox(_) => "warn",
+        Command::Simulate(_) | Command::Rules(_) | Command::Inbox(_) | Command::Outbox(_) => "warn",
         _ => "info",
     };
     crate::telemetry::init_with_default(cli.log_format, default_level);
@@ -162,6 +168,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Explain(args) => explain(args),
         Command::Simulate(args) => simulate(args),
         Command::Inbox(cmd) => inbox(cmd),
+        Command::Outbox(cmd) => outbox::run(cmd),
     }
 }
 
@@ -291,6 +298,12 @@ fn reconcile(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async move {
         let parts = components(&args.common)?;
         let report = parts.state.reconciler.sweep(args.dry_run).await;
+        if !args.dry_run {
+            // What the sweep owes its peers is delivered now (a running server would too).
+            if let Err(e) = parts.state.drain_outbox().await {
+                tracing::warn!(error = %e, "could not deliver the sweep's effects; a running orch serve will");
+            }
+        }
         match args.format {
             OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
             OutputFormat::Text => print!("{}", crate::report::sweep_table(&report, args.dry_run)),

@@ -1,0 +1,106 @@
+//! `orch outbox`: effects the dispatchers gave up on, listed and offered again.
+//!
+//! The same shape as `orch inbox`: `dead` lists, `retry` gives a fresh set of attempts, and
+//! a running `orch serve` delivers them within a second.
+
+use std::process::ExitCode;
+
+use super::{CommonArgs, OutputFormat, components, runtime};
+use crate::store::outbox::{self, Effect};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum OutboxCommand {
+    /// List effects given up on (out of attempts, or refused by the peer) with their last error.
+    Dead {
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Give effects that were given up on a fresh set of attempts; a running `orch serve`
+    /// delivers them within a second.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["ids", "all"])))]
+    Retry {
+        /// Effect ids (as `orch outbox dead` lists them).
+        ids: Vec<i64>,
+        /// Every effect given up on.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+pub fn run(cmd: OutboxCommand) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async move {
+        match cmd {
+            OutboxCommand::Dead { format, common } => {
+                let parts = components(&common)?;
+                let dead = parts.state.store.call(|c| outbox::dead(c)).await?;
+                match format {
+                    OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&dead)?),
+                    OutputFormat::Text if dead.is_empty() => println!("no dead effects"),
+                    OutputFormat::Text => {
+                        let rows: Vec<Vec<String>> = dead
+                            .iter()
+                            .map(|d| {
+                                vec![
+                                    d.id.to_string(),
+                                    d.peer.as_str().to_string(),
+                                    d.subject.clone(),
+                                    describe(&d.effect),
+                                    d.attempts.to_string(),
+                                    d.error.clone().unwrap_or_default(),
+                                ]
+                            })
+                            .collect();
+                        print!(
+                            "{}",
+                            crate::report::table(
+                                &["ID", "PEER", "WORK ITEM", "EFFECT", "ATTEMPTS", "ERROR"],
+                                &rows
+                            )
+                        );
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            OutboxCommand::Retry { ids, all, common } => {
+                let parts = components(&common)?;
+                let wanted = (!all).then_some(ids.clone());
+                let now = parts.state.clock.now();
+                let revived = parts
+                    .state
+                    .store
+                    .call(move |c| outbox::retry_dead(c, wanted.as_deref(), now))
+                    .await?;
+                println!("{} effects offered again", revived.len());
+                let missing: Vec<_> = ids.iter().filter(|id| !revived.contains(id)).collect();
+                if missing.is_empty() {
+                    Ok(ExitCode::SUCCESS)
+                } else {
+                    eprintln!(
+                        "orch: not dead effects (unknown, delivered or still pending): {missing:?}"
+                    );
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+    })
+}
+
+/// One line for a person: what the effect would do.
+fn describe(effect: &Effect) -> String {
+    match effect {
+        Effect::PlaneState { state, .. } => format!("set state {state:?}"),
+        Effect::PlaneComment { external_id, .. } => format!("comment {external_id}"),
+        Effect::Telegram { text } => {
+            let short: String = text.chars().take(60).collect();
+            if short.len() < text.len() {
+                format!("message {short:?}…")
+            } else {
+                format!("message {short:?}")
+            }
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! Advance: a task leaves its stage when the exit gate is green, and every action ends in
+//! the one stage change here.
+//!
+//! A stage change is a compare-and-set on the stage the caller saw, committed in one
+//! transaction with its history row, the new stage's job and every effect it owes
+//! (`store::tasks::change_stage`): after a crash at any point either all of it happened or
+//! none of it did, and what it owes Plane and Telegram is still owed.
+
+use crate::metrics::KindLabels;
+use crate::policy::{self, OutboundEvent};
+use crate::store::outbox::NewEffect;
+use crate::store::tasks::{StageChange, StageChanged};
+use crate::store::{self, Task, Trigger};
+
+use super::{Outcome, Pipeline, PipelineError, effects};
+
+/// Whether [`Pipeline::advance`] holds a task whose agent asked a question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hold {
+    /// The agent waits for an answer: nothing but an answer or a person's verdict moves it.
+    WhileAwaitingInput,
+    /// A person's approval counts even while an agent waits.
+    Never,
+}
+
+impl Pipeline {
+    /// Evaluates the task's exit gate: green moves it to the next stage; red is reported once
+    /// per stage visit for webhook and agent triggers, and is silent for the reconciler.
+    /// A task whose agent asked a question is held until a person answers.
+    pub async fn advance(&self, task_id: i64, trigger: Trigger) -> Result<Outcome, PipelineError> {
+        self.advance_holding(task_id, trigger, Hold::WhileAwaitingInput)
+            .await
+    }
+
+    pub(crate) async fn advance_holding(
+        &self,
+        task_id: i64,
+        trigger: Trigger,
+        hold: Hold,
+    ) -> Result<Outcome, PipelineError> {
+        if hold == Hold::WhileAwaitingInput
+            && self
+                .store
+                .call(move |c| store::jobs::awaiting_input(c, task_id))
+                .await?
+        {
+            return Ok(Outcome::Held {
+                task_id,
+                reason: "the agent is waiting for an answer".into(),
+            });
+        }
+        let Some(task) = self
+            .store
+            .call(move |c| store::tasks::get(c, task_id))
+            .await?
+        else {
+            return Ok(Outcome::Ignored {
+                reason: format!("task {task_id} does not exist"),
+            });
+        };
+        let rules = self.rules.current();
+        // No gate I/O for a task that cannot move anyway.
+        if rules
+            .stage(&task.stage)
+            .is_none_or(|s| s.terminal || s.next.is_none())
+        {
+            return Ok(Outcome::Ignored {
+                reason: format!("stage {} is terminal or unknown", task.stage),
+            });
+        }
+        let gate = self.evaluate_gate(&rules, &task).await?;
+        self.apply_gate(&rules, &task, &gate, trigger).await
+    }
+
+    /// The second half of [`Pipeline::advance`], for callers that already evaluated the gate
+    /// (the reconciler evaluates it once per sweep and must not evaluate it twice).
+    pub async fn apply_gate(
+        &self,
+        rules: &policy::RuleSet,
+        task: &Task,
+        gate: &policy::GateOutcome,
+        trigger: Trigger,
+    ) -> Result<Outcome, PipelineError> {
+        self.apply_gate_owing(rules, task, gate, trigger, Vec::new())
+            .await
+    }
+
+    /// [`Pipeline::apply_gate`] that also owes `extra` effects if, and only if, the task
+    /// advances (the reconciler's unblock message), in the same transaction.
+    pub async fn apply_gate_owing(
+        &self,
+        rules: &policy::RuleSet,
+        task: &Task,
+        gate: &policy::GateOutcome,
+        trigger: Trigger,
+        extra: Vec<NewEffect>,
+    ) -> Result<Outcome, PipelineError> {
+        let task_id = task.id;
+        let Some(stage) = rules.stage(&task.stage).cloned() else {
+            return Ok(Outcome::Ignored {
+                reason: format!("stage {} is not in the rules", task.stage),
+            });
+        };
+        let Some(next) = stage.next.clone().filter(|_| !stage.terminal) else {
+            return Ok(Outcome::Ignored {
+                reason: format!("stage {} is terminal", task.stage),
+            });
+        };
+        if !gate.green {
+            self.report_red_gate(rules, task, &stage, &gate.reason, trigger)
+                .await;
+            return Ok(Outcome::Held {
+                task_id,
+                reason: gate.reason.clone(),
+            });
+        }
+        let moved = self
+            .change_stage(rules, task, &next, None, trigger, extra)
+            .await?;
+        if moved.is_none() {
+            return Ok(Outcome::Raced { task_id });
+        }
+        tracing::info!(work_item = %task.work_item, from = %task.stage, to = %next, trigger = trigger.as_str(), reason = %gate.reason, "task advanced");
+        Ok(Outcome::Advanced {
+            task_id,
+            from: task.stage.clone(),
+            to: next,
+        })
+    }
+
+    /// A red gate, once per stage visit, for webhook and agent triggers: the Plane state for
+    /// a human gate, a comment and a message, owed together with the notice that says it was
+    /// given.
+    async fn report_red_gate(
+        &self,
+        rules: &policy::RuleSet,
+        task: &Task,
+        stage: &policy::Stage,
+        reason: &str,
+        trigger: Trigger,
+    ) {
+        // The reconciler is silent on red: a stuck gate is not news, and no-spam must be
+        // structural rather than rate-limited.
+        if trigger == Trigger::Reconciler {
+            return;
+        }
+        let (kind, event) = if stage.human_gate {
+            ("awaiting_human", Some(OutboundEvent::AwaitingHuman))
+        } else {
+            ("gate_failed", None)
+        };
+        // Once per stage visit: the visit is identified by when the task entered the stage.
+        let visit = match self.stage_visit(task.id).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(work_item = %task.work_item, error = %e, "cannot read task history");
+                return;
+            }
+        };
+        let key = format!("{}@{}", task.stage, visit);
+        let text = rules.render(
+            kind,
+            &[
+                ("work_item", &task.work_item),
+                ("stage", &task.stage),
+                ("reason", reason),
+                ("title", &task.title),
+            ],
+        );
+        let owed: Vec<NewEffect> = event
+            .and_then(|e| effects::plane_state(rules, task, &e))
+            .into_iter()
+            .chain(effects::comment(task, &format!("{kind}-{key}"), &text))
+            .chain(effects::telegram(&task.work_item, &text))
+            .collect();
+        let (id, now) = (task.id, self.clock.now());
+        match self
+            .store
+            .call(move |c| store::verdicts::claim_notice_owing(c, id, kind, &key, &owed, now))
+            .await
+        {
+            Ok(true) => self.outbox_wakeup.notify_one(),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(work_item = %task.work_item, error = %e, "cannot record notice");
+            }
+        }
+    }
+
+    /// When the task last entered its current stage (ms), from the history.
+    pub(crate) async fn stage_visit(&self, task_id: i64) -> Result<i64, store::StoreError> {
+        let history = self
+            .store
+            .call(move |c| store::tasks::history(c, task_id))
+            .await?;
+        Ok(history.last().map(|h| h.at.as_millis()).unwrap_or(0))
+    }
+
+    /// Moves `task` to `to` with everything entering `to` owes (its agent's job, its Plane
+    /// state, its message) plus `extra`, in one transaction. `None` when another trigger
+    /// moved the task first.
+    pub(crate) async fn change_stage(
+        &self,
+        rules: &policy::RuleSet,
+        task: &Task,
+        to: &str,
+        feedback: Option<String>,
+        trigger: Trigger,
+        extra: Vec<NewEffect>,
+    ) -> Result<Option<StageChanged>, PipelineError> {
+        self.commit_change(rules, task, to, feedback, trigger, extra, false)
+            .await
+    }
+
+    /// [`Pipeline::change_stage`] for a task that ends now (cancel): its queued jobs fail in
+    /// the same transaction and its running ones are returned for the caller to stop.
+    pub(crate) async fn change_stage_ending_jobs(
+        &self,
+        rules: &policy::RuleSet,
+        task: &Task,
+        to: &str,
+        trigger: Trigger,
+    ) -> Result<Option<StageChanged>, PipelineError> {
+        self.commit_change(rules, task, to, None, trigger, Vec::new(), true)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_change(
+        &self,
+        rules: &policy::RuleSet,
+        task: &Task,
+        to: &str,
+        feedback: Option<String>,
+        trigger: Trigger,
+        extra: Vec<NewEffect>,
+        end_jobs: bool,
+    ) -> Result<Option<StageChanged>, PipelineError> {
+        let mut moved = task.clone();
+        moved.stage = to.to_string();
+        moved.feedback = feedback.clone();
+        let mut owed = effects::entered(rules, &moved, to, trigger);
+        owed.extend(extra);
+        let change = StageChange {
+            task_id: task.id,
+            from: task.stage.clone(),
+            to: to.to_string(),
+            feedback,
+            trigger,
+            rules_version: rules.version().to_string(),
+            agent: rules.stage(to).and_then(|s| s.agent.clone()),
+            end_jobs,
+            effects: owed,
+        };
+        let now = self.clock.now();
+        let Some(changed) = self
+            .store
+            .call(move |c| store::tasks::change_stage(c, &change, now))
+            .await?
+        else {
+            return Ok(None);
+        };
+        if let Some((job, true)) = &changed.job {
+            tracing::info!(work_item = %task.work_item, agent = %job.agent, job = job.id, "job queued");
+            self.job_wakeup.notify_one();
+        }
+        self.outbox_wakeup.notify_one();
+        if rules.stage(to).is_some_and(|s| s.terminal) {
+            self.release_worktree(&moved).await;
+        }
+        Ok(Some(changed))
+    }
+
+    /// A finished task's worktree is only disk: remove it (the branch stays in the clone and
+    /// on the remote). Best-effort; a failure is logged and the worktree stays.
+    async fn release_worktree(&self, task: &Task) {
+        let removed = match self.git.clone_path(&task.repo) {
+            Ok(clone) if clone.join(".git").exists() => {
+                self.git.remove_worktree(&clone, &task.branch).await
+            }
+            Ok(_) => return,
+            Err(e) => Err(e),
+        };
+        match removed {
+            Ok(()) => {
+                tracing::info!(work_item = %task.work_item, branch = %task.branch, "worktree removed")
+            }
+            Err(e) => {
+                tracing::warn!(work_item = %task.work_item, error = %e, "cannot remove the worktree of a finished task");
+                self.metrics
+                    .notifications_failed
+                    .get_or_create(&KindLabels {
+                        kind: "git".to_string(),
+                    })
+                    .inc();
+            }
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! Cancel: the work item was cancelled in Plane.
+//!
+//! The task moves to the rules' cancel stage (a terminal one) in the same transaction that
+//! fails its queued jobs; then its running agent is stopped and its worktree removed. A task
+//! that already ended is left alone: a cancelled task is final.
+
+use crate::store::{self, Trigger};
+
+use super::{Outcome, Pipeline, PipelineError};
+
+impl Pipeline {
+    /// The work item was cancelled: the task moves to the rules' cancel stage (a terminal
+    /// one), its queued jobs are failed, its running agent is stopped, and its worktree is
+    /// removed. Nothing happens for a task that already ended.
+    pub async fn cancel(
+        &self,
+        work_item: &str,
+        trigger: Trigger,
+    ) -> Result<Outcome, PipelineError> {
+        let Some(task) = self.task_of(work_item).await? else {
+            return Ok(Outcome::Ignored {
+                reason: format!("{work_item} has no task"),
+            });
+        };
+        let rules = self.rules.current();
+        let Some(target) = rules.cancel_stage().map(|s| s.name.clone()) else {
+            return Ok(Outcome::Ignored {
+                reason: "the rules have no cancel stage".into(),
+            });
+        };
+        if rules.stage(&task.stage).is_some_and(|s| s.terminal) {
+            return Ok(Outcome::Ignored {
+                reason: format!("{} already ended in {}", task.work_item, task.stage),
+            });
+        }
+        let Some(changed) = self
+            .change_stage_ending_jobs(&rules, &task, &target, trigger)
+            .await?
+        else {
+            return Ok(Outcome::Raced { task_id: task.id });
+        };
+        let now = self.clock.now();
+        for job in changed.running {
+            if !self.running_jobs.stop(job) {
+                // Not running in this process (a crash left it): end it here.
+                self.store
+                    .call(move |c| store::jobs::abandon(c, job, store::jobs::CANCELLED, now))
+                    .await?;
+            }
+        }
+        tracing::info!(work_item = %task.work_item, from = %task.stage, to = %target, trigger = trigger.as_str(), "task cancelled");
+        Ok(Outcome::Cancelled {
+            task_id: task.id,
+            from: task.stage.clone(),
+        })
+    }
+}
