@@ -89,6 +89,10 @@ pub struct SimulateArgs {
     /// Fraction of items whose reviewer rejects the first review (0.0 – 1.0).
     #[arg(long, default_value_t = 0.0, value_parser = fraction)]
     pub reject_rate: f64,
+    /// Kill the engine this many times during the run (no graceful stop: everything in
+    /// flight dropped, as with kill -9) and restart it on the same database.
+    #[arg(long, default_value_t = 0)]
+    pub kills: usize,
     /// Seed for the drops, cancels, questions and rejections, so a run can be repeated.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -249,6 +253,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         cancel_rate: args.cancel_rate,
         ask_rate: args.ask_rate,
         reject_rate: args.reject_rate,
+        kills: args.kills,
         seed: args.seed,
         grace: args.grace,
         interval: args.interval,
@@ -263,6 +268,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(
         if report.done + report.cancelled == report.items
+            && report.done_in_orch == report.done
             && report.cancels_not_honoured == 0
             && report.duplicates == 0
             && report.webhooks_rejected == 0

@@ -54,15 +54,19 @@ fn group_of(name: &str) -> &'static str {
 /// Sends webhooks to orch, dropping some on purpose.
 pub struct Hooks {
     client: reqwest::Client,
-    target: String,
+    /// orch's URL; a restarted engine listens elsewhere.
+    target: Mutex<String>,
     drop_rate: f64,
     /// Every delivery is signed, so the chaos run goes through signature checks as in production.
     secret: String,
     rng: Mutex<StdRng>,
     pub sent: std::sync::atomic::AtomicU64,
     pub dropped: std::sync::atomic::AtomicU64,
-    /// Deliveries orch refused or that failed in transit: a healthy run has none.
+    /// Deliveries orch refused (an HTTP error): a healthy run has none.
     pub rejected: std::sync::atomic::AtomicU64,
+    /// Deliveries that found no orch to answer (it was being killed and restarted): lost
+    /// webhooks like a 502 during a deploy, healed like the dropped ones.
+    pub unreachable: std::sync::atomic::AtomicU64,
 }
 
 impl Hooks {
@@ -74,14 +78,20 @@ impl Hooks {
     ) -> Result<Hooks, reqwest::Error> {
         Ok(Hooks {
             client: crate::http_client::build(Duration::from_secs(5))?,
-            target,
+            target: Mutex::new(target),
             drop_rate,
             secret,
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             sent: Default::default(),
             dropped: Default::default(),
             rejected: Default::default(),
+            unreachable: Default::default(),
         })
+    }
+
+    /// Points the webhooks at a restarted orch.
+    pub fn retarget(&self, url: &str) {
+        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = url.to_string();
     }
 
     fn dropped_now(&self) -> bool {
@@ -110,9 +120,14 @@ impl Hooks {
             }
             Err(_) => String::new(),
         };
+        let target = self
+            .target
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut req = self
             .client
-            .post(format!("{}{}", self.target, path))
+            .post(format!("{target}{path}"))
             .header(signature_header, signature)
             .body(body);
         for (k, v) in headers {
@@ -127,8 +142,8 @@ impl Hooks {
                 self.rejected.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
-                tracing::warn!(error = %e, path, "a simulated webhook did not reach orch");
-                self.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(error = %e, path, "a simulated webhook did not reach orch");
+                self.unreachable.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -136,6 +151,22 @@ impl Hooks {
 
 // ---------------------------------------------------------------------------------------------
 // Plane
+
+async fn count_plane_request(
+    State(requests): State<Arc<PlaneRequests>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use std::sync::atomic::Ordering;
+    let per_item =
+        req.uri().path().contains("/work-items/") && !req.uri().path().ends_with("/work-items/");
+    if per_item {
+        requests.item.fetch_add(1, Ordering::Relaxed);
+    } else {
+        requests.listing.fetch_add(1, Ordering::Relaxed);
+    }
+    next.run(req).await
+}
 
 #[derive(Debug, Clone)]
 pub struct PlaneItem {
@@ -165,10 +196,20 @@ pub struct PlaneData {
     pub comments: Vec<PlaneComment>,
 }
 
+/// Plane API requests orch made, by kind: what one work item costs in Plane's budget.
+#[derive(Debug, Default)]
+pub struct PlaneRequests {
+    /// Requests about one work item (read, state write, comments).
+    pub item: std::sync::atomic::AtomicU64,
+    /// Listings: work item pages (the Plane-side sweep) and states.
+    pub listing: std::sync::atomic::AtomicU64,
+}
+
 #[derive(Clone)]
 pub struct FakePlane {
     pub project: String,
     pub data: Arc<Mutex<PlaneData>>,
+    pub requests: Arc<PlaneRequests>,
     hooks: Arc<Hooks>,
     clock: Arc<dyn Clock>,
 }
@@ -178,6 +219,7 @@ impl FakePlane {
         FakePlane {
             project: project.to_string(),
             data: Arc::new(Mutex::new(PlaneData::default())),
+            requests: Arc::default(),
             hooks,
             clock: Arc::new(SystemClock),
         }
@@ -202,6 +244,10 @@ impl FakePlane {
                 post(plane_comment).get(plane_comments),
             )
             .with_state(self.clone())
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&self.requests),
+                count_plane_request,
+            ))
     }
 
     pub fn create(&self, seq: i64, name: &str) {

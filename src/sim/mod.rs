@@ -8,7 +8,9 @@
 //! running and Plane still showing Cancelled. With `ask_rate`, some analysts first ask a
 //! question; a person answers in a Plane comment (whose webhook may be dropped too) and the
 //! analyst runs again with the answer. With `reject_rate`, some reviewers send the work back
-//! to development once.
+//! to development once. With `kills`, the engine is killed (no graceful stop, everything in
+//! flight dropped) and restarted on the same database that many times during the run; every
+//! item must still end Done in orch *and* in Plane.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -19,12 +21,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::app::{AppState, Application};
+use crate::app::AppState;
 use crate::config::{AgentConfig, Config, Project};
 use crate::secret::Secret;
 
+mod engine;
 pub mod fakes;
 
+use engine::Engine;
 use fakes::{FakeGitea, FakePlane, Hooks};
 
 const PROJECT_ID: &str = "00000000-0000-4000-8000-000000000001";
@@ -41,6 +45,8 @@ pub struct SimOptions {
     pub ask_rate: f64,
     /// The fraction of items whose reviewer rejects the first review.
     pub reject_rate: f64,
+    /// How many times the engine is killed and restarted during the run.
+    pub kills: usize,
     pub seed: u64,
     pub grace: Duration,
     pub interval: Duration,
@@ -60,6 +66,7 @@ impl Default for SimOptions {
             cancel_rate: 0.0,
             ask_rate: 0.0,
             reject_rate: 0.0,
+            kills: 0,
             seed: 1,
             grace: Duration::from_secs(2),
             interval: Duration::from_millis(500),
@@ -74,7 +81,16 @@ impl Default for SimOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct SimReport {
     pub items: usize,
+    /// Items Plane shows Done.
     pub done: usize,
+    /// Tasks orch has in its final (non-cancel) stage.
+    pub done_in_orch: usize,
+    /// Times the engine was killed and restarted.
+    pub kills: usize,
+    /// Plane API requests about single work items (reads, state writes, comments) per item,
+    /// and listings (the Plane-side sweep's pages, states) in the whole run.
+    pub plane_requests_per_item: f64,
+    pub plane_listings: u64,
     /// Items a person cancelled, and of those, how many orch ended in the cancel stage.
     pub cancel_requested: usize,
     pub cancelled: usize,
@@ -91,6 +107,8 @@ pub struct SimReport {
     pub webhooks_sent: u64,
     pub webhooks_dropped: u64,
     pub webhooks_rejected: u64,
+    /// Webhooks sent while the engine was down (killed): lost, like a 502 during a deploy.
+    pub webhooks_unreachable: u64,
     pub unblocks: u64,
     pub replays: u64,
     pub duplicates: u64,
@@ -103,6 +121,10 @@ impl SimReport {
             vec![
                 "items done".to_string(),
                 format!("{} / {}", self.done, self.items),
+            ],
+            vec![
+                "done in orch / in Plane".to_string(),
+                format!("{} / {}", self.done_in_orch, self.done),
             ],
             vec![
                 "time to done p50".into(),
@@ -124,6 +146,14 @@ impl SimReport {
             ],
             vec!["Plane states replayed".into(), self.replays.to_string()],
             vec!["duplicates found".into(), self.duplicates.to_string()],
+            vec![
+                "Plane requests per item".into(),
+                format!("{:.1}", self.plane_requests_per_item),
+            ],
+            vec![
+                "Plane listings (sweep)".into(),
+                self.plane_listings.to_string(),
+            ],
             vec![
                 "wall time".into(),
                 format!("{:.1} s", self.elapsed_ms as f64 / 1e3),
@@ -158,6 +188,19 @@ impl SimReport {
                 vec![
                     "cancels not honoured".into(),
                     self.cancels_not_honoured.to_string(),
+                ],
+            );
+        }
+        if self.kills > 0 {
+            rows.insert(
+                1,
+                vec!["engine kills (kill -9)".into(), self.kills.to_string()],
+            );
+            rows.insert(
+                rows.len() - 4,
+                vec![
+                    "webhooks lost to kills".into(),
+                    self.webhooks_unreachable.to_string(),
                 ],
             );
         }
@@ -330,13 +373,10 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
             },
         );
     }
-    let app = Application::build(cfg).await?;
-    let orch_url = format!("http://{}", app.local_addr()?);
-    let state = app.state().clone();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async move {
-        let _ = stop_rx.await;
-    }));
+    let mut engine = Engine::start(cfg.clone()).await?;
+    let orch_url = engine.url.clone();
+    let mut state = engine.state.clone();
+    let mut kills = 0;
 
     let hooks = Arc::new(Hooks::new(
         orch_url,
@@ -383,6 +423,18 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
         };
         if done + ended_cancelled == opts.items || Instant::now() > deadline {
             break;
+        }
+        // kill -9 at evenly spaced points of progress, then a restart on the same database.
+        if kills < opts.kills
+            && (done + ended_cancelled) * (opts.kills + 1) >= (kills + 1) * opts.items
+        {
+            kills += 1;
+            engine.kill();
+            engine = Engine::start(cfg.clone())
+                .await
+                .context("restarting the engine after a kill")?;
+            hooks.retarget(&engine.url);
+            state = engine.state.clone();
         }
         // A person answers every question orch shows (Needs Input) in a comment.
         let asking: Vec<i64> = items
@@ -460,9 +512,21 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
     let duplicates = count_duplicates(&state.store, &gitea).await?;
     let cancelled = ended_cancelled(&state).await?;
     let cancels_not_honoured = cancels_not_honoured(&state, &items, &cancel_sent).await?;
+    let done_in_orch = ended_done(&state).await?;
+    let per_item = plane
+        .requests
+        .item
+        .load(std::sync::atomic::Ordering::Relaxed);
     let report = SimReport {
         items: opts.items,
         done: items.iter().filter(|i| i.state == "Done").count(),
+        done_in_orch,
+        kills,
+        plane_requests_per_item: per_item as f64 / opts.items as f64,
+        plane_listings: plane
+            .requests
+            .listing
+            .load(std::sync::atomic::Ordering::Relaxed),
         questions: to_ask.len(),
         answered: answered.len(),
         rejections: review_rejections(&state.store).await?,
@@ -474,13 +538,13 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
         webhooks_sent: hooks.sent.load(std::sync::atomic::Ordering::Relaxed),
         webhooks_dropped: hooks.dropped.load(std::sync::atomic::Ordering::Relaxed),
         webhooks_rejected: hooks.rejected.load(std::sync::atomic::Ordering::Relaxed),
+        webhooks_unreachable: hooks.unreachable.load(std::sync::atomic::Ordering::Relaxed),
         unblocks: state.metrics.reconcile_unblocked.get(),
         replays: state.metrics.reconcile_replays.get(),
         duplicates,
         elapsed_ms: started.elapsed().as_millis() as u64,
     };
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    engine.stop().await;
     for s in fake_servers {
         s.abort();
     }
@@ -490,6 +554,26 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
 /// The stage the rules send cancelled tasks to.
 fn cancel_stage(state: &AppState) -> Option<String> {
     state.rules.current().cancel_stage().map(|s| s.name.clone())
+}
+
+/// Tasks in the rules' final stage: terminal, and not where cancels go.
+async fn ended_done(state: &AppState) -> anyhow::Result<usize> {
+    let rules = state.rules.current();
+    let finals: Vec<String> = rules
+        .stages()
+        .iter()
+        .filter(|s| s.terminal && !s.cancel)
+        .map(|s| s.name.clone())
+        .collect();
+    let counts = state
+        .store
+        .call(|c| crate::store::tasks::counts_by_stage(c))
+        .await?;
+    Ok(counts
+        .iter()
+        .filter(|(stage, _)| finals.contains(stage))
+        .map(|(_, n)| usize::try_from(*n).unwrap_or(0))
+        .sum())
 }
 
 /// Tasks that ended in the cancel stage with nothing left queued or running.
