@@ -20,7 +20,7 @@ use crate::git::Git;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::policy::RulesHandle;
-use crate::reconciler::Reconciler;
+use crate::reconciler::{ReconcileState, Reconciler};
 use crate::service::Background;
 use crate::store::Store;
 
@@ -45,14 +45,6 @@ impl std::fmt::Debug for AppState {
             .field("store", &self.store)
             .finish_non_exhaustive()
     }
-}
-
-/// What the reconciler reports about itself between sweeps (counters live in [`Metrics`]).
-#[derive(Debug, Default, Clone)]
-pub struct ReconcileState {
-    pub running: bool,
-    pub last_sweep_at: Option<crate::clock::Timestamp>,
-    pub last_unblocked: Option<String>,
 }
 
 impl AppState {

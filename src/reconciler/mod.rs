@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::app::ReconcileState;
 use crate::clock::Timestamp;
 use crate::pipeline::Pipeline;
 use crate::policy::{Overrides, TaskSnapshot};
@@ -40,6 +39,17 @@ enum Sides {
     Both,
     Gate,
     Plane,
+}
+
+/// What the reconciler reports about itself between sweeps, for the `reconcile` block of
+/// `GET /queue` (counters live in [`Metrics`](crate::metrics::Metrics)). It is the
+/// reconciler's own state, so it is declared here: `app` only creates it and hands it over,
+/// and the reconciler needs nothing from `app`.
+#[derive(Debug, Default, Clone)]
+pub struct ReconcileState {
+    pub running: bool,
+    pub last_sweep_at: Option<Timestamp>,
+    pub last_unblocked: Option<String>,
 }
 
 pub struct Reconciler {
