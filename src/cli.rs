@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use crate::reconciler::Mode;
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
@@ -290,7 +291,12 @@ fn components(common: &CommonArgs) -> anyhow::Result<crate::app::Components> {
 fn reconcile(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async move {
         let parts = components(&args.common)?;
-        let report = parts.state.reconciler.sweep(args.dry_run).await;
+        let mode = if args.dry_run {
+            Mode::DryRun
+        } else {
+            Mode::Apply
+        };
+        let report = parts.state.reconciler.sweep(mode).await;
         match args.format {
             OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
             OutputFormat::Text => print!("{}", crate::report::sweep_table(&report, args.dry_run)),

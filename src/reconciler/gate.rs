@@ -24,7 +24,7 @@ use crate::pipeline::{Outcome, PipelineError};
 use crate::policy::{self, Decision, GateOutcome, Outcome as D, RuleSet};
 use crate::store::{self, Task, Trigger};
 
-use super::{Reconciler, Sides, SweepReport, TaskReport, snapshot_of};
+use super::{Mode, Reconciler, Sides, SweepReport, TaskReport, snapshot_of};
 
 /// After this many consecutive gate errors a task is reported once as needing a human.
 pub const GATE_ERROR_CAP: u32 = 5;
@@ -50,14 +50,14 @@ impl Reconciler {
     /// The gate side alone, applied: lets a test watch F-1 without the Plane side acting in
     /// the same pass.
     pub async fn reconcile_gate_once(&self) -> SweepReport {
-        self.run_sides(Sides::Gate, false, &CancellationToken::new())
+        self.run_sides(Sides::Gate, Mode::Apply, &CancellationToken::new())
             .await
     }
 
     pub(super) async fn gate_side(
         &self,
         rules: &Arc<RuleSet>,
-        dry_run: bool,
+        mode: Mode,
         cancel: &CancellationToken,
         report: &mut SweepReport,
     ) {
@@ -125,11 +125,15 @@ impl Reconciler {
                     )
                 });
                 let applied = match (&gate, &decided) {
-                    (Ok(g), Some(d)) if matches!(d.outcome, D::Advance { .. }) && !dry_run => Some(
-                        pipeline
-                            .apply_gate(&rules, &task, g, Trigger::Reconciler)
-                            .await,
-                    ),
+                    (Ok(g), Some(d))
+                        if matches!(d.outcome, D::Advance { .. }) && mode == Mode::Apply =>
+                    {
+                        Some(
+                            pipeline
+                                .apply_gate(&rules, &task, g, Trigger::Reconciler)
+                                .await,
+                        )
+                    }
                     _ => None,
                 };
                 Checked {
@@ -143,7 +147,7 @@ impl Reconciler {
         }
         while let Some(joined) = set.join_next().await {
             match joined {
-                Ok(checked) => self.record(rules, dry_run, checked, report).await,
+                Ok(checked) => self.record(rules, mode, checked, report).await,
                 Err(e) => {
                     tracing::error!(error = %e, "reconciler: a task check panicked");
                     report.errors.push(format!("task check panicked: {e}"));
@@ -158,7 +162,7 @@ impl Reconciler {
     async fn record(
         &self,
         rules: &Arc<RuleSet>,
-        dry_run: bool,
+        mode: Mode,
         checked: Checked,
         report: &mut SweepReport,
     ) {
@@ -180,7 +184,7 @@ impl Reconciler {
                 tracing::warn!(work_item = %task.work_item, stage = %task.stage, error = %e, "reconciler: gate check failed");
                 report.errors.push(format!("{}: {e}", task.work_item));
                 line.action = Some(format!("error: {e}"));
-                if !dry_run {
+                if mode == Mode::Apply {
                     self.gate_error(rules, &task, &e.to_string()).await;
                 }
             }

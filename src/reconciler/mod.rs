@@ -34,6 +34,18 @@ pub use report::{PlaneReport, SweepReport, TaskReport};
 
 use gate::ErrorBackoff;
 
+/// Whether a sweep acts on what it decides. A dry run takes the same decisions, reads the
+/// same peers and fills the same report, so an operator can see what a sweep would do
+/// before letting it; it only leaves out the writes, messages and counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The background loop and `orch reconcile --once`: healing is the point of a sweep.
+    Apply,
+    /// `orch reconcile --once --dry-run`, for checking a policy change before it acts:
+    /// nothing is written, sent or counted.
+    DryRun,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sides {
     Both,
@@ -123,7 +135,7 @@ impl Reconciler {
                 last = tokio::time::Instant::now();
                 // Not raced against the cancel: a sweep stops between units of work, so an
                 // unblock that happened is always logged and counted.
-                self.sweep_until(false, &cancel).await;
+                self.sweep_until(Mode::Apply, &cancel).await;
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -154,14 +166,14 @@ impl Reconciler {
         f(&mut s);
     }
 
-    /// One full pass: F-1 then F-2. `dry_run` decides and reports but changes nothing.
-    pub async fn sweep(&self, dry_run: bool) -> SweepReport {
-        self.sweep_until(dry_run, &CancellationToken::new()).await
+    /// One full pass: F-1 then F-2.
+    pub async fn sweep(&self, mode: Mode) -> SweepReport {
+        self.sweep_until(mode, &CancellationToken::new()).await
     }
 
-    async fn sweep_until(&self, dry_run: bool, cancel: &CancellationToken) -> SweepReport {
-        let report = self.run_sides(Sides::Both, dry_run, cancel).await;
-        if !dry_run {
+    async fn sweep_until(&self, mode: Mode, cancel: &CancellationToken) -> SweepReport {
+        let report = self.run_sides(Sides::Both, mode, cancel).await;
+        if mode == Mode::Apply {
             self.pipeline.metrics.reconcile_sweeps.inc();
             self.with_state(|s| s.last_sweep_at = report.at);
         }
@@ -169,12 +181,7 @@ impl Reconciler {
     }
 
     /// The sides the switches allow, in order; errors are counted unless it is a dry run.
-    async fn run_sides(
-        &self,
-        sides: Sides,
-        dry_run: bool,
-        cancel: &CancellationToken,
-    ) -> SweepReport {
+    async fn run_sides(&self, sides: Sides, mode: Mode, cancel: &CancellationToken) -> SweepReport {
         let rules = self.pipeline.rules.current();
         let switches = self.overrides.effective_switches(&rules);
         let mut report = SweepReport {
@@ -186,12 +193,12 @@ impl Reconciler {
             ..SweepReport::default()
         };
         if report.gate_enabled {
-            self.gate_side(&rules, dry_run, cancel, &mut report).await;
+            self.gate_side(&rules, mode, cancel, &mut report).await;
         }
         if report.plane_enabled && !cancel.is_cancelled() {
-            self.plane_side(&rules, dry_run, cancel, &mut report).await;
+            self.plane_side(&rules, mode, cancel, &mut report).await;
         }
-        if !dry_run {
+        if mode == Mode::Apply {
             self.pipeline
                 .metrics
                 .reconcile_errors

@@ -23,24 +23,34 @@ use crate::pipeline::{Outcome, WorkItem};
 use crate::policy::{self, PlaneOutcome, RuleSet};
 use crate::store::{self, Task, Trigger};
 
-use super::{PlaneReport, Reconciler, Sides, SweepReport, snapshot_of};
+use super::{Mode, PlaneReport, Reconciler, Sides, SweepReport, snapshot_of};
 
 const PLANE_PAGE_SIZE: u32 = 100;
 /// Safety net against a server that never ends its pages.
 const MAX_PAGES_PER_PROJECT: usize = 1000;
 
+/// What one pass did with a Plane item, as far as the watermark is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ItemResult {
+    /// Replayed, or nothing is owed: the watermark may pass it.
+    Settled,
+    /// Not acted on yet (its task is busy, or the change is too recent) but it may need a
+    /// replay later: the watermark must not pass it.
+    Deferred,
+}
+
 impl Reconciler {
     /// The Plane side alone, applied and muted by the Plane switch: lets a test watch F-2
     /// without gates advancing in the same pass.
     pub async fn reconcile_plane_once(&self) -> SweepReport {
-        self.run_sides(Sides::Plane, false, &CancellationToken::new())
+        self.run_sides(Sides::Plane, Mode::Apply, &CancellationToken::new())
             .await
     }
 
     pub(super) async fn plane_side(
         &self,
         rules: &Arc<RuleSet>,
-        dry_run: bool,
+        mode: Mode,
         cancel: &CancellationToken,
         report: &mut SweepReport,
     ) {
@@ -49,7 +59,7 @@ impl Reconciler {
             if cancel.is_cancelled() {
                 break;
             }
-            if let Err(e) = self.plane_project(rules, &project, dry_run, report).await {
+            if let Err(e) = self.plane_project(rules, &project, mode, report).await {
                 tracing::warn!(project = %project.identifier, error = %e, "reconciler: Plane project pass failed");
                 report
                     .errors
@@ -60,8 +70,7 @@ impl Reconciler {
                     let mine = waiting.iter().filter(|(t, _)| {
                         t.plane_project_id.as_deref() == Some(project.plane_project_id.as_str())
                     });
-                    self.lost_answers(rules, mine, dry_run, cancel, report)
-                        .await;
+                    self.lost_answers(rules, mine, mode, cancel, report).await;
                 }
                 Err(e) => report
                     .errors
@@ -102,7 +111,7 @@ impl Reconciler {
         &self,
         rules: &Arc<RuleSet>,
         waiting: impl Iterator<Item = &'a (Task, Timestamp)>,
-        dry_run: bool,
+        mode: Mode,
         cancel: &CancellationToken,
         report: &mut SweepReport,
     ) {
@@ -125,7 +134,7 @@ impl Reconciler {
             if !policy::answer_check_due(rules, &self.overrides, &snapshot, *asked_at, last, now) {
                 continue;
             }
-            if !dry_run {
+            if mode == Mode::Apply {
                 self.answer_checks
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -157,7 +166,7 @@ impl Reconciler {
             let Some(answer) = answer else {
                 continue;
             };
-            if dry_run {
+            if mode == Mode::DryRun {
                 report.answers.push(format!(
                     "{}: an answer is in Plane; it would be handed to the {} agent",
                     task.work_item, task.stage
@@ -193,7 +202,7 @@ impl Reconciler {
         &self,
         rules: &Arc<RuleSet>,
         project: &crate::config::Project,
-        dry_run: bool,
+        mode: Mode,
         report: &mut SweepReport,
     ) -> anyhow::Result<()> {
         let key = format!("reconcile.plane.watermark.{}", project.plane_project_id);
@@ -227,16 +236,12 @@ impl Reconciler {
                     break;
                 }
                 newest = newest.max(Some(item.updated_at));
-                match self
-                    .plane_item(rules, project, &item, dry_run, report)
-                    .await
-                {
-                    Ok(deferred) => {
-                        if deferred {
-                            oldest_deferred = Some(
-                                oldest_deferred.map_or(item.updated_at, |o| o.min(item.updated_at)),
-                            );
-                        }
+                match self.plane_item(rules, project, &item, mode, report).await {
+                    Ok(ItemResult::Settled) => {}
+                    Ok(ItemResult::Deferred) => {
+                        oldest_deferred = Some(
+                            oldest_deferred.map_or(item.updated_at, |o| o.min(item.updated_at)),
+                        );
                     }
                     Err(e) => {
                         tracing::warn!(project = %project.identifier, item = %item.sequence_id, error = %e, "reconciler: Plane item replay failed");
@@ -257,7 +262,7 @@ impl Reconciler {
                 }
             }
         }
-        if complete && !dry_run {
+        if complete && mode == Mode::Apply {
             let mark = match (newest, oldest_deferred) {
                 (_, Some(d)) => Some(d),
                 (n, None) => n,
@@ -273,15 +278,14 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Returns true when the item was deferred (it may need a replay later).
     async fn plane_item(
         &self,
         rules: &Arc<RuleSet>,
         project: &crate::config::Project,
         item: &PlaneWorkItem,
-        dry_run: bool,
+        mode: Mode,
         report: &mut SweepReport,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<ItemResult> {
         let work_item = format!("{}-{}", project.identifier, item.sequence_id);
         let wi = work_item.clone();
         let (task, busy, awaiting) = self
@@ -308,11 +312,15 @@ impl Reconciler {
         };
         let decision =
             policy::decide_plane_item(rules, &self.overrides, &snapshot, self.pipeline.clock.now());
-        // Not acted on yet, but may need a replay later: the watermark must not pass it.
         let deferred = matches!(&decision.outcome, PlaneOutcome::Ignore { why } if why == "busy" || why == "recent");
+        let result = if deferred {
+            ItemResult::Deferred
+        } else {
+            ItemResult::Settled
+        };
         let mut action = None;
         if let PlaneOutcome::Replay { .. } = decision.outcome
-            && !dry_run
+            && mode == Mode::Apply
         {
             let plane_item = PlaneItem {
                 item: WorkItem {
@@ -349,6 +357,6 @@ impl Reconciler {
             decision,
             action,
         });
-        Ok(deferred)
+        Ok(result)
     }
 }
