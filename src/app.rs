@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::outbox::Dispatcher;
 use crate::pipeline::Pipeline;
 use crate::policy::RulesHandle;
-use crate::reconciler::Reconciler;
+use crate::reconciler::{ReconcileState, Reconciler};
 use crate::service::Background;
 use crate::store::Store;
 use crate::store::outbox::Peer;
@@ -49,14 +49,6 @@ impl std::fmt::Debug for AppState {
             .field("store", &self.store)
             .finish_non_exhaustive()
     }
-}
-
-/// What the reconciler reports about itself between sweeps (counters live in [`Metrics`]).
-#[derive(Debug, Default, Clone)]
-pub struct ReconcileState {
-    pub running: bool,
-    pub last_sweep_at: Option<crate::clock::Timestamp>,
-    pub last_unblocked: Option<String>,
 }
 
 impl AppState {

@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
+use orch::reconciler::Mode;
 use orch::store::{self, Trigger};
 
 const SHA: &str = "cafebabecafebabecafebabecafebabecafebabe";
@@ -214,7 +215,7 @@ async fn explain_over_http_and_the_reconcile_block_in_queue_and_metrics() {
 
     // One sweep through the app's reconciler (its loop stopped, so the count is exact).
     assert!(app.state.reconciler.stop(Duration::from_secs(5)).await);
-    app.state.reconciler.sweep(false).await;
+    app.state.reconciler.sweep(Mode::Apply).await;
     let q: serde_json::Value = http
         .get(app.url("/queue"))
         .send()

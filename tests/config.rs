@@ -313,7 +313,7 @@ mod readme {
     use super::*;
 
     const README: &str = include_str!("../README.md");
-    const CONFIG_RS: &str = include_str!("../src/config.rs");
+    const ENV_RS: &str = include_str!("../src/config/env.rs");
 
     fn orch_vars(text: &str) -> std::collections::BTreeSet<String> {
         let mut out = std::collections::BTreeSet::new();
@@ -360,10 +360,10 @@ mod readme {
         let documented = orch_vars(&table);
         // What the code reads: the names passed to `get("…")`. ORCH_CONFIG (the file's path,
         // read through `env`) is described in the text above the table.
-        let read: std::collections::BTreeSet<String> = CONFIG_RS
+        let read: std::collections::BTreeSet<String> = ENV_RS
             .match_indices("get(\"ORCH_")
             .map(|(i, m)| {
-                CONFIG_RS[i + m.len() - "ORCH_".len()..]
+                ENV_RS[i + m.len() - "ORCH_".len()..]
                     .chars()
                     .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
                     .collect()

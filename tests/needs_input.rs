@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use orch::clock::{ManualClock, Timestamp};
+use orch::reconciler::Mode;
 use orch::store::{self, Trigger};
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, ResponseTemplate};
@@ -320,7 +321,7 @@ async fn the_sweep_finds_an_answer_whose_comment_webhook_was_lost() {
 
     // Past the grace a dry run finds the answer and changes nothing.
     clock.advance(Duration::from_secs(601));
-    let dry = app.state.reconciler.sweep(true).await;
+    let dry = app.state.reconciler.sweep(Mode::DryRun).await;
     assert_eq!(dry.answers.len(), 1, "{dry:?}");
     assert_eq!(task_jobs(&app, task.id).await.len(), 1);
 

@@ -10,6 +10,7 @@ use common::*;
 use orch::app::{AppState, Components};
 use orch::clock::{Clock, ManualClock, Timestamp};
 use orch::config::Config;
+use orch::reconciler::Mode;
 use orch::store::{self, Trigger};
 use wiremock::matchers::{method, path, path_regex, query_param};
 use wiremock::{Mock, ResponseTemplate};
@@ -388,7 +389,7 @@ async fn tc10_environment_kill_switch_disables_the_sweep() {
     let h = harness(|c, _| c.reconcile.enabled = Some(false)).await;
     let t = h.task("ET-10", "development", 3600).await;
     h.ci("ET-10", "success").await;
-    let report = h.state.reconciler.sweep(false).await;
+    let report = h.state.reconciler.sweep(Mode::Apply).await;
     assert!(!report.gate_enabled && !report.plane_enabled);
     assert_eq!(h.stage_of(t.id).await, "development");
     assert!(
@@ -436,7 +437,7 @@ async fn tc10_plane_switch_mutes_only_the_plane_side() {
         .await;
     let t = h.task("ET-12", "development", 3600).await;
     h.ci("ET-12", "success").await;
-    let report = h.state.reconciler.sweep(false).await;
+    let report = h.state.reconciler.sweep(Mode::Apply).await;
     assert!(report.gate_enabled && !report.plane_enabled);
     assert_eq!(h.stage_of(t.id).await, "review", "F-1 still runs");
     h.peers.plane.verify().await;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use crate::reconciler::Mode;
 use crate::telemetry::LogFormat;
 
 mod outbox;
@@ -303,8 +304,13 @@ fn components(common: &CommonArgs) -> anyhow::Result<crate::app::Components> {
 fn reconcile(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async move {
         let parts = components(&args.common)?;
-        let report = parts.state.reconciler.sweep(args.dry_run).await;
-        if !args.dry_run {
+        let mode = if args.dry_run {
+            Mode::DryRun
+        } else {
+            Mode::Apply
+        };
+        let report = parts.state.reconciler.sweep(mode).await;
+        if mode == Mode::Apply {
             // What the sweep owes its peers is delivered now (a running server would too).
             if let Err(e) = parts.state.drain_outbox().await {
                 tracing::warn!(error = %e, "could not deliver the sweep's effects; a running orch serve will");

@@ -1,0 +1,138 @@
+//! The `ORCH_*` environment overlay, applied last so the environment wins over `orch.toml`.
+//!
+//! The variable names come from the original service and are part of the contract: renaming
+//! one would silently drop a setting an operator relies on, kill switches included. Every
+//! variable is read here, through the `get` closure with its name as a literal, and nowhere
+//! else: `tests/config.rs` checks the README's configuration table against exactly those
+//! calls, and a variable read any other way would escape that check.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::parse::{nonzero_env, parse_bool, parse_duration, parse_listen, parse_positive};
+use super::{Config, ConfigError};
+use crate::secret::Secret;
+
+pub(super) fn overlay(
+    cfg: &mut Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    // An empty variable counts as unset: `ORCH_X=` in a unit file should not be an error.
+    let get = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+
+    if let Some(v) = get("ORCH_DB_PATH") {
+        cfg.db_path = PathBuf::from(v);
+    }
+    if let Some(v) = get("ORCH_REPOS_DIR") {
+        cfg.repos_dir = PathBuf::from(v);
+    }
+    if let Some(v) = get("ORCH_LISTEN") {
+        cfg.listen = parse_listen("ORCH_LISTEN", &v)?;
+    }
+    if let Some(v) = get("ORCH_RULES_DIR") {
+        cfg.rules_dir = PathBuf::from(v);
+    }
+    if let Some(v) = get("ORCH_GITEA_URL") {
+        cfg.gitea.url = Some(v);
+    }
+    if let Some(v) = get("ORCH_GITEA_TOKEN") {
+        cfg.gitea.token = Some(Secret::new(v));
+    }
+    if let Some(v) = get("ORCH_GITEA_WEBHOOK_SECRET") {
+        cfg.gitea.webhook_secret = Some(Secret::new(v));
+    }
+    if let Some(v) = get("ORCH_PLANE_URL") {
+        cfg.plane.url = Some(v);
+    }
+    if let Some(v) = get("ORCH_PLANE_API_TOKEN") {
+        cfg.plane.api_token = Some(Secret::new(v));
+    }
+    if let Some(v) = get("ORCH_PLANE_WORKSPACE") {
+        cfg.plane.workspace = Some(v);
+    }
+    if let Some(v) = get("ORCH_PLANE_WEBHOOK_SECRET") {
+        cfg.plane.webhook_secret = Some(Secret::new(v));
+    }
+    if let Some(v) = get("ORCH_PLANE_ACTOR_ID") {
+        cfg.plane.actor_id = Some(v);
+    }
+    if let Some(v) = get("ORCH_PLANE_REQUESTS_PER_MINUTE") {
+        cfg.plane.requests_per_minute = parse_positive("ORCH_PLANE_REQUESTS_PER_MINUTE", &v)?;
+    }
+    if let Some(v) = get("ORCH_TELEGRAM_BOT_TOKEN") {
+        cfg.telegram.bot_token = Some(Secret::new(v));
+    }
+    if let Some(v) = get("ORCH_TELEGRAM_CHAT_ID") {
+        cfg.telegram.chat_id = Some(v);
+    }
+    if let Some(v) = get("ORCH_TELEGRAM_API_URL") {
+        cfg.telegram.api_url = v;
+    }
+    if let Some(v) = get("ORCH_RECONCILE_ENABLED") {
+        cfg.reconcile.enabled = Some(parse_bool("ORCH_RECONCILE_ENABLED", &v)?);
+    }
+    if let Some(v) = get("ORCH_RECONCILE_PLANE_ENABLED") {
+        cfg.reconcile.plane_enabled = Some(parse_bool("ORCH_RECONCILE_PLANE_ENABLED", &v)?);
+    }
+    if let Some(v) = get("ORCH_RECONCILE_NOTIFY_UNBLOCK") {
+        cfg.reconcile.notify_unblock = Some(parse_bool("ORCH_RECONCILE_NOTIFY_UNBLOCK", &v)?);
+    }
+    if let Some(v) = get("ORCH_RECONCILE_INTERVAL_S") {
+        cfg.reconcile.interval = nonzero_env("ORCH_RECONCILE_INTERVAL_S", &v, true)?;
+    }
+    if let Some(v) = get("ORCH_RECONCILE_GRACE_DEFAULT_S") {
+        cfg.reconcile.grace_default =
+            Some(parse_duration("ORCH_RECONCILE_GRACE_DEFAULT_S", &v, true)?);
+    }
+    if let Some(v) = get("ORCH_RECONCILE_GRACE_OVERRIDES_JSON") {
+        match parse_grace_overrides_json(&v) {
+            Ok(map) => cfg.reconcile.grace_overrides = map,
+            Err(why) => {
+                // The original service treated a bad value as "no overrides": keep that, loudly.
+                cfg.reconcile.grace_overrides.clear();
+                cfg.warnings.push(format!(
+                    "ORCH_RECONCILE_GRACE_OVERRIDES_JSON ignored ({why}); using the default grace for every stage"
+                ));
+            }
+        }
+    }
+    if let Some(v) = get("ORCH_HTTP_TIMEOUT") {
+        cfg.http.timeout = nonzero_env("ORCH_HTTP_TIMEOUT", &v, false)?;
+    }
+    if let Some(v) = get("ORCH_WORKER_CONCURRENCY") {
+        cfg.worker.concurrency = parse_positive("ORCH_WORKER_CONCURRENCY", &v)?;
+    }
+    Ok(())
+}
+
+/// Parses `{"development": 30, "review": "2h"}`: seconds as numbers or duration strings.
+pub fn parse_grace_overrides_json(text: &str) -> Result<BTreeMap<String, Duration>, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| "expected a JSON object of stage -> seconds".to_string())?;
+    let mut out = BTreeMap::new();
+    for (stage, v) in obj {
+        let d = match v {
+            serde_json::Value::Number(n) => n
+                .as_u64()
+                .map(Duration::from_secs)
+                .or_else(|| {
+                    n.as_f64()
+                        .filter(|f| *f >= 0.0 && f.is_finite())
+                        .map(Duration::from_secs_f64)
+                })
+                .ok_or_else(|| {
+                    format!("grace for {stage:?} must be a non-negative number of seconds")
+                })?,
+            serde_json::Value::String(s) => {
+                parse_duration(stage, s, true).map_err(|e| e.to_string())?
+            }
+            _ => return Err(format!("grace for {stage:?} must be a number of seconds")),
+        };
+        out.insert(stage.clone(), d);
+    }
+    Ok(out)
+}

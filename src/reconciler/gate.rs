@@ -1,0 +1,284 @@
+//! F-1, the gate side: advances tasks whose exit gate is green but whose webhook was lost.
+//!
+//! Every open task that is quiet for longer than its grace and has no active job gets its
+//! exit gate evaluated, once per sweep; green is advanced through [`Pipeline::apply_gate`]
+//! exactly as a webhook would, with trigger `reconciler`, so a sweep and a late webhook
+//! cannot both move a task. Red is silence. Invariant: what is eligible is the policy's
+//! decision ([`policy::decide_task`]), never code here, so human gates, grace and kill
+//! switches stay rules an operator can read and change.
+//!
+//! A gate that cannot be evaluated backs off per task, so a peer that is down is not asked
+//! again every sweep, and is reported once as needing a human at [`GATE_ERROR_CAP`]. Every
+//! unblock logs one line (the rules' `unblock` template), optionally sends it to Telegram and
+//! is counted for `/queue` and `/metrics` (F-4): a healed task must be visible, or a lost
+//! webhook goes unnoticed.
+//!
+//! [`Pipeline::apply_gate`]: crate::pipeline::Pipeline::apply_gate
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Timestamp;
+use crate::pipeline::{Outcome, PipelineError};
+use crate::policy::{self, Decision, GateOutcome, Outcome as D, RuleSet};
+use crate::store::{self, Task, Trigger};
+
+use super::{Mode, Reconciler, Sides, SweepReport, TaskReport, snapshot_of};
+
+/// After this many consecutive gate errors a task is reported once as needing a human.
+pub const GATE_ERROR_CAP: u32 = 5;
+
+/// Kept in memory only: a restart is a fresh chance for every task.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ErrorBackoff {
+    failures: u32,
+    next_at: Timestamp,
+}
+
+/// What one task's check brought back from its own tokio task.
+struct Checked {
+    task: Task,
+    /// The decision before the gate was evaluated; reported when the gate could not be.
+    first: Decision,
+    gate: Result<GateOutcome, PipelineError>,
+    decided: Option<Decision>,
+    applied: Option<Result<Outcome, PipelineError>>,
+}
+
+impl Reconciler {
+    /// The gate side alone, applied: lets a test watch F-1 without the Plane side acting in
+    /// the same pass.
+    pub async fn reconcile_gate_once(&self) -> SweepReport {
+        self.run_sides(Sides::Gate, Mode::Apply, &CancellationToken::new())
+            .await
+    }
+
+    pub(super) async fn gate_side(
+        &self,
+        rules: &Arc<RuleSet>,
+        mode: Mode,
+        cancel: &CancellationToken,
+        report: &mut SweepReport,
+    ) {
+        let terminal: Vec<String> = rules
+            .stages()
+            .iter()
+            .filter(|s| s.terminal)
+            .map(|s| s.name.clone())
+            .collect();
+        let loaded = self
+            .pipeline
+            .store
+            .call(move |c| {
+                Ok((
+                    store::tasks::list_open(c, &terminal)?,
+                    store::jobs::tasks_with_active_jobs(c)?,
+                    store::jobs::tasks_awaiting_input(c)?,
+                ))
+            })
+            .await;
+        let (tasks, active, awaiting) = match loaded {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "reconciler: cannot load open tasks");
+                report.errors.push(format!("loading tasks: {e}"));
+                return;
+            }
+        };
+        let now = self.pipeline.clock.now();
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(self.concurrency.max(1)));
+        let mut set = tokio::task::JoinSet::new();
+        for task in tasks {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let snapshot = snapshot_of(
+                &task,
+                active.contains(&task.id),
+                awaiting.contains(&task.id),
+            );
+            let decision = policy::decide_task(rules, &self.overrides, &snapshot, None, now);
+            if !matches!(decision.outcome, D::CheckGate { .. }) || self.backing_off(task.id, now) {
+                report.tasks.push(TaskReport {
+                    work_item: task.work_item.clone(),
+                    stage: task.stage.clone(),
+                    decision,
+                    action: None,
+                });
+                continue;
+            }
+            let pipeline = self.pipeline.clone();
+            let rules = Arc::clone(rules);
+            let overrides = self.overrides.clone();
+            let permit = Arc::clone(&semaphore);
+            set.spawn(async move {
+                let _permit = permit.acquire_owned().await;
+                let gate = pipeline.evaluate_gate(&rules, &task).await;
+                let decided = gate.as_ref().ok().map(|g| {
+                    policy::decide_task(
+                        &rules,
+                        &overrides,
+                        &snapshot,
+                        Some(g),
+                        pipeline.clock.now(),
+                    )
+                });
+                let applied = match (&gate, &decided) {
+                    (Ok(g), Some(d))
+                        if matches!(d.outcome, D::Advance { .. }) && mode == Mode::Apply =>
+                    {
+                        Some(
+                            pipeline
+                                .apply_gate(&rules, &task, g, Trigger::Reconciler)
+                                .await,
+                        )
+                    }
+                    _ => None,
+                };
+                Checked {
+                    task,
+                    first: decision,
+                    gate,
+                    decided,
+                    applied,
+                }
+            });
+        }
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok(checked) => self.record(rules, mode, checked, report).await,
+                Err(e) => {
+                    tracing::error!(error = %e, "reconciler: a task check panicked");
+                    report.errors.push(format!("task check panicked: {e}"));
+                }
+            }
+        }
+        report.tasks.sort_by(|a, b| a.work_item.cmp(&b.work_item));
+    }
+
+    /// Reports one checked task and acts on what its check found: errors feed the backoff, a
+    /// green gate clears it, and an advance is an unblock.
+    async fn record(
+        &self,
+        rules: &Arc<RuleSet>,
+        mode: Mode,
+        checked: Checked,
+        report: &mut SweepReport,
+    ) {
+        let Checked {
+            task,
+            first,
+            gate,
+            decided,
+            applied,
+        } = checked;
+        let mut line = TaskReport {
+            work_item: task.work_item.clone(),
+            stage: task.stage.clone(),
+            decision: decided.unwrap_or(first),
+            action: None,
+        };
+        match gate {
+            Err(e) => {
+                tracing::warn!(work_item = %task.work_item, stage = %task.stage, error = %e, "reconciler: gate check failed");
+                report.errors.push(format!("{}: {e}", task.work_item));
+                line.action = Some(format!("error: {e}"));
+                if mode == Mode::Apply {
+                    self.gate_error(rules, &task, &e.to_string()).await;
+                }
+            }
+            Ok(_) => {
+                self.backoff
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&task.id);
+            }
+        }
+        match applied {
+            Some(Ok(Outcome::Advanced { from, to, .. })) => {
+                let text = rules.render(
+                    "unblock",
+                    &[
+                        ("work_item", &task.work_item),
+                        ("stage", &from),
+                        ("to", &to),
+                    ],
+                );
+                tracing::info!("{text}");
+                self.pipeline.metrics.reconcile_unblocked.inc();
+                self.with_state(|s| s.last_unblocked = Some(task.work_item.clone()));
+                if self.overrides.effective_switches(rules).notify_unblock {
+                    self.pipeline.telegram(&text).await;
+                }
+                line.action = Some(format!("advanced {from} -> {to}"));
+                report.unblocked.push(text);
+            }
+            Some(Ok(other)) => line.action = Some(format!("{other:?}")),
+            Some(Err(e)) => {
+                tracing::warn!(work_item = %task.work_item, error = %e, "reconciler: advance failed");
+                report.errors.push(format!("{}: {e}", task.work_item));
+                line.action = Some(format!("error: {e}"));
+            }
+            None => {}
+        }
+        report.tasks.push(line);
+    }
+
+    fn backing_off(&self, task_id: i64, now: Timestamp) -> bool {
+        self.backoff
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&task_id)
+            .is_some_and(|b| now < b.next_at)
+    }
+
+    /// A gate that errors (not red: could not be evaluated) backs off per task; at the cap it
+    /// is reported once as needing a human.
+    async fn gate_error(&self, rules: &RuleSet, task: &Task, error: &str) {
+        let now = self.pipeline.clock.now();
+        let failures = {
+            let mut map = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = map.entry(task.id).or_insert(ErrorBackoff {
+                failures: 0,
+                next_at: now,
+            });
+            entry.failures = entry.failures.saturating_add(1);
+            let exp = entry.failures.min(6);
+            entry.next_at = now.plus(self.interval.saturating_mul(2u32.pow(exp)));
+            entry.failures
+        };
+        if failures == GATE_ERROR_CAP {
+            let (id, key) = (
+                task.id,
+                format!("{}:{}", task.stage, task.updated_at.as_millis()),
+            );
+            let claimed = self
+                .pipeline
+                .store
+                .call(move |c| store::verdicts::claim_notice(c, id, "needs_human", &key, now))
+                .await
+                .unwrap_or(false);
+            if claimed {
+                let text = rules.render(
+                    "needs_human",
+                    &[
+                        ("work_item", &task.work_item),
+                        ("stage", &task.stage),
+                        ("reason", error),
+                    ],
+                );
+                let text = if text.is_empty() {
+                    format!(
+                        "reconciler: {} {}: gate check keeps failing ({error}); needs a human",
+                        task.work_item, task.stage
+                    )
+                } else {
+                    text
+                };
+                tracing::error!("{text}");
+                self.pipeline.telegram(&text).await;
+            }
+        }
+    }
+}

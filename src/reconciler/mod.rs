@@ -1,0 +1,231 @@
+//! The reconciler: heals tasks whose webhook was lost.
+//!
+//! This file owns the sweep itself: the background loop, the order of the sides and the
+//! state the reconciler reports between sweeps. The sides live beside it: `gate.rs` advances
+//! quiet tasks whose exit gate is green (F-1, with the unblock line of F-4), `plane.rs`
+//! replays Plane states and answers whose webhook was lost (F-2), `explain.rs` shows one
+//! task's decision, and `report.rs` is what a sweep hands back.
+//!
+//! Never-raise: every task, project and page is its own unit of work; an error is logged and
+//! counted and the sweep goes on, because one broken work item must not keep every other
+//! task stuck. All state that matters is in the database, except the per-task error backoff
+//! and the answer look-up times, which restart empty (a restart is a fresh chance).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Timestamp;
+use crate::pipeline::Pipeline;
+use crate::policy::{Overrides, TaskSnapshot};
+use crate::service::Background;
+use crate::store::Task;
+
+mod explain;
+mod gate;
+mod plane;
+mod report;
+
+pub use explain::{Explanation, Facts, Question};
+pub use gate::GATE_ERROR_CAP;
+pub use report::{PlaneReport, SweepReport, TaskReport};
+
+use gate::ErrorBackoff;
+
+/// Whether a sweep acts on what it decides. A dry run takes the same decisions, reads the
+/// same peers and fills the same report, so an operator can see what a sweep would do
+/// before letting it; it only leaves out the writes, messages and counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The background loop and `orch reconcile --once`: healing is the point of a sweep.
+    Apply,
+    /// `orch reconcile --once --dry-run`, for checking a policy change before it acts:
+    /// nothing is written, sent or counted.
+    DryRun,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sides {
+    Both,
+    Gate,
+    Plane,
+}
+
+/// What the reconciler reports about itself between sweeps, for the `reconcile` block of
+/// `GET /queue` (counters live in [`Metrics`](crate::metrics::Metrics)). It is the
+/// reconciler's own state, so it is declared here: `app` only creates it and hands it over,
+/// and the reconciler needs nothing from `app`.
+#[derive(Debug, Default, Clone)]
+pub struct ReconcileState {
+    pub running: bool,
+    pub last_sweep_at: Option<Timestamp>,
+    pub last_unblocked: Option<String>,
+}
+
+pub struct Reconciler {
+    pipeline: Pipeline,
+    overrides: Overrides,
+    interval: Duration,
+    state: Arc<Mutex<ReconcileState>>,
+    background: Background,
+    backoff: Mutex<HashMap<i64, ErrorBackoff>>,
+    /// When each task waiting for an answer last had its Plane comments read.
+    answer_checks: Mutex<HashMap<i64, Timestamp>>,
+    generation: Mutex<u64>,
+    /// How many gate checks run at once in a sweep.
+    pub concurrency: usize,
+}
+
+impl Reconciler {
+    pub fn new(pipeline: Pipeline, state: Arc<Mutex<ReconcileState>>) -> Arc<Reconciler> {
+        let cfg = &pipeline.config.reconcile;
+        let overrides = overrides_from_config(cfg);
+        let interval = cfg.interval;
+        Arc::new(Reconciler {
+            pipeline,
+            overrides,
+            interval,
+            state,
+            background: Background::new("reconciler"),
+            backoff: Mutex::new(HashMap::new()),
+            answer_checks: Mutex::new(HashMap::new()),
+            generation: Mutex::new(0),
+            concurrency: 4,
+        })
+    }
+
+    pub fn overrides(&self) -> &Overrides {
+        &self.overrides
+    }
+
+    /// Starts the sweep loop; a second call while it runs does nothing (returns false).
+    pub fn start(self: &Arc<Self>) -> bool {
+        let me = Arc::clone(self);
+        let started = self
+            .background
+            .start(move |cancel| async move { me.run(cancel).await });
+        if started {
+            self.with_state(|s| s.running = true);
+        }
+        started
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.background.is_running()
+    }
+
+    /// Stops the loop, waiting at most `timeout` (a sweep in progress is abandoned between
+    /// units of work; nothing is left half-done because each unit is its own transaction).
+    pub async fn stop(&self, timeout: Duration) -> bool {
+        let ok = self.background.stop(timeout).await;
+        self.with_state(|s| s.running = false);
+        ok
+    }
+
+    async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let tick = self.interval.min(Duration::from_secs(1));
+        let mut last = tokio::time::Instant::now();
+        let mut first = true;
+        loop {
+            let reloaded = self.rules_reloaded();
+            if first || reloaded || last.elapsed() >= self.interval {
+                first = false;
+                last = tokio::time::Instant::now();
+                // Not raced against the cancel: a sweep stops between units of work, so an
+                // unblock that happened is always logged and counted.
+                self.sweep_until(Mode::Apply, &cancel).await;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(tick) => {}
+            }
+        }
+    }
+
+    /// True (once) after a successful rule reload; clears the error backoff so a policy fix
+    /// reaches every stuck task in the next sweep.
+    fn rules_reloaded(&self) -> bool {
+        let current = self.pipeline.rules.status().generation;
+        let mut seen = self.generation.lock().unwrap_or_else(|p| p.into_inner());
+        if *seen == current {
+            return false;
+        }
+        let first = *seen == 0;
+        *seen = current;
+        self.backoff
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        !first
+    }
+
+    fn with_state(&self, f: impl FnOnce(&mut ReconcileState)) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut s);
+    }
+
+    /// One full pass: F-1 then F-2.
+    pub async fn sweep(&self, mode: Mode) -> SweepReport {
+        self.sweep_until(mode, &CancellationToken::new()).await
+    }
+
+    async fn sweep_until(&self, mode: Mode, cancel: &CancellationToken) -> SweepReport {
+        let report = self.run_sides(Sides::Both, mode, cancel).await;
+        if mode == Mode::Apply {
+            self.pipeline.metrics.reconcile_sweeps.inc();
+            self.with_state(|s| s.last_sweep_at = report.at);
+        }
+        report
+    }
+
+    /// The sides the switches allow, in order; errors are counted unless it is a dry run.
+    async fn run_sides(&self, sides: Sides, mode: Mode, cancel: &CancellationToken) -> SweepReport {
+        let rules = self.pipeline.rules.current();
+        let switches = self.overrides.effective_switches(&rules);
+        let mut report = SweepReport {
+            at: Some(self.pipeline.clock.now()),
+            gate_enabled: switches.reconcile_enabled && sides != Sides::Plane,
+            plane_enabled: switches.reconcile_enabled
+                && switches.plane_enabled
+                && sides != Sides::Gate,
+            ..SweepReport::default()
+        };
+        if report.gate_enabled {
+            self.gate_side(&rules, mode, cancel, &mut report).await;
+        }
+        if report.plane_enabled && !cancel.is_cancelled() {
+            self.plane_side(&rules, mode, cancel, &mut report).await;
+        }
+        if mode == Mode::Apply {
+            self.pipeline
+                .metrics
+                .reconcile_errors
+                .inc_by(report.errors.len() as u64);
+        }
+        report
+    }
+}
+
+fn snapshot_of(task: &Task, has_active_job: bool, awaiting_input: bool) -> TaskSnapshot {
+    TaskSnapshot {
+        work_item: task.work_item.clone(),
+        stage: task.stage.clone(),
+        labels: task.labels.clone(),
+        updated_at: task.updated_at,
+        has_active_job,
+        awaiting_input,
+    }
+}
+
+/// The operator's `ORCH_RECONCILE_*` overrides as the policy takes them.
+pub fn overrides_from_config(cfg: &crate::config::ReconcileConfig) -> Overrides {
+    Overrides {
+        reconcile_enabled: cfg.enabled,
+        plane_enabled: cfg.plane_enabled,
+        notify_unblock: cfg.notify_unblock,
+        grace_default: cfg.grace_default,
+        grace_by_stage: cfg.grace_overrides.clone(),
+    }
+}

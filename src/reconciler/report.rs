@@ -1,0 +1,45 @@
+//! What a sweep decided and did: one line per task (F-1), one per Plane item (F-2), and the
+//! unblocks, answers and errors of the pass.
+//!
+//! Plain serialisable data with no behaviour, so `orch reconcile` (its JSON and its table in
+//! `crate::report`) and the tests read one shape. A dry run reports the same decisions
+//! without acting on them: that is how an operator sees what a sweep would do before letting
+//! it.
+
+use serde::Serialize;
+
+use crate::clock::Timestamp;
+use crate::policy::{self, Decision};
+
+/// One task's line in a sweep report.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskReport {
+    pub work_item: String,
+    pub stage: String,
+    pub decision: Decision,
+    /// What the pipeline did (absent in dry runs and when nothing was due).
+    pub action: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlaneReport {
+    pub work_item: String,
+    pub state: String,
+    pub decision: policy::PlaneDecision,
+    pub action: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SweepReport {
+    pub at: Option<Timestamp>,
+    pub gate_enabled: bool,
+    pub plane_enabled: bool,
+    pub tasks: Vec<TaskReport>,
+    pub plane: Vec<PlaneReport>,
+    /// The unblock lines logged in this sweep.
+    pub unblocked: Vec<String>,
+    /// Answers to agents' questions found in Plane after their comment webhook was lost.
+    pub answers: Vec<String>,
+    pub replays: u64,
+    pub errors: Vec<String>,
+}
