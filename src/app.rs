@@ -64,6 +64,7 @@ impl AppState {
             pipeline: self.pipeline.clone(),
             wakeup: Arc::clone(&self.pipeline.outbox_wakeup),
             poll: Duration::from_secs(1),
+            failpoint: None,
         }
     }
 

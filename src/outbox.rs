@@ -31,6 +31,25 @@ use crate::store::{Store, StoreError, Trigger};
 const BATCH: usize = 64;
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
+/// A step boundary of one delivery, where a test injects a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Claimed (`sending` committed), the peer not called yet.
+    Claimed,
+    /// The peer answered; the outcome not recorded yet.
+    Called,
+}
+
+/// Decides, at each step boundary of effect `id`, whether the dispatcher dies there.
+pub type Failpoint = Arc<dyn Fn(i64, Step) -> bool + Send + Sync>;
+
+/// Whether a delivery ran to its end or a failpoint stopped it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Go,
+    Crashed,
+}
+
 /// How an effect ended when it did not fail.
 enum Delivered {
     Sent,
@@ -51,6 +70,9 @@ pub struct Dispatcher {
     pub wakeup: Arc<Notify>,
     /// How often to look for due effects when nobody wakes the dispatcher.
     pub poll: Duration,
+    /// Crash injection for tests: when it returns true the dispatcher stops at that step
+    /// and leaves the effect exactly as a killed process would.
+    pub failpoint: Option<Failpoint>,
 }
 
 impl Dispatcher {
@@ -89,13 +111,20 @@ impl Dispatcher {
                 if cancel.is_cancelled() {
                     return Ok(handled);
                 }
-                self.deliver(row).await?;
+                let flow = self.deliver(row).await?;
                 handled += 1;
+                if flow == Flow::Crashed {
+                    return Ok(handled);
+                }
             }
         }
     }
 
-    async fn deliver(&self, row: Outbound) -> Result<(), StoreError> {
+    fn crashes_at(&self, id: i64, step: Step) -> bool {
+        self.failpoint.as_ref().is_some_and(|f| f(id, step))
+    }
+
+    async fn deliver(&self, row: Outbound) -> Result<Flow, StoreError> {
         let id = row.id;
         if matches!(row.effect, Effect::PlaneState { .. }) {
             let r = row.clone();
@@ -106,14 +135,21 @@ impl Dispatcher {
             {
                 let note = format!("superseded by effect {newer}");
                 self.end(id, EffectStatus::Skipped, Some(note)).await?;
-                return Ok(());
+                return Ok(Flow::Go);
             }
         }
         if !self.store.call(move |c| outbox::begin(c, id)).await? {
-            return Ok(());
+            return Ok(Flow::Go);
+        }
+        if self.crashes_at(id, Step::Claimed) {
+            return Ok(Flow::Crashed);
         }
         let attempts = row.attempts + 1;
-        match self.send(&row).await {
+        let sent = self.send(&row).await;
+        if self.crashes_at(id, Step::Called) {
+            return Ok(Flow::Crashed);
+        }
+        match sent {
             Ok(Delivered::Sent) => self.end(id, EffectStatus::Sent, None).await,
             Ok(Delivered::Skipped(why)) => self.end(id, EffectStatus::Skipped, Some(why)).await,
             Err(e) if !e.is_transient() || attempts >= MAX_ATTEMPTS => {
@@ -132,7 +168,8 @@ impl Dispatcher {
                     .call(move |c| outbox::retry_at(c, id, &msg, at))
                     .await
             }
-        }
+        }?;
+        Ok(Flow::Go)
     }
 
     async fn end(

@@ -13,6 +13,8 @@ use axum::routing::{get, post};
 use crate::app::AppState;
 
 pub mod status;
+
+pub use status::status_json;
 pub mod webhooks;
 
 pub fn router(state: AppState) -> Router {

@@ -44,19 +44,10 @@ async fn levels(state: &AppState) -> Result<Levels, store::StoreError> {
         .await
 }
 
-pub async fn queue(State(state): State<AppState>) -> Response {
-    let levels = match levels(&state).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read queue status");
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "error": "store unavailable" })),
-            )
-                .into_response();
-        }
-    };
-    let body = json!({
+/// The body of `GET /queue`.
+pub async fn status_json(state: &AppState) -> Result<serde_json::Value, store::StoreError> {
+    let levels = levels(state).await?;
+    Ok(json!({
         "jobs": levels.jobs,
         "tasks": levels.tasks,
         "awaiting_input": levels.awaiting_input,
@@ -64,8 +55,21 @@ pub async fn queue(State(state): State<AppState>) -> Response {
         "outbox": outbox_block(&levels.outbox),
         "reconcile": state.reconcile_status(),
         "rules": state.rules_status(),
-    });
-    Json(body).into_response()
+    }))
+}
+
+pub async fn queue(State(state): State<AppState>) -> Response {
+    match status_json(&state).await {
+        Ok(body) => Json(body).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read queue status");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "error": "store unavailable" })),
+            )
+                .into_response()
+        }
+    }
 }
 
 /// `{"plane": {"pending": 0, "sending": 0, "sent": 3, "skipped": 1, "dead": 0}, …}`.

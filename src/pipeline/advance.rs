@@ -187,6 +187,50 @@ impl Pipeline {
         }
     }
 
+    /// The notice a human gate owes (Plane "In Review", a comment, a message) for a visit
+    /// whose agent finished but whose notice was never written: the job's end was committed
+    /// and the process died before the gate was evaluated. Nothing else would ever say that
+    /// the task waits for a person, since the sweep does not advance a human gate. Once per
+    /// visit, shared with the webhook path's notice; true when this call owed it.
+    pub async fn owe_awaiting_human(
+        &self,
+        rules: &policy::RuleSet,
+        task: &Task,
+    ) -> Result<bool, PipelineError> {
+        let Some(stage) = rules.stage(&task.stage).filter(|s| s.human_gate).cloned() else {
+            return Ok(false);
+        };
+        if let Some(agent) = stage.agent.clone() {
+            let (id, st) = (task.id, task.stage.clone());
+            let finished_here = self
+                .store
+                .call(move |c| {
+                    Ok(store::jobs::latest_done(c, id, &agent)?.is_some_and(|j| j.stage == st))
+                })
+                .await?;
+            if !finished_here {
+                return Ok(false);
+            }
+        }
+        let visit = self.stage_visit(task.id).await?;
+        let (id, key) = (task.id, format!("{}@{}", task.stage, visit));
+        let given = self
+            .store
+            .call(move |c| store::verdicts::notice_given(c, id, "awaiting_human", &key))
+            .await?;
+        if given {
+            return Ok(false);
+        }
+        let gate = self.evaluate_gate(rules, task).await?;
+        if gate.green {
+            // Approved: the approval's own delivery moves the task.
+            return Ok(false);
+        }
+        self.report_red_gate(rules, task, &stage, &gate.reason, Trigger::AgentFinished)
+            .await;
+        Ok(true)
+    }
+
     /// When the task last entered its current stage (ms), from the history.
     pub(crate) async fn stage_visit(&self, task_id: i64) -> Result<i64, store::StoreError> {
         let history = self

@@ -34,6 +34,7 @@ mod input;
 mod jobs;
 mod running;
 mod start;
+pub mod subjects;
 mod verdict;
 pub mod webhook;
 

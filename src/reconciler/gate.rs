@@ -20,14 +20,17 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Timestamp;
+use crate::pipeline::subjects::Subjects;
 use crate::pipeline::{Outcome, PipelineError};
-use crate::policy::{self, Decision, GateOutcome, Outcome as D, RuleSet};
+use crate::policy::{self, Decision, GateOutcome, Outcome as D, RuleSet, SkipReason};
 use crate::store::{self, Task, Trigger};
 
 use super::{Mode, Reconciler, Sides, SweepReport, TaskReport, snapshot_of};
 
 /// After this many consecutive gate errors a task is reported once as needing a human.
 pub const GATE_ERROR_CAP: u32 = 5;
+/// How many waiting inbox deliveries a sweep looks at to tell a late webhook from a lost one.
+const INBOX_LOOKAHEAD: usize = 10_000;
 
 /// Kept in memory only: a restart is a fresh chance for every task.
 #[derive(Debug, Clone, Copy)]
@@ -75,10 +78,17 @@ impl Reconciler {
                     store::tasks::list_open(c, &terminal)?,
                     store::jobs::tasks_with_active_jobs(c)?,
                     store::jobs::tasks_awaiting_input(c)?,
+                    store::inbox::pending(
+                        c,
+                        crate::inbox::MAX_ATTEMPTS,
+                        0,
+                        Timestamp::from_millis(i64::MAX),
+                        INBOX_LOOKAHEAD,
+                    )?,
                 ))
             })
             .await;
-        let (tasks, active, awaiting) = match loaded {
+        let (tasks, active, awaiting, waiting) = match loaded {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!(error = %e, "reconciler: cannot load open tasks");
@@ -86,9 +96,13 @@ impl Reconciler {
                 return;
             }
         };
+        // Deliveries still waiting in the inbox: a task they concern is late, not lost, and
+        // advancing it here would count an unblock for a webhook that was never lost.
+        let late = Subjects::of(&waiting);
         let now = self.pipeline.clock.now();
         let semaphore = Arc::new(tokio::sync::Semaphore::new(self.concurrency.max(1)));
         let mut set = tokio::task::JoinSet::new();
+        let mut unannounced = Vec::new();
         for task in tasks {
             if cancel.is_cancelled() {
                 break;
@@ -99,6 +113,17 @@ impl Reconciler {
                 awaiting.contains(&task.id),
             );
             let decision = policy::decide_task(rules, &self.overrides, &snapshot, None, now);
+            if matches!(
+                decision.outcome,
+                D::Skip {
+                    why: SkipReason::HumanGate
+                }
+            ) && !snapshot.has_active_job
+                && !snapshot.awaiting_input
+                && now.since(task.updated_at) >= self.interval
+            {
+                unannounced.push(task.clone());
+            }
             if !matches!(decision.outcome, D::CheckGate { .. }) || self.backing_off(task.id, now) {
                 report.tasks.push(TaskReport {
                     work_item: task.work_item.clone(),
@@ -108,6 +133,37 @@ impl Reconciler {
                 });
                 continue;
             }
+            if late.concern(&task) {
+                if mode == Mode::Apply {
+                    self.pipeline.metrics.reconcile_late.inc();
+                }
+                report.tasks.push(TaskReport {
+                    work_item: task.work_item.clone(),
+                    stage: task.stage.clone(),
+                    decision,
+                    action: Some("left to a delivery waiting in the inbox (late, not lost)".into()),
+                });
+                continue;
+            }
+            // The unblock message is owed in the transaction that advances the task.
+            let unblock = rules
+                .stage(&task.stage)
+                .and_then(|s| s.next.clone())
+                .map(|to| {
+                    rules.render(
+                        "unblock",
+                        &[
+                            ("work_item", &task.work_item),
+                            ("stage", &task.stage),
+                            ("to", &to),
+                        ],
+                    )
+                });
+            let extra: Vec<_> = unblock
+                .filter(|_| self.overrides.effective_switches(rules).notify_unblock)
+                .and_then(|text| crate::pipeline::effects::telegram(&task.work_item, &text))
+                .into_iter()
+                .collect();
             let pipeline = self.pipeline.clone();
             let rules = Arc::clone(rules);
             let overrides = self.overrides.clone();
@@ -130,7 +186,7 @@ impl Reconciler {
                     {
                         Some(
                             pipeline
-                                .apply_gate(&rules, &task, g, Trigger::Reconciler)
+                                .apply_gate_owing(&rules, &task, g, Trigger::Reconciler, extra)
                                 .await,
                         )
                     }
@@ -154,7 +210,38 @@ impl Reconciler {
                 }
             }
         }
+        if mode == Mode::Apply {
+            self.announce_human_gates(rules, unannounced, cancel, report)
+                .await;
+        }
         report.tasks.sort_by(|a, b| a.work_item.cmp(&b.work_item));
+    }
+
+    /// Human gates whose "ready for review" notice was never written (a crash between the
+    /// agent's end and the gate): owe it now. Not an unblock, and not a red gate report: the
+    /// notice is the one the webhook path gives, once per visit.
+    async fn announce_human_gates(
+        &self,
+        rules: &Arc<RuleSet>,
+        tasks: Vec<Task>,
+        cancel: &CancellationToken,
+        report: &mut SweepReport,
+    ) {
+        for task in tasks {
+            if cancel.is_cancelled() {
+                return;
+            }
+            match self.pipeline.owe_awaiting_human(rules, &task).await {
+                Ok(true) => {
+                    tracing::info!(work_item = %task.work_item, stage = %task.stage, "reconciler: the human gate's notice was never given (crash); owed now");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(work_item = %task.work_item, error = %e, "reconciler: cannot check the human gate's notice");
+                    report.errors.push(format!("{}: {e}", task.work_item));
+                }
+            }
+        }
     }
 
     /// Reports one checked task and acts on what its check found: errors feed the backoff, a
@@ -208,9 +295,6 @@ impl Reconciler {
                 tracing::info!("{text}");
                 self.pipeline.metrics.reconcile_unblocked.inc();
                 self.with_state(|s| s.last_unblocked = Some(task.work_item.clone()));
-                if self.overrides.effective_switches(rules).notify_unblock {
-                    self.pipeline.telegram(&text).await;
-                }
                 line.action = Some(format!("advanced {from} -> {to}"));
                 report.unblocked.push(text);
             }
@@ -253,31 +337,36 @@ impl Reconciler {
                 task.id,
                 format!("{}:{}", task.stage, task.updated_at.as_millis()),
             );
+            let text = rules.render(
+                "needs_human",
+                &[
+                    ("work_item", &task.work_item),
+                    ("stage", &task.stage),
+                    ("reason", error),
+                ],
+            );
+            let text = if text.is_empty() {
+                format!(
+                    "reconciler: {} {}: gate check keeps failing ({error}); needs a human",
+                    task.work_item, task.stage
+                )
+            } else {
+                text
+            };
+            let owed: Vec<_> = crate::pipeline::effects::telegram(&task.work_item, &text)
+                .into_iter()
+                .collect();
             let claimed = self
                 .pipeline
                 .store
-                .call(move |c| store::verdicts::claim_notice(c, id, "needs_human", &key, now))
+                .call(move |c| {
+                    store::verdicts::claim_notice_owing(c, id, "needs_human", &key, &owed, now)
+                })
                 .await
                 .unwrap_or(false);
             if claimed {
-                let text = rules.render(
-                    "needs_human",
-                    &[
-                        ("work_item", &task.work_item),
-                        ("stage", &task.stage),
-                        ("reason", error),
-                    ],
-                );
-                let text = if text.is_empty() {
-                    format!(
-                        "reconciler: {} {}: gate check keeps failing ({error}); needs a human",
-                        task.work_item, task.stage
-                    )
-                } else {
-                    text
-                };
                 tracing::error!("{text}");
-                self.pipeline.telegram(&text).await;
+                self.pipeline.outbox_wakeup.notify_one();
             }
         }
     }

@@ -72,6 +72,20 @@ pub fn claim_notice(
     Ok(n == 1)
 }
 
+/// Whether notice `(kind, key)` was given for the task.
+pub fn notice_given(
+    conn: &Connection,
+    task_id: i64,
+    kind: &str,
+    key: &str,
+) -> Result<bool, StoreError> {
+    Ok(conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM notices WHERE task_id = ?1 AND kind = ?2 AND key = ?3)",
+        params![task_id, kind, key],
+        |r| r.get(0),
+    )?)
+}
+
 /// Claims notice `(kind, key)` and owes its `effects` in one transaction: a notice is either
 /// given, with everything it says, or not at all. True exactly once.
 pub fn claim_notice_owing(

@@ -1,0 +1,104 @@
+//! What a stored delivery is about, read loosely from its body.
+//!
+//! Two readers need it without applying the delivery: the sweep, which must not count a task
+//! as unblocked while a delivery about it still waits in the inbox (late is not lost), and
+//! the inbox processor, which keeps deliveries about one thing in order while it processes
+//! different things side by side. Reading is lenient: a body it cannot read is about
+//! [`Subject::Unknown`], which both treat conservatively.
+
+use std::collections::HashSet;
+
+use crate::store::{InboxItem, Task};
+
+/// The thing a delivery is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subject {
+    /// A Plane work item, by its Plane id.
+    PlaneIssue(String),
+    /// A branch of a repository (pushes, pull requests, reviews).
+    Branch { repo: String, branch: String },
+    /// A whole repository: a CI status names a commit, not a branch, so it may concern any
+    /// task of the repository.
+    Repo(String),
+    /// Nothing could be read.
+    Unknown,
+}
+
+impl Subject {
+    /// What `delivery` is about.
+    pub fn of(delivery: &InboxItem) -> Subject {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&delivery.body) else {
+            return Subject::Unknown;
+        };
+        let text = |p: &str| v.pointer(p).and_then(|x| x.as_str()).map(str::to_string);
+        match delivery.source.as_str() {
+            "plane" => text("/data/issue")
+                .or_else(|| text("/data/id"))
+                .map_or(Subject::Unknown, Subject::PlaneIssue),
+            "gitea" => {
+                let Some(repo) = text("/repository/full_name") else {
+                    return Subject::Unknown;
+                };
+                let branch = text("/pull_request/head/ref").or_else(|| {
+                    text("/ref").map(|r| r.trim_start_matches("refs/heads/").to_string())
+                });
+                match (delivery.event.as_str(), branch) {
+                    ("status", _) | (_, None) => Subject::Repo(repo),
+                    (_, Some(branch)) => Subject::Branch { repo, branch },
+                }
+            }
+            _ => Subject::Unknown,
+        }
+    }
+
+    /// The key deliveries are kept in order by: one per work item where it can be told.
+    pub fn order_key(&self) -> String {
+        match self {
+            Subject::PlaneIssue(id) => format!("plane:{id}"),
+            Subject::Branch { repo, .. } | Subject::Repo(repo) => format!("repo:{repo}"),
+            Subject::Unknown => "unknown".to_string(),
+        }
+    }
+}
+
+/// The subjects of a set of waiting deliveries, for asking which tasks they concern.
+#[derive(Debug, Default)]
+pub struct Subjects {
+    issues: HashSet<String>,
+    branches: HashSet<(String, String)>,
+    repos: HashSet<String>,
+}
+
+impl Subjects {
+    pub fn of(deliveries: &[InboxItem]) -> Subjects {
+        let mut s = Subjects::default();
+        for d in deliveries {
+            match Subject::of(d) {
+                Subject::PlaneIssue(id) => {
+                    s.issues.insert(id);
+                }
+                Subject::Branch { repo, branch } => {
+                    s.branches.insert((repo, branch));
+                }
+                Subject::Repo(repo) => {
+                    s.repos.insert(repo);
+                }
+                // Unreadable deliveries are given up on by the inbox at once; they concern
+                // nothing the sweep should wait for.
+                Subject::Unknown => {}
+            }
+        }
+        s
+    }
+
+    /// Whether any of the deliveries may move `task`.
+    pub fn concern(&self, task: &Task) -> bool {
+        task.plane_issue_id
+            .as_ref()
+            .is_some_and(|id| self.issues.contains(id))
+            || self.repos.contains(&task.repo)
+            || self
+                .branches
+                .contains(&(task.repo.clone(), task.branch.clone()))
+    }
+}
