@@ -42,7 +42,33 @@ async fn without_drops_the_webhook_path_alone_finishes_everything() {
         report.replays, 0,
         "nothing to replay when nothing is lost: {report:#?}"
     );
+    assert_eq!(
+        report.unblocks, 0,
+        "nothing to unblock when nothing is lost: {report:#?}"
+    );
     assert_eq!(report.duplicates, 0);
+    assert!(
+        report.plane_requests_per_item <= 8.0,
+        "Plane's budget per item: {report:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_items_survive_three_kills_done_in_orch_and_in_plane() {
+    let report = run(&SimOptions {
+        items: 50,
+        drop_rate: 0.3,
+        kills: 3,
+        seed: 11,
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.kills, 3, "{report:#?}");
+    assert_eq!(report.done, 50, "Plane shows Done: {report:#?}");
+    assert_eq!(report.done_in_orch, 50, "{report:#?}");
+    assert_eq!(report.duplicates, 0, "{report:#?}");
+    assert_eq!(report.webhooks_rejected, 0, "{report:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
