@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 
-pub mod cli;
 mod eval;
 mod ruleset;
 mod sandbox;
