@@ -10,6 +10,7 @@ use rhai::Engine;
 
 use super::load::{Ctx, InFile};
 use super::{AgentPolicy, Grace, PlaneMapping, Stage, Switches, TEMPLATE_NAMES};
+use crate::duration;
 use crate::policy::schema::{RawAgent, RawGrace, RawPlane, RawReconcile};
 use crate::policy::{PlaneAction, RuleError};
 
@@ -282,12 +283,9 @@ fn is_stage(stages: &[Stage], name: &str) -> bool {
     stages.iter().any(|s| s.name == name)
 }
 
+/// A rule file's duration: bare digits are seconds.
 fn parse_duration(s: &str) -> Option<Duration> {
-    let t = s.trim();
-    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
-        return t.parse().ok().map(Duration::from_secs);
-    }
-    humantime::parse_duration(t).ok()
+    duration::parse(s, true).ok()
 }
 
 fn parse_action(s: &str) -> Option<PlaneAction> {
