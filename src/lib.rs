@@ -7,6 +7,7 @@ pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod duration;
 pub mod git;
 pub mod http;
 pub mod http_client;

@@ -10,6 +10,7 @@ use crate::reconciler::Mode;
 use crate::telemetry::LogFormat;
 
 mod outbox;
+mod rules;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,7 +33,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Check, simulate and diff rule sets.
     #[command(subcommand)]
-    Rules(crate::policy::cli::RulesCommand),
+    Rules(rules::RulesCommand),
     /// Run one reconciler sweep against the configured database and print its decisions.
     Reconcile(ReconcileArgs),
     /// Show the current decision for one task: rule, reason, facts and time left in grace.
@@ -168,7 +169,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     crate::telemetry::init_with_default(cli.log_format, default_level);
     match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Rules(cmd) => crate::policy::cli::run(cmd),
+        Command::Rules(cmd) => rules::run(cmd),
         Command::Reconcile(args) => reconcile(args),
         Command::Explain(args) => explain(args),
         Command::Simulate(args) => simulate(args),

@@ -1,5 +1,6 @@
 //! Value parsers shared by the file and the environment, so a duration, a boolean or a
-//! number means the same wherever an operator writes it.
+//! number means the same wherever an operator writes it. The duration syntax itself is
+//! [`crate::duration`]'s, shared with the rule files.
 //!
 //! Every failure is a [`ConfigError::Invalid`] that quotes the key and the value as written
 //! and says what was expected: someone fixing a config needs all three, and a message
@@ -10,6 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::ConfigError;
+use crate::duration::{self, DurationError};
 
 /// 1-based line and column of a byte offset.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -36,26 +38,14 @@ pub fn parse_bool(key: &str, v: &str) -> Result<bool, ConfigError> {
     }
 }
 
-/// `90s`, `10m`, `2h`, `1h 30m`; plain digits are seconds when `plain_seconds` is set
-/// (variables whose name ends in `_S`).
+/// [`crate::duration::parse`], with errors that name the key.
 pub fn parse_duration(key: &str, v: &str, plain_seconds: bool) -> Result<Duration, ConfigError> {
-    let t = v.trim();
-    if plain_seconds && !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
-        return t
-            .parse::<u64>()
-            .map(Duration::from_secs)
-            .map_err(|_| invalid(key, v, "a number of seconds"));
-    }
-    humantime::parse_duration(t).map_err(|_| {
-        invalid(
-            key,
-            v,
-            if plain_seconds {
-                "seconds, or a duration such as 90s, 10m, 2h"
-            } else {
-                "a duration such as 90s, 10m, 2h"
-            },
-        )
+    duration::parse(v, plain_seconds).map_err(|e| match e {
+        DurationError::Seconds(_) => invalid(key, v, "a number of seconds"),
+        DurationError::Text(_) if plain_seconds => {
+            invalid(key, v, "seconds, or a duration such as 90s, 10m, 2h")
+        }
+        DurationError::Text(_) => invalid(key, v, "a duration such as 90s, 10m, 2h"),
     })
 }
 

@@ -52,7 +52,7 @@ pub fn answer_check_due(
     last_checked: Option<Timestamp>,
     now: Timestamp,
 ) -> bool {
-    let grace = grace_for(rules, ov, task, now).unwrap_or(rules.grace_default);
+    let grace = grace_for(rules, ov, task, now).unwrap_or(rules.grace.default);
     let since = last_checked.map_or(asked_at, |l| l.max(asked_at));
     now.since(since) >= grace
 }
@@ -69,11 +69,11 @@ fn grace_with_rule(
     if let Some(d) = ov.grace_default {
         return Ok((d, "env.grace_default".into()));
     }
-    let (base, base_rule) = match rules.grace_stages.get(&task.stage) {
+    let (base, base_rule) = match rules.grace.stages.get(&task.stage) {
         Some(d) => (*d, format!("grace.stages.{}", task.stage)),
-        None => (rules.grace_default, "grace.default".into()),
+        None => (rules.grace.default, "grace.default".into()),
     };
-    let Some(ast) = &rules.grace_expr else {
+    let Some(ast) = &rules.grace.expr else {
         return Ok((base, base_rule));
     };
     let mut t = Map::new();
@@ -302,7 +302,7 @@ pub fn decide_plane_item(
     // A change younger than the grace may still have its webhook in flight: replaying it now
     // would race the webhook for nothing. It is looked at again in a later sweep.
     if let PlaneOutcome::Replay { .. } = decided.outcome {
-        let grace = ov.grace_default.unwrap_or(rules.grace_default);
+        let grace = ov.grace_default.unwrap_or(rules.grace.default);
         let age = now.since(item.updated_at);
         if age < grace {
             let rule = if ov.grace_default.is_some() {

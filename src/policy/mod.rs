@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 
-pub mod cli;
 mod eval;
 mod ruleset;
 mod sandbox;
@@ -250,108 +249,6 @@ pub struct PlaneDecision {
     pub rule: String,
     pub reason: String,
     pub outcome: PlaneOutcome,
-}
-
-impl RuleSet {
-    /// The content hash recorded with every decision and task-history row.
-    pub fn version(&self) -> &str {
-        &self.version
-    }
-
-    pub fn files(&self) -> &[PathBuf] {
-        &self.files
-    }
-
-    pub fn stages(&self) -> &[Stage] {
-        &self.stages
-    }
-
-    pub fn stage(&self, name: &str) -> Option<&Stage> {
-        self.stages.iter().find(|s| s.name == name)
-    }
-
-    /// The terminal stage the `cancel` action sends tasks to, when the rules have one.
-    pub fn cancel_stage(&self) -> Option<&Stage> {
-        self.stages.iter().find(|s| s.cancel)
-    }
-
-    /// Where a new task starts: the first stage. Validation guarantees there is one.
-    pub fn initial_stage(&self) -> &Stage {
-        &self.stages[0]
-    }
-
-    pub fn switches(&self) -> Switches {
-        self.switches
-    }
-
-    pub fn agent_policy(&self, agent: &str) -> Option<&AgentPolicy> {
-        self.agents.get(agent)
-    }
-
-    /// The action a Plane state means: by name (case-insensitive), else by state group.
-    pub fn inbound_plane_action(
-        &self,
-        state_name: &str,
-        state_group: Option<&str>,
-    ) -> Option<PlaneAction> {
-        self.inbound_states
-            .get(&state_name.to_lowercase())
-            .or_else(|| state_group.and_then(|g| self.inbound_groups.get(&g.to_lowercase())))
-            .copied()
-    }
-
-    /// A Gitea pull-request review in `stage` as a verdict, when the stage takes them.
-    pub fn gitea_review_action(&self, stage: &str, approved: bool) -> Option<PlaneAction> {
-        let s = self.stage(stage)?;
-        if !s.gitea_reviews {
-            return None;
-        }
-        if approved {
-            Some(PlaneAction::Approve)
-        } else {
-            s.on_reject.as_ref().map(|_| PlaneAction::Reject)
-        }
-    }
-
-    pub fn outbound_plane_state(&self, event: &OutboundEvent) -> Option<&str> {
-        match event {
-            OutboundEvent::Entered { stage } => self.out_entered.get(stage).map(String::as_str),
-            OutboundEvent::AwaitingHuman => self.out_awaiting_human.as_deref(),
-            OutboundEvent::NeedsInput => self.out_needs_input.as_deref(),
-            OutboundEvent::Blocked => self.out_blocked.as_deref(),
-        }
-    }
-
-    /// Renders a template; `{name}` placeholders are replaced, unknown ones left as written.
-    /// An undefined template renders as the empty string (the caller skips sending it).
-    pub fn render(&self, template: &str, vars: &[(&str, &str)]) -> String {
-        let Some(t) = self.templates.get(template) else {
-            return String::new();
-        };
-        let mut out = t.clone();
-        for (k, v) in vars {
-            out = out.replace(&format!("{{{k}}}"), v);
-        }
-        out
-    }
-
-    /// The named checks the stage's exit gate needs (empty: no gate).
-    pub fn gate_checks(&self, stage: &str) -> Vec<String> {
-        match self.gates.get(stage) {
-            Some(ruleset::Gate::Check(c)) => vec![c.clone()],
-            Some(ruleset::Gate::Expr { checks, .. }) => checks.clone(),
-            None => Vec::new(),
-        }
-    }
-
-    /// Combines check results into the gate's outcome.
-    pub fn gate_outcome(
-        &self,
-        stage: &str,
-        results: &BTreeMap<String, CheckResult>,
-    ) -> Result<GateOutcome, PolicyError> {
-        eval::gate_outcome(self, stage, results)
-    }
 }
 
 #[cfg(test)]

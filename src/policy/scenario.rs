@@ -16,6 +16,7 @@ use super::{
 };
 use super::{decide_plane_item, decide_task};
 use crate::clock::Timestamp;
+use crate::duration::{self, DurationError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -133,15 +134,12 @@ pub fn read(path: &Path) -> Result<ScenarioFile, ScenarioError> {
     })
 }
 
+/// A scenario's duration: bare digits are seconds.
 fn dur(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
-        return t
-            .parse()
-            .map(Duration::from_secs)
-            .map_err(|e| e.to_string());
-    }
-    humantime::parse_duration(t).map_err(|e| format!("{s:?}: {e}"))
+    duration::parse(s, true).map_err(|e| match e {
+        DurationError::Seconds(e) => e.to_string(),
+        DurationError::Text(e) => format!("{s:?}: {e}"),
+    })
 }
 
 fn describe(outcome: &Outcome) -> String {

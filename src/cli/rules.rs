@@ -1,11 +1,14 @@
-//! `orch rules check | simulate | diff`.
+//! `orch rules check | simulate | diff`: the command line over `policy`, which parses,
+//! validates and decides but never prints; here its results become text, JSON and exit
+//! codes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use super::scenario;
+use super::OutputFormat;
+use crate::policy::{self, RuleSet, scenario};
 
 #[derive(Debug, Subcommand)]
 pub enum RulesCommand {
@@ -21,8 +24,8 @@ pub enum RulesCommand {
         dir: PathBuf,
         #[arg(long, value_name = "FILE")]
         scenarios: PathBuf,
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
     },
     /// Print only the decisions that change between two rule sets; exit 1 when any does.
     Diff {
@@ -30,19 +33,15 @@ pub enum RulesCommand {
         new: PathBuf,
         #[arg(long, value_name = "FILE")]
         scenarios: PathBuf,
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
-}
-
-fn load(dir: &std::path::Path) -> Result<super::RuleSet, ExitCode> {
-    super::load_dir(dir).map_err(|errors| {
+/// Every error on stderr, then a count: `check` is run by people and by CI, and both want
+/// the whole list in one go.
+fn load(dir: &Path) -> Result<RuleSet, ExitCode> {
+    policy::load_dir(dir).map_err(|errors| {
         eprintln!("{errors}");
         eprintln!("{} error(s) in {}", errors.0.len(), dir.display());
         ExitCode::FAILURE
@@ -86,8 +85,8 @@ pub fn run(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
             let file = scenario::read(&scenarios)?;
             let rows = scenario::simulate(&set, &file).map_err(anyhow::Error::msg)?;
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
-                Format::Text => {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                OutputFormat::Text => {
                     println!("rule set {} (version {})", dir.display(), set.version());
                     let cells: Vec<Vec<String>> = rows
                         .iter()
@@ -127,8 +126,8 @@ pub fn run(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
             let rows_b = scenario::simulate(&b, &file).map_err(anyhow::Error::msg)?;
             let changes = scenario::diff(&rows_a, &rows_b);
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&changes)?),
-                Format::Text => {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&changes)?),
+                OutputFormat::Text => {
                     if changes.is_empty() {
                         println!("no decision changes ({} -> {})", a.version(), b.version());
                     } else {
