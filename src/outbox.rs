@@ -26,7 +26,7 @@ use crate::metrics::{Metrics, PeerResultLabels};
 use crate::pipeline::{Outcome, Pipeline};
 use crate::policy::PlaneAction;
 use crate::store::outbox::{self, Effect, EffectStatus, Outbound, Peer};
-use crate::store::{Store, StoreError, Trigger};
+use crate::store::{Store, StoreError};
 
 const BATCH: usize = 64;
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -259,7 +259,7 @@ impl Dispatcher {
             state,
             "the work item was cancelled in Plane (lost webhook); cancelling instead of overwriting its state"
         );
-        match self.pipeline.cancel(work_item, Trigger::Reconciler).await {
+        match self.pipeline.cancel_found_in_plane(work_item).await {
             Ok(Outcome::Cancelled { .. }) => {
                 self.metrics.reconcile_replays.inc();
             }

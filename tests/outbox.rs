@@ -390,3 +390,69 @@ async fn an_effect_refused_for_good_is_dead_listed_and_retried_by_the_operator()
     let queue = orch::http::status_json(&state).await.unwrap();
     assert_eq!(queue["outbox"]["plane"]["dead"], 0, "{queue}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_found_where_orch_would_show_done_wins_over_the_finished_task() {
+    let w = World::new().await;
+    // The person cancelled during the run and the webhook was lost: Plane says Cancelled.
+    Mock::given(method("GET"))
+        .and(path_regex(r"/work-items/[^/]+/$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "id": ISSUE_ID,
+            "state": {"id": state_id("Cancelled"), "name": "Cancelled", "group": "cancelled"}
+        })))
+        .with_priority(1)
+        .mount(&w.peers.plane)
+        .await;
+    let state = w.process();
+    let job = running_job(&state, "testing", "tester").await;
+    state
+        .pipeline
+        .job_finished(&job, finished(Verdict::Pass))
+        .await
+        .unwrap();
+    state.drain_outbox().await.unwrap();
+    let task = state
+        .store
+        .call(|c| store::tasks::get_by_work_item(c, "ET-42"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(task.stage, "cancelled", "the person's earlier cancel wins");
+    assert!(
+        w.plane_states().await.is_empty(),
+        "orch never overwrote the cancel"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_failing_after_its_task_was_cancelled_is_not_retried() {
+    let w = World::new().await;
+    let state = w.process();
+    let job = running_job(&state, "development", "developer").await;
+    // The agent runs here: the cancel stops it rather than ending the job itself.
+    let _token = state.pipeline.running_jobs.register(job.id);
+    state
+        .pipeline
+        .cancel("ET-42", Trigger::Webhook)
+        .await
+        .unwrap();
+    // The agent's failure (it was killed) arrives after the cancel committed.
+    let failed = AgentOutcome {
+        status: AgentStatus::Failed {
+            exit_code: Some(128),
+        },
+        verdict: None,
+        summary: None,
+        output_excerpt: String::new(),
+        result_error: None,
+    };
+    state.pipeline.job_finished(&job, failed).await.unwrap();
+    let task_id = job.task_id;
+    let active = state
+        .store
+        .call(move |c| store::jobs::has_active(c, task_id))
+        .await
+        .unwrap();
+    assert!(!active, "a cancelled task's job is not queued again");
+}

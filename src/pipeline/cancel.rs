@@ -8,6 +8,15 @@ use crate::store::{self, Trigger};
 
 use super::{Outcome, Pipeline, PipelineError};
 
+/// Whether a task that reached a terminal stage may still be cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// A finished task is final.
+    IsFinal,
+    /// Plane was never told the task finished, and a person cancelled it before that.
+    NotYetShown,
+}
+
 impl Pipeline {
     /// The work item was cancelled: the task moves to the rules' cancel stage (a terminal
     /// one), its queued jobs are failed, its running agent is stopped, and its worktree is
@@ -16,6 +25,23 @@ impl Pipeline {
         &self,
         work_item: &str,
         trigger: Trigger,
+    ) -> Result<Outcome, PipelineError> {
+        self.cancel_ending(work_item, trigger, Ended::IsFinal).await
+    }
+
+    /// A cancel found in Plane where orch was about to write the state of the stage the task
+    /// is in: the person's cancel came before orch ever showed that stage, so it wins even
+    /// over a task that finished meanwhile (its webhook was lost; the pipeline ran on).
+    pub async fn cancel_found_in_plane(&self, work_item: &str) -> Result<Outcome, PipelineError> {
+        self.cancel_ending(work_item, Trigger::Reconciler, Ended::NotYetShown)
+            .await
+    }
+
+    async fn cancel_ending(
+        &self,
+        work_item: &str,
+        trigger: Trigger,
+        ended: Ended,
     ) -> Result<Outcome, PipelineError> {
         let Some(task) = self.task_of(work_item).await? else {
             return Ok(Outcome::Ignored {
@@ -28,7 +54,11 @@ impl Pipeline {
                 reason: "the rules have no cancel stage".into(),
             });
         };
-        if rules.stage(&task.stage).is_some_and(|s| s.terminal) {
+        let reopen = ended == Ended::NotYetShown;
+        if rules
+            .stage(&task.stage)
+            .is_some_and(|s| s.terminal && (s.cancel || !reopen))
+        {
             return Ok(Outcome::Ignored {
                 reason: format!("{} already ended in {}", task.work_item, task.stage),
             });

@@ -172,9 +172,27 @@ impl Pipeline {
                 .saturating_mul(2u32.saturating_pow(exp))
                 .min(MAX_BACKOFF);
             let due = now.plus(delay);
-            self.store
-                .call(move |c| store::jobs::retry_later(c, job_id, &result, due))
+            let requeued = self
+                .store
+                .call(move |c| {
+                    if store::jobs::retry_later(c, job_id, &result, due)? {
+                        return Ok(true);
+                    }
+                    // The task left the stage while the agent ran (a cancel): no retry.
+                    store::jobs::abandon(
+                        c,
+                        job_id,
+                        "the task left its stage while the job ran",
+                        now,
+                    )?;
+                    Ok(false)
+                })
                 .await?;
+            if !requeued {
+                return Ok(Outcome::Ignored {
+                    reason: format!("task left {} while {} ran", job.stage, job.agent),
+                });
+            }
             tracing::warn!(job = job.id, agent = %job.agent, attempt = job.attempts, error, retry_in = ?delay, "job failed; will retry");
             return Ok(Outcome::Held {
                 task_id: job.task_id,

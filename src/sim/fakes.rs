@@ -160,6 +160,7 @@ async fn count_plane_request(
     use std::sync::atomic::Ordering;
     let per_item =
         req.uri().path().contains("/work-items/") && !req.uri().path().ends_with("/work-items/");
+    tracing::debug!(method = %req.method(), path = req.uri().path(), "fake Plane request");
     if per_item {
         requests.item.fetch_add(1, Ordering::Relaxed);
     } else {

@@ -292,7 +292,9 @@ pub fn finish_owing(
     Ok((Some(job), owed))
 }
 
-/// Puts a running job back in the queue, due at `not_before` (retry with backoff).
+/// Puts a running job back in the queue, due at `not_before` (retry with backoff), but only
+/// while its task is still in the job's stage: a task cancelled or moved on while its agent
+/// ran owes no retry. False when the job was not requeued (see [`abandon`]).
 pub fn retry_later(
     conn: &Connection,
     job_id: i64,
@@ -301,7 +303,8 @@ pub fn retry_later(
 ) -> Result<bool, StoreError> {
     let n = conn.execute(
         "UPDATE jobs SET status = 'queued', not_before = ?1, exit_code = ?2, log_excerpt = ?3, error = ?4, started_at = NULL
-         WHERE id = ?5 AND status = 'running'",
+         WHERE id = ?5 AND status = 'running'
+           AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = jobs.task_id AND t.stage = jobs.stage)",
         params![
             not_before.as_millis(),
             result.exit_code,
