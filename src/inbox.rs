@@ -6,7 +6,14 @@
 //! ([`RETRY_DELAYS`]) up to [`MAX_ATTEMPTS`] times; one that is wrong in itself is not
 //! retried. Either way it is then kept, with its error, for an operator, and it never blocks
 //! the deliveries behind it.
+//!
+//! Deliveries about different things (work items, branches; [`Subject`]) are applied side by
+//! side, at most [`CONCURRENCY`] at once, and those about one thing in arrival order, so a
+//! slow gate check for one task never holds another's webhook. No handler calls Plane or
+//! Telegram (what a change owes them is an outbox row), and each delivery gets at most
+//! [`DEADLINE`] (a Gitea gate check that hangs is retried later, not waited on).
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,9 +24,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::metrics::{Metrics, ResultLabels};
-use crate::store::{InboxItem, Store, inbox};
+use crate::pipeline::subjects::Subject;
+use crate::store::{InboxItem, Store, StoreError, inbox};
 
 pub const MAX_ATTEMPTS: i64 = 5;
+/// Deliveries about different subjects applied at once.
+pub const CONCURRENCY: usize = 4;
+/// The most one delivery may take; past it the attempt fails and is retried later.
+pub const DEADLINE: Duration = Duration::from_secs(30);
 /// The wait before the 2nd, 3rd, … attempt: long enough for a restarting peer, short enough
 /// that a transition is not held for hours (the reconciler heals what is lost beyond that).
 pub const RETRY_DELAYS: [Duration; 4] = [
@@ -31,7 +43,8 @@ pub const RETRY_DELAYS: [Duration; 4] = [
 /// Processed deliveries are kept this long (for dedup of late retries and for forensics).
 pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-const BATCH: usize = 64;
+/// How many pending deliveries one look at the inbox considers.
+const LOOKAHEAD: usize = 256;
 
 /// Why a delivery could not be applied.
 #[derive(Debug, Clone)]
@@ -47,6 +60,7 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), Failure>> + Send
 /// is permanent).
 pub type Handler = Arc<dyn Fn(InboxItem) -> HandlerFuture + Send + Sync>;
 
+#[derive(Clone)]
 pub struct Processor {
     pub store: Store,
     pub clock: Arc<dyn Clock>,
@@ -89,63 +103,116 @@ impl Processor {
         }
     }
 
-    /// Processes everything pending now. Returns how many deliveries were handled.
-    pub async fn drain(
-        &self,
-        cancel: &CancellationToken,
-    ) -> Result<usize, crate::store::StoreError> {
+    /// Processes everything pending now, and what arrives meanwhile; returns when nothing is
+    /// pending or in flight. Returns how many deliveries were handled.
+    ///
+    /// Lanes (one per subject) run side by side; a new arrival about another subject starts
+    /// at once rather than waiting for a slow lane, and one about a subject in flight waits
+    /// for that lane, so a subject's deliveries stay in arrival order.
+    pub async fn drain(&self, cancel: &CancellationToken) -> Result<usize, StoreError> {
         let mut handled = 0;
-        let mut after = 0;
+        let mut busy_keys: HashSet<String> = HashSet::new();
+        let mut busy_ids: HashSet<i64> = HashSet::new();
+        let mut running = tokio::task::JoinSet::new();
+        let mut failed = None;
         loop {
-            let now = self.clock.now();
-            let batch = self
-                .store
-                .call(move |c| inbox::pending(c, MAX_ATTEMPTS, after, now, BATCH))
-                .await?;
-            if batch.is_empty() {
-                return Ok(handled);
+            if !cancel.is_cancelled() && failed.is_none() && running.len() < CONCURRENCY {
+                let now = self.clock.now();
+                let pending = self
+                    .store
+                    .call(move |c| inbox::pending(c, MAX_ATTEMPTS, 0, now, LOOKAHEAD))
+                    .await?;
+                for (key, lane) in lanes(pending, &busy_keys, &busy_ids) {
+                    if running.len() >= CONCURRENCY {
+                        break;
+                    }
+                    busy_keys.insert(key.clone());
+                    busy_ids.extend(lane.iter().map(|d| d.id));
+                    let (me, cancel) = (self.clone(), cancel.clone());
+                    running.spawn(async move {
+                        let ids: Vec<i64> = lane.iter().map(|d| d.id).collect();
+                        let mut done = 0;
+                        let mut result = Ok(());
+                        for item in lane {
+                            if cancel.is_cancelled() {
+                                break;
+                            }
+                            if let Err(e) = me.apply(item).await {
+                                result = Err(e);
+                                break;
+                            }
+                            done += 1;
+                        }
+                        (key, ids, done, result)
+                    });
+                }
             }
-            for item in batch {
-                if cancel.is_cancelled() {
-                    return Ok(handled);
-                }
-                let id = item.id;
-                after = id;
-                let attempts = item.attempts;
-                let source = item.source.clone();
-                let event = item.event.clone();
-                let result = (self.handler)(item).await;
-                handled += 1;
-                match result {
-                    Ok(()) => {
-                        let now = self.clock.now();
-                        self.store
-                            .call(move |c| inbox::mark_processed(c, id, now))
-                            .await?;
-                        self.count("ok");
+            if running.is_empty() {
+                return match failed {
+                    Some(e) => Err(e),
+                    None => Ok(handled),
+                };
+            }
+            tokio::select! {
+                joined = running.join_next() => match joined {
+                    Some(Ok((key, ids, done, result))) => {
+                        busy_keys.remove(&key);
+                        for id in ids {
+                            busy_ids.remove(&id);
+                        }
+                        handled += done;
+                        if let Err(e) = result {
+                            failed = Some(e);
+                        }
                     }
-                    Err(f) if f.permanent || attempts + 1 >= MAX_ATTEMPTS => {
-                        tracing::error!(id, source, event, error = %f.message, attempts = attempts + 1, "webhook delivery failed for good; kept for an operator");
-                        self.store
-                            .call(move |c| inbox::mark_dead(c, id, &f.message, MAX_ATTEMPTS))
-                            .await?;
-                        self.count("dead");
-                    }
-                    Err(f) => {
-                        let delay = RETRY_DELAYS
-                            .get(usize::try_from(attempts).unwrap_or(usize::MAX))
-                            .copied()
-                            .unwrap_or(RETRY_DELAYS[RETRY_DELAYS.len() - 1]);
-                        tracing::warn!(id, source, event, error = %f.message, retry_in = ?delay, "webhook delivery failed; will retry");
-                        let retry_at = self.clock.now().plus(delay);
-                        self.store
-                            .call(move |c| inbox::mark_failed(c, id, &f.message, retry_at))
-                            .await?;
-                        self.count("error");
-                    }
-                }
+                    Some(Err(e)) => failed = Some(StoreError::Join(e.to_string())),
+                    None => {}
+                },
+                // A new arrival: start it beside the lanes in flight.
+                _ = self.wakeup.notified() => {}
             }
         }
+    }
+
+    /// Applies one delivery within [`DEADLINE`] and records how it went.
+    async fn apply(&self, item: InboxItem) -> Result<(), StoreError> {
+        let id = item.id;
+        let attempts = item.attempts;
+        let source = item.source.clone();
+        let event = item.event.clone();
+        let result = match tokio::time::timeout(DEADLINE, (self.handler)(item)).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure {
+                message: format!("not applied within {DEADLINE:?}"),
+                permanent: false,
+            }),
+        };
+        match result {
+            Ok(()) => {
+                let now = self.clock.now();
+                self.store
+                    .call(move |c| inbox::mark_processed(c, id, now))
+                    .await?;
+                self.count("ok");
+            }
+            Err(f) if f.permanent || attempts + 1 >= MAX_ATTEMPTS => {
+                tracing::error!(id, source, event, error = %f.message, attempts = attempts + 1, "webhook delivery failed for good; kept for an operator");
+                self.store
+                    .call(move |c| inbox::mark_dead(c, id, &f.message, MAX_ATTEMPTS))
+                    .await?;
+                self.count("dead");
+            }
+            Err(f) => {
+                let delay = retry_delay(attempts);
+                tracing::warn!(id, source, event, error = %f.message, retry_in = ?delay, "webhook delivery failed; will retry");
+                let retry_at = self.clock.now().plus(delay);
+                self.store
+                    .call(move |c| inbox::mark_failed(c, id, &f.message, retry_at))
+                    .await?;
+                self.count("error");
+            }
+        }
+        Ok(())
     }
 
     fn count(&self, result: &str) {
@@ -156,4 +223,37 @@ impl Processor {
             })
             .inc();
     }
+}
+
+/// The wait before the next attempt after `attempts` failed ones: [`RETRY_DELAYS`], then its
+/// last entry. Shared by the inbox and the outbox.
+pub fn retry_delay(attempts: i64) -> Duration {
+    RETRY_DELAYS
+        .get(usize::try_from(attempts).unwrap_or(usize::MAX))
+        .copied()
+        .unwrap_or(RETRY_DELAYS[RETRY_DELAYS.len() - 1])
+}
+
+/// Groups `pending` deliveries (in arrival order) into lanes by subject, leaving out those in
+/// flight and every delivery about a subject in flight (it waits for that lane).
+fn lanes(
+    pending: Vec<InboxItem>,
+    busy_keys: &HashSet<String>,
+    busy_ids: &HashSet<i64>,
+) -> Vec<(String, Vec<InboxItem>)> {
+    let mut lanes: Vec<(String, Vec<InboxItem>)> = Vec::new();
+    for item in pending {
+        if busy_ids.contains(&item.id) {
+            continue;
+        }
+        let key = Subject::of(&item).order_key();
+        if busy_keys.contains(&key) {
+            continue;
+        }
+        match lanes.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, lane)) => lane.push(item),
+            None => lanes.push((key, vec![item])),
+        }
+    }
+    lanes
 }

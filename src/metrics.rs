@@ -81,6 +81,7 @@ pub struct Metrics {
     pub outbox_processed: Family<PeerResultLabels, Counter>,
     pub outbox: Family<PeerStatusLabels, Gauge>,
     pub reconcile_late: Counter,
+    pub plane_sync_owed: Counter,
     pub reconcile_sweeps: Counter,
     pub reconcile_unblocked: Counter,
     pub reconcile_replays: Counter,
@@ -180,6 +181,11 @@ impl Metrics {
             "reconcile_late",
             "Tasks the sweep found stuck while a delivery about them still waited in the inbox (late, not lost)",
             self.reconcile_late.clone(),
+        );
+        r.register(
+            "plane_sync_owed",
+            "Plane states the level-triggered sync found wrong and owed again",
+            self.plane_sync_owed.clone(),
         );
         r.register(
             "reconcile_sweeps",

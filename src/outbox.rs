@@ -2,7 +2,7 @@
 //!
 //! One dispatcher per peer (Plane, Telegram) drains the effects that are due, in order per
 //! work item. A failure that may pass is retried with the inbox's growing delays
-//! ([`crate::inbox::RETRY_DELAYS`]) up to [`crate::inbox::MAX_ATTEMPTS`] attempts; one that
+//! ([`crate::inbox::retry_delay`]) up to [`crate::inbox::MAX_ATTEMPTS`] attempts; one that
 //! cannot pass (a 4xx) is given up at once. Either way it is then kept as `dead`, with its
 //! last error, for `orch outbox retry`.
 //!
@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::inbox::{MAX_ATTEMPTS, RETENTION, RETRY_DELAYS};
+use crate::inbox::{MAX_ATTEMPTS, RETENTION, retry_delay};
 use crate::integrations::{IntegrationError, Notifier, Tracker};
 use crate::metrics::{Metrics, PeerResultLabels};
 use crate::pipeline::{Outcome, Pipeline};
@@ -157,10 +157,7 @@ impl Dispatcher {
                 self.end(id, EffectStatus::Dead, Some(e.to_string())).await
             }
             Err(e) => {
-                let delay = RETRY_DELAYS
-                    .get(usize::try_from(attempts - 1).unwrap_or(usize::MAX))
-                    .copied()
-                    .unwrap_or(RETRY_DELAYS[RETRY_DELAYS.len() - 1]);
+                let delay = retry_delay(attempts - 1);
                 tracing::warn!(id, peer = self.peer.as_str(), subject = %row.subject, error = %e, retry_in = ?delay, "effect failed; will retry");
                 self.count("error");
                 let (msg, at) = (e.to_string(), self.clock.now().plus(delay));

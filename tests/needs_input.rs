@@ -113,6 +113,7 @@ async fn a_question_shows_in_plane_and_a_comment_answers_it() {
     .await;
     let task = task_of(&app, "ET-42").await.unwrap();
     question_sent(&peers).await;
+    delivered(&app).await;
     let comments = peers.plane_comments().await;
     assert!(
         comments.iter().any(|c| c["comment_html"]

@@ -810,3 +810,62 @@ async fn plane_side_replays_a_lost_cancel_once() {
     assert_eq!(again.replays, 0, "{:?}", again.plane);
     assert_eq!(h.stage_of(t.id).await, "cancelled");
 }
+
+// Level-triggered sync: a Plane state orch never managed to write (a database from before
+// the outbox, an effect that died) is owed again; a person's newer change is left alone.
+#[tokio::test]
+async fn plane_sync_owes_a_lost_state_again_but_never_overwrites_a_newer_human_change() {
+    let h = harness(|_, _| {}).await;
+    let lost = h.plane_item_task(1, "development", None).await;
+    let human = h.plane_item_task(2, "development", None).await;
+    Mock::given(method("GET"))
+        .and(path(LIST))
+        .respond_with(ResponseTemplate::new(200).set_body_json(page(
+            vec![
+                // Changed by a person after orch moved the task: an input, not drift.
+                item(2, "Backlog", "2026-11-22T09:00:00Z"),
+                // Last changed before orch moved the task: orch's write was lost.
+                item(1, "Backlog", "2026-11-20T09:00:00Z"),
+            ],
+            None,
+        )))
+        .mount(&h.peers.plane)
+        .await;
+    let report = h.state.reconciler.sweep(Mode::Apply).await;
+    assert_eq!(report.synced.len(), 1, "{report:#?}");
+    assert!(report.synced[0].starts_with("ET-1:"), "{report:#?}");
+    h.state.drain_outbox().await.unwrap();
+    let patched: Vec<String> = h
+        .peers
+        .plane
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "PATCH")
+        .map(|r| r.url.path().to_string())
+        .collect();
+    assert_eq!(patched.len(), 1, "{patched:?}");
+    assert!(patched[0].contains(lost.plane_issue_id.as_deref().unwrap()));
+    assert!(!patched[0].contains(human.plane_issue_id.as_deref().unwrap()));
+    assert_eq!(h.peers.plane_states_set().await, [state_id("In Progress")]);
+    assert_eq!(h.state.metrics.plane_sync_owed.get(), 1);
+
+    // Once said, it is not said again while Plane agrees (the next sync, a grace later).
+    Mock::given(method("GET"))
+        .and(path(LIST))
+        .respond_with(ResponseTemplate::new(200).set_body_json(page(
+            vec![
+                item(1, "In Progress", "2026-11-23T09:00:00Z"),
+                item(2, "Backlog", "2026-11-22T09:00:00Z"),
+            ],
+            None,
+        )))
+        .with_priority(1)
+        .mount(&h.peers.plane)
+        .await;
+    h.clock.advance(Duration::from_secs(3600));
+    let again = h.state.reconciler.sweep(Mode::Apply).await;
+    assert!(again.synced.is_empty(), "{again:#?}");
+    assert_eq!(h.state.metrics.plane_sync_owed.get(), 1);
+}

@@ -246,7 +246,7 @@ fn running_jobs_are_requeued_at_startup_and_backoff_is_respected() {
         .call_sync(|c| tasks::create_atomic(c, &new_task("ET-1"), None, "v1", Trigger::Webhook, T0))
         .unwrap();
     let (j, _) = store
-        .call_sync(|c| jobs::enqueue(c, a.id, "developer", "development", T0))
+        .call_sync(|c| jobs::enqueue(c, a.id, "analyst", "analysis", T0))
         .unwrap();
     store
         .call_sync(|c| jobs::claim_next(c, T0))
@@ -278,6 +278,40 @@ fn running_jobs_are_requeued_at_startup_and_backoff_is_respected() {
             .call_sync(|c| jobs::claim_next(c, due))
             .unwrap()
             .is_some()
+    );
+}
+
+#[test]
+fn a_failed_job_is_not_queued_again_once_its_task_left_the_jobs_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("orch.db")).unwrap();
+    let (a, _) = store
+        .call_sync(|c| tasks::create_atomic(c, &new_task("ET-1"), None, "v1", Trigger::Webhook, T0))
+        .unwrap();
+    let (j, _) = store
+        .call_sync(|c| jobs::enqueue(c, a.id, "analyst", "analysis", T0))
+        .unwrap();
+    store.call_sync(|c| jobs::claim_next(c, T0)).unwrap();
+    // The task is cancelled while the agent runs.
+    assert!(
+        store
+            .call_sync(|c| tasks::compare_and_set_stage(
+                c,
+                a.id,
+                "analysis",
+                "cancelled",
+                None,
+                Trigger::Webhook,
+                "v1",
+                T0
+            ))
+            .unwrap()
+    );
+    assert!(
+        !store
+            .call_sync(|c| jobs::retry_later(c, j.id, &jobs::JobResult::default(), T0))
+            .unwrap(),
+        "no retry for a visit that is over"
     );
 }
 

@@ -530,3 +530,51 @@ async fn bad_and_failing_deliveries_are_kept_without_blocking_the_ones_behind_th
     .await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_gate_check_for_one_task_does_not_hold_another_items_delivery() {
+    let peers = Peers::start().await;
+    let app = app_with_peers(&peers).await;
+    let now = app.state.clock.now();
+    insert_task(&app, "ET-8", "development", now).await;
+    // Gitea takes 3 s to answer the gate check of ET-8's branch.
+    Mock::given(method("GET"))
+        .and(path_regex(r"/branches/feature/ET-8-work$"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"name": "x", "commit": {"id": SHA}}))
+                .set_delay(Duration::from_secs(3)),
+        )
+        .mount(&peers.gitea)
+        .await;
+    green_statuses(&peers).await;
+    let mut push: serde_json::Value = serde_json::from_slice(&fixture("gitea_push.json")).unwrap();
+    push["ref"] = serde_json::json!("refs/heads/feature/ET-8-work");
+    post(&app, "gitea", "push", serde_json::to_vec(&push).unwrap()).await;
+    // Then a Plane item is started: its delivery arrives behind the slow one.
+    post(
+        &app,
+        "plane",
+        "issue",
+        plane_webhook("In Progress", "started"),
+    )
+    .await;
+    processed(&app).await;
+    let order: Vec<(String, i64)> = app
+        .state
+        .store
+        .call(|c| {
+            let mut stmt = c.prepare("SELECT source, processed_at FROM inbox ORDER BY id")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(order.len(), 2, "{order:?}");
+    assert!(
+        order[1].1 < order[0].1,
+        "the Plane start was applied while the push's gate check waited on Gitea: {order:?}"
+    );
+    assert_eq!(stage(&app, "ET-8").await, "review");
+    app.stop().await;
+}

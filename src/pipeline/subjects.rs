@@ -55,7 +55,8 @@ impl Subject {
     pub fn order_key(&self) -> String {
         match self {
             Subject::PlaneIssue(id) => format!("plane:{id}"),
-            Subject::Branch { repo, .. } | Subject::Repo(repo) => format!("repo:{repo}"),
+            Subject::Branch { repo, branch } => format!("branch:{repo}:{branch}"),
+            Subject::Repo(repo) => format!("repo:{repo}"),
             Subject::Unknown => "unknown".to_string(),
         }
     }

@@ -27,6 +27,7 @@ mod explain;
 mod gate;
 mod plane;
 mod report;
+mod sync;
 
 pub use explain::{Explanation, Facts, Question};
 pub use gate::GATE_ERROR_CAP;
@@ -64,6 +65,18 @@ pub struct ReconcileState {
     pub last_unblocked: Option<String>,
 }
 
+/// Why one unit of reconciler work (a project, a page, an item) failed; logged and counted,
+/// never fatal to the sweep.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Plane(#[from] crate::integrations::IntegrationError),
+    #[error(transparent)]
+    Pipeline(#[from] crate::pipeline::PipelineError),
+}
+
 pub struct Reconciler {
     pipeline: Pipeline,
     overrides: Overrides,
@@ -74,6 +87,8 @@ pub struct Reconciler {
     /// When each task waiting for an answer last had its Plane comments read.
     answer_checks: Mutex<HashMap<i64, Timestamp>>,
     generation: Mutex<u64>,
+    /// When the last level-triggered Plane sync ran (`None`: it is due).
+    last_sync: Mutex<Option<Timestamp>>,
     /// How many gate checks run at once in a sweep.
     pub concurrency: usize,
 }
@@ -92,6 +107,7 @@ impl Reconciler {
             backoff: Mutex::new(HashMap::new()),
             answer_checks: Mutex::new(HashMap::new()),
             generation: Mutex::new(0),
+            last_sync: Mutex::new(None),
             concurrency: 4,
         })
     }
@@ -197,6 +213,9 @@ impl Reconciler {
         }
         if report.plane_enabled && !cancel.is_cancelled() {
             self.plane_side(&rules, mode, cancel, &mut report).await;
+        }
+        if report.plane_enabled && sides == Sides::Both && !cancel.is_cancelled() {
+            self.plane_sync(&rules, mode, cancel, &mut report).await;
         }
         if mode == Mode::Apply {
             self.pipeline

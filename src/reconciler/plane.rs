@@ -23,7 +23,7 @@ use crate::pipeline::{Outcome, WorkItem};
 use crate::policy::{self, PlaneOutcome, RuleSet};
 use crate::store::{self, Task, Trigger};
 
-use super::{Mode, PlaneReport, Reconciler, Sides, SweepReport, snapshot_of};
+use super::{Mode, PlaneReport, ReconcileError, Reconciler, Sides, SweepReport, snapshot_of};
 
 const PLANE_PAGE_SIZE: u32 = 100;
 /// Safety net against a server that never ends its pages.
@@ -204,7 +204,7 @@ impl Reconciler {
         project: &crate::config::Project,
         mode: Mode,
         report: &mut SweepReport,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), ReconcileError> {
         let key = format!("reconcile.plane.watermark.{}", project.plane_project_id);
         let k = key.clone();
         let watermark = self
@@ -285,7 +285,7 @@ impl Reconciler {
         item: &PlaneWorkItem,
         mode: Mode,
         report: &mut SweepReport,
-    ) -> anyhow::Result<ItemResult> {
+    ) -> Result<ItemResult, ReconcileError> {
         let work_item = format!("{}-{}", project.identifier, item.sequence_id);
         let wi = work_item.clone();
         let (task, busy, awaiting) = self

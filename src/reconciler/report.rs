@@ -40,6 +40,8 @@ pub struct SweepReport {
     pub unblocked: Vec<String>,
     /// Answers to agents' questions found in Plane after their comment webhook was lost.
     pub answers: Vec<String>,
+    /// Plane states the level sync found wrong and owed again.
+    pub synced: Vec<String>,
     pub replays: u64,
     pub errors: Vec<String>,
 }

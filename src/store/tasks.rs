@@ -253,6 +253,29 @@ pub fn list_open(conn: &Connection, terminal: &[String]) -> Result<Vec<Task>, St
     Ok(out)
 }
 
+/// The tasks of a Plane project whose Plane state orch keeps in sync: open ones, and those
+/// that finished (a `terminal` stage) at or after `finished_since`.
+pub fn for_plane_sync(
+    conn: &Connection,
+    plane_project_id: &str,
+    terminal: &[String],
+    finished_since: Timestamp,
+) -> Result<Vec<Task>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM tasks WHERE plane_project_id = ?1 AND plane_issue_id IS NOT NULL
+         ORDER BY updated_at DESC, id"
+    ))?;
+    let rows = stmt.query_map([plane_project_id], from_row)?;
+    let mut out = Vec::new();
+    for t in rows {
+        let t = t?;
+        if !terminal.contains(&t.stage) || t.updated_at >= finished_since {
+            out.push(t);
+        }
+    }
+    Ok(out)
+}
+
 /// The tasks waiting for a person's answer, each with the time its question was asked (the
 /// asking job's finish), oldest question first: the reconciler looks for lost answers.
 pub fn awaiting_answer(conn: &Connection) -> Result<Vec<(Task, Timestamp)>, StoreError> {
