@@ -23,12 +23,23 @@ pub(crate) enum Hold {
     Never,
 }
 
+/// What asks a task to leave its stage. A human gate is left only through a person's
+/// verdict, whatever its gate expression says: `analysis_approved || ci_green` must not let
+/// a push move a task out of analysis with no person involved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum By {
+    /// A person's verdict (a mapped Plane state, a Gitea review the stage takes).
+    Person,
+    /// Anything else: an agent finishing, a push or CI status, the sweep.
+    Event,
+}
+
 impl Pipeline {
     /// Evaluates the task's exit gate: green moves it to the next stage; red is reported once
     /// per stage visit for webhook and agent triggers, and is silent for the reconciler.
     /// A task whose agent asked a question is held until a person answers.
     pub async fn advance(&self, task_id: i64, trigger: Trigger) -> Result<Outcome, PipelineError> {
-        self.advance_holding(task_id, trigger, Hold::WhileAwaitingInput)
+        self.advance_holding(task_id, trigger, Hold::WhileAwaitingInput, By::Event)
             .await
     }
 
@@ -37,6 +48,7 @@ impl Pipeline {
         task_id: i64,
         trigger: Trigger,
         hold: Hold,
+        by: By,
     ) -> Result<Outcome, PipelineError> {
         if hold == Hold::WhileAwaitingInput
             && self
@@ -69,7 +81,8 @@ impl Pipeline {
             });
         }
         let gate = self.evaluate_gate(&rules, &task).await?;
-        self.apply_gate(&rules, &task, &gate, trigger).await
+        self.leave_if(&rules, &task, &gate, trigger, by, Vec::new())
+            .await
     }
 
     /// The second half of [`Pipeline::advance`], for callers that already evaluated the gate
@@ -95,6 +108,20 @@ impl Pipeline {
         trigger: Trigger,
         extra: Vec<NewEffect>,
     ) -> Result<Outcome, PipelineError> {
+        self.leave_if(rules, task, gate, trigger, By::Event, extra)
+            .await
+    }
+
+    /// Moves the task on when its gate is green and, at a human gate, a person asked.
+    async fn leave_if(
+        &self,
+        rules: &policy::RuleSet,
+        task: &Task,
+        gate: &policy::GateOutcome,
+        trigger: Trigger,
+        by: By,
+        extra: Vec<NewEffect>,
+    ) -> Result<Outcome, PipelineError> {
         let task_id = task.id;
         let Some(stage) = rules.stage(&task.stage).cloned() else {
             return Ok(Outcome::Ignored {
@@ -106,13 +133,19 @@ impl Pipeline {
                 reason: format!("stage {} is terminal", task.stage),
             });
         };
-        if !gate.green {
-            self.report_red_gate(rules, task, &stage, &gate.reason, trigger)
+        let waits_for_person = stage.human_gate && by != By::Person;
+        if !gate.green || waits_for_person {
+            let reason = if gate.green {
+                format!(
+                    "{}, but {} is a human gate: only a person's verdict leaves it",
+                    gate.reason, stage.name
+                )
+            } else {
+                gate.reason.clone()
+            };
+            self.report_red_gate(rules, task, &stage, &reason, trigger)
                 .await;
-            return Ok(Outcome::Held {
-                task_id,
-                reason: gate.reason.clone(),
-            });
+            return Ok(Outcome::Held { task_id, reason });
         }
         let moved = self
             .change_stage(rules, task, &next, None, trigger, extra)

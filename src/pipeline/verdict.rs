@@ -9,7 +9,7 @@
 use crate::policy::{self, PlaneAction};
 use crate::store::{self, Task, Trigger};
 
-use super::advance::Hold;
+use super::advance::{By, Hold};
 use super::{Outcome, Pipeline, PipelineError, VerdictSource};
 
 impl Pipeline {
@@ -64,7 +64,14 @@ impl Pipeline {
         }
         match action {
             // A person's approval counts even while an agent waits for an answer.
-            PlaneAction::Approve => self.advance_holding(task.id, trigger, Hold::Never).await,
+            PlaneAction::Approve => {
+                let by = match source {
+                    VerdictSource::Plane | VerdictSource::Gitea => By::Person,
+                    VerdictSource::Agent => By::Event,
+                };
+                self.advance_holding(task.id, trigger, Hold::Never, by)
+                    .await
+            }
             _ => self.reject(&rules, &task, feedback, trigger).await,
         }
     }

@@ -144,7 +144,7 @@ impl Ctx<'_> {
                 Some(g) if !identifiers(g.get_ref()).iter().any(|i| i == "analysis_approved") => self.err_span(
                     fi,
                     g,
-                    format!("stage {name} is a human gate but its gate does not require analysis_approved, a person's verdict"),
+                    format!("stage {name} is a human gate but its gate does not require analysis_approved, a person's verdict (the pipeline lets only a person's verdict leave a human gate; the gate says what that verdict must come with)"),
                 ),
                 _ => {}
             }
