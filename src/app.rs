@@ -14,8 +14,9 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
+use crate::clock::Timestamp;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, DEFAULT_RULES_DIR};
+use crate::config::{Config, DEFAULT_RULES_DIR, PlaneSince};
 use crate::git::Git;
 use crate::metrics::Metrics;
 use crate::outbox::Dispatcher;
@@ -152,7 +153,8 @@ impl Components {
             running_jobs: Default::default(),
         };
         let reconcile = Arc::new(Mutex::new(ReconcileState::default()));
-        let reconciler = Reconciler::new(pipeline.clone(), Arc::clone(&reconcile));
+        let plane_since = plane_since(&store, &config, clock.as_ref())?;
+        let reconciler = Reconciler::new(pipeline.clone(), Arc::clone(&reconcile), plane_since);
         Ok(Components {
             state: AppState {
                 config,
@@ -168,6 +170,30 @@ impl Components {
             },
         })
     }
+}
+
+/// The oldest Plane change the Plane-side sweep may replay: the configured bound, or the
+/// database's first start (recorded on it once), so that a new install does not start
+/// agents on every In Progress item of the backlog.
+fn plane_since(store: &Store, config: &Config, clock: &dyn Clock) -> anyhow::Result<Timestamp> {
+    const KEY: &str = "orch.first_start";
+    let now = clock.now();
+    let first = store
+        .call_sync(|c| {
+            if let Some(v) = crate::store::kv::get(c, KEY)?
+                && let Ok(ms) = v.parse::<i64>()
+            {
+                return Ok(Timestamp::from_millis(ms));
+            }
+            crate::store::kv::set(c, KEY, &now.as_millis().to_string())?;
+            Ok(now)
+        })
+        .context("recording the database's first start")?;
+    Ok(match config.reconcile.plane_since {
+        None => first,
+        Some(PlaneSince::Now) => now,
+        Some(PlaneSince::At(t)) => t,
+    })
 }
 
 /// A built, bound, not yet running service.

@@ -382,3 +382,36 @@ mod readme {
         );
     }
 }
+
+#[test]
+fn plane_since_is_now_or_an_rfc3339_time_and_anything_else_is_an_error_naming_it() {
+    use orch::config::PlaneSince;
+    let c = load(None, &[("ORCH_RECONCILE_PLANE_SINCE", "now")]).unwrap();
+    assert_eq!(c.reconcile.plane_since, Some(PlaneSince::Now));
+    let c = load(
+        None,
+        &[("ORCH_RECONCILE_PLANE_SINCE", "2026-11-01T00:00:00Z")],
+    )
+    .unwrap();
+    assert_eq!(
+        c.reconcile.plane_since,
+        Some(PlaneSince::At(
+            orch::clock::Timestamp::parse_rfc3339("2026-11-01T00:00:00Z").unwrap()
+        ))
+    );
+    let err = load(None, &[("ORCH_RECONCILE_PLANE_SINCE", "yesterday")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ORCH_RECONCILE_PLANE_SINCE") && err.contains("yesterday"),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "[reconcile]\nplane_since = \"2026-11-01T00:00:00Z\"\n",
+    );
+    let c = load(Some(&file), &[]).unwrap();
+    assert!(matches!(c.reconcile.plane_since, Some(PlaneSince::At(_))));
+    assert_eq!(load(None, &[]).unwrap().reconcile.plane_since, None);
+}

@@ -29,6 +29,10 @@ async fn harness(configure: impl FnOnce(&mut Config, &std::path::Path)) -> H {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = test_config(dir.path());
     peers.configure(&mut cfg, "unused");
+    // The Plane items below changed long before T0: a database already in service then.
+    cfg.reconcile.plane_since = Some(orch::config::PlaneSince::At(
+        Timestamp::parse_rfc3339("2026-01-01T00:00:00Z").unwrap(),
+    ));
     configure(&mut cfg, dir.path());
     let clock = Arc::new(ManualClock::new(T0));
     let parts = Components::build(cfg, clock.clone()).unwrap();
@@ -868,4 +872,53 @@ async fn plane_sync_owes_a_lost_state_again_but_never_overwrites_a_newer_human_c
     let again = h.state.reconciler.sweep(Mode::Apply).await;
     assert!(again.synced.is_empty(), "{again:#?}");
     assert_eq!(h.state.metrics.plane_sync_owed.get(), 1);
+}
+
+// A new install: the first sweep replays only what changed after orch was installed, not
+// the whole backlog of In Progress items; the report says what a wider window would start.
+#[tokio::test]
+async fn a_new_install_does_not_start_the_backlog() {
+    let h = harness(|c, _| c.reconcile.plane_since = None).await;
+    Mock::given(method("GET"))
+        .and(path(LIST))
+        .respond_with(ResponseTemplate::new(200).set_body_json(page(
+            vec![item(5, "In Progress", "2026-11-20T09:00:00Z")],
+            None,
+        )))
+        .mount(&h.peers.plane)
+        .await;
+    let report = h.state.reconciler.sweep(Mode::Apply).await;
+    assert_eq!(report.replays, 0, "{report:#?}");
+    let line = report.plane.iter().find(|p| p.work_item == "ET-5").unwrap();
+    assert!(
+        line.action
+            .as_deref()
+            .is_some_and(|a| a.contains("before plane_since")),
+        "{line:#?}"
+    );
+    let task = h
+        .state
+        .store
+        .call(|c| store::tasks::get_by_work_item(c, "ET-5"))
+        .await
+        .unwrap();
+    assert!(task.is_none(), "no agent starts on the backlog");
+
+    // Widened explicitly (RFC 3339), the same item is started.
+    let wide = harness(|c, _| {
+        c.reconcile.plane_since = Some(orch::config::PlaneSince::At(
+            Timestamp::parse_rfc3339("2026-11-01T00:00:00Z").unwrap(),
+        ))
+    })
+    .await;
+    Mock::given(method("GET"))
+        .and(path(LIST))
+        .respond_with(ResponseTemplate::new(200).set_body_json(page(
+            vec![item(5, "In Progress", "2026-11-20T09:00:00Z")],
+            None,
+        )))
+        .mount(&wide.peers.plane)
+        .await;
+    let report = wide.state.reconciler.sweep(Mode::Apply).await;
+    assert_eq!(report.replays, 1, "{report:#?}");
 }

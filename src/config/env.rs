@@ -85,6 +85,10 @@ pub(super) fn overlay(
         cfg.reconcile.grace_default =
             Some(parse_duration("ORCH_RECONCILE_GRACE_DEFAULT_S", &v, true)?);
     }
+    if let Some(v) = get("ORCH_RECONCILE_PLANE_SINCE") {
+        cfg.reconcile.plane_since =
+            Some(super::PlaneSince::parse("ORCH_RECONCILE_PLANE_SINCE", &v)?);
+    }
     if let Some(v) = get("ORCH_RECONCILE_GRACE_OVERRIDES_JSON") {
         match parse_grace_overrides_json(&v) {
             Ok(map) => cfg.reconcile.grace_overrides = map,

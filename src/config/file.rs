@@ -92,6 +92,7 @@ struct FileReconcile {
     grace_default: Option<TomlDuration>,
     #[serde(default)]
     grace_overrides: BTreeMap<String, TomlDuration>,
+    plane_since: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,6 +248,9 @@ impl FileReconcile {
             let key = format!("reconcile.grace_overrides.{stage}");
             let d = d.resolve(&key)?;
             reconcile.grace_overrides.insert(stage, d);
+        }
+        if let Some(v) = self.plane_since {
+            reconcile.plane_since = Some(super::PlaneSince::parse("reconcile.plane_since", &v)?);
         }
         Ok(())
     }

@@ -103,6 +103,33 @@ pub struct ReconcileConfig {
     pub interval: Duration,
     pub grace_default: Option<Duration>,
     pub grace_overrides: BTreeMap<String, Duration>,
+    /// The oldest Plane change the Plane-side sweep may replay; `None`: the database's first
+    /// start, so a new install never starts agents on the whole backlog.
+    pub plane_since: Option<PlaneSince>,
+}
+
+/// `reconcile.plane_since` / `ORCH_RECONCILE_PLANE_SINCE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaneSince {
+    /// This start of the process.
+    Now,
+    At(crate::clock::Timestamp),
+}
+
+impl PlaneSince {
+    /// `now` or an RFC 3339 time.
+    pub fn parse(key: &str, value: &str) -> Result<PlaneSince, ConfigError> {
+        if value.trim().eq_ignore_ascii_case("now") {
+            return Ok(PlaneSince::Now);
+        }
+        crate::clock::Timestamp::parse_rfc3339(value.trim())
+            .map(PlaneSince::At)
+            .map_err(|_| ConfigError::Invalid {
+                key: key.to_string(),
+                value: value.to_string(),
+                expected: "an RFC 3339 time such as 2026-11-30T09:00:00Z, or now",
+            })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -176,6 +203,7 @@ impl Default for Config {
                 interval: Duration::from_secs(60),
                 grace_default: None,
                 grace_overrides: BTreeMap::new(),
+                plane_since: None,
             },
             worker: WorkerConfig {
                 concurrency: 2,

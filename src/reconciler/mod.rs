@@ -87,6 +87,9 @@ pub struct Reconciler {
     /// When each task waiting for an answer last had its Plane comments read.
     answer_checks: Mutex<HashMap<i64, Timestamp>>,
     generation: Mutex<u64>,
+    /// The oldest Plane change F-2 may replay (`reconcile.plane_since`, by default the
+    /// database's first start).
+    plane_since: Timestamp,
     /// When the last level-triggered Plane sync ran (`None`: it is due).
     last_sync: Mutex<Option<Timestamp>>,
     /// How many gate checks run at once in a sweep.
@@ -94,7 +97,11 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    pub fn new(pipeline: Pipeline, state: Arc<Mutex<ReconcileState>>) -> Arc<Reconciler> {
+    pub fn new(
+        pipeline: Pipeline,
+        state: Arc<Mutex<ReconcileState>>,
+        plane_since: Timestamp,
+    ) -> Arc<Reconciler> {
         let cfg = &pipeline.config.reconcile;
         let overrides = overrides_from_config(cfg);
         let interval = cfg.interval;
@@ -107,6 +114,7 @@ impl Reconciler {
             backoff: Mutex::new(HashMap::new()),
             answer_checks: Mutex::new(HashMap::new()),
             generation: Mutex::new(0),
+            plane_since,
             last_sync: Mutex::new(None),
             concurrency: 4,
         })

@@ -319,9 +319,16 @@ impl Reconciler {
             ItemResult::Settled
         };
         let mut action = None;
-        if let PlaneOutcome::Replay { .. } = decision.outcome
-            && mode == Mode::Apply
-        {
+        let replay = matches!(decision.outcome, PlaneOutcome::Replay { .. });
+        // Changed before orch may look (a new install's backlog): never replayed here.
+        let too_old = item.updated_at < self.plane_since;
+        if replay && too_old {
+            action = Some(format!(
+                "not replayed: changed before plane_since ({}); a wider reconcile.plane_since would replay it",
+                self.plane_since
+            ));
+        }
+        if replay && !too_old && mode == Mode::Apply {
             let plane_item = PlaneItem {
                 item: WorkItem {
                     work_item: work_item.clone(),
