@@ -145,6 +145,8 @@ fn kill_switches_environment_false_wins_and_true_cannot_override_the_rules() {
         state_group: Some("started".into()),
         updated_at: NOW,
         task: None,
+        applied_at: None,
+        first_seen_at: None,
     };
     assert!(matches!(
         policy::decide_plane_item(&r, &plane_off, &item, NOW).outcome,
@@ -281,6 +283,8 @@ fn plane_replays_are_idempotent() {
         state_group: Some("started".into()),
         updated_at: NOW.minus(Duration::from_secs(60)),
         task: Some(task("analysis", 3600)),
+        applied_at: None,
+        first_seen_at: None,
     };
     // Seconds old: its webhook may still arrive, so not yet.
     let d = policy::decide_plane_item(&r, &ov, &item, NOW);

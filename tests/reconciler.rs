@@ -922,3 +922,111 @@ async fn a_new_install_does_not_start_the_backlog() {
     let report = wide.state.reconciler.sweep(Mode::Apply).await;
     assert_eq!(report.replays, 1, "{report:#?}");
 }
+
+/// Plane's stamp for a change made at `at` on orch's clock, with Plane's clock `skew_s` off.
+fn plane_stamp(at: Timestamp, skew_s: i64) -> String {
+    let t = Timestamp::from_millis(at.as_millis() + skew_s * 1000);
+    serde_json::to_value(t)
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// F-2 compares Plane's clock with Plane's clock: with Plane 10 minutes ahead an applied
+/// rejection is not replayed again (another analysis round), and with Plane 10 minutes behind
+/// a lost approval is still replayed.
+#[tokio::test]
+async fn plane_side_loses_nothing_and_repeats_nothing_with_plane_ten_minutes_off() {
+    use orch::agent::{AgentOutcome, AgentStatus, Verdict};
+    use orch::pipeline::webhook::PlaneItem;
+    let h = harness(|_, _| {}).await;
+    let ahead = h.plane_item_task(7, "analysis", None).await;
+    let behind = h.plane_item_task(8, "analysis", None).await;
+    let plane_item = |seq: i64, state: &str, stamp: &str| PlaneItem {
+        item: orch::pipeline::WorkItem {
+            work_item: format!("ET-{seq}"),
+            plane_issue_id: Some(format!("issue-{seq}")),
+            plane_project_id: PROJECT_ID.into(),
+            title: format!("Item {seq}"),
+            labels: vec![],
+        },
+        state_name: state.into(),
+        state_group: Some("started".into()),
+        actor: None,
+        changed_at: None,
+        plane_updated_at: Some(Timestamp::parse_rfc3339(stamp).unwrap()),
+    };
+    let p = &h.state.pipeline;
+    // ET-7: a person rejects (Plane 10 min ahead); the webhook arrives and is applied.
+    let rejected_at = plane_stamp(h.clock.now(), 600);
+    p.apply_plane_state(&plane_item(7, "Rejected", &rejected_at), Trigger::Webhook)
+        .await
+        .unwrap();
+    // ET-8: its start was applied an hour ago (Plane 10 min behind).
+    let started_at = plane_stamp(h.clock.now().minus(Duration::from_secs(3600)), -600);
+    p.apply_plane_state(&plane_item(8, "In Progress", &started_at), Trigger::Webhook)
+        .await
+        .unwrap();
+    // The re-analysis of ET-7 finishes two minutes later (orch's clock); ET-8's analysis too.
+    h.clock.advance(Duration::from_secs(120));
+    for t in [&ahead, &behind] {
+        let (id, now) = (t.id, h.clock.now());
+        h.state
+            .store
+            .call(move |c| {
+                store::jobs::enqueue(c, id, "analyst", "analysis", now)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+    while let Some(job) = h
+        .state
+        .store
+        .call({
+            let now = h.clock.now();
+            move |c| store::jobs::claim_next(c, now)
+        })
+        .await
+        .unwrap()
+    {
+        let done = AgentOutcome {
+            status: AgentStatus::Succeeded,
+            verdict: Some(Verdict::Approve),
+            summary: None,
+            output_excerpt: String::new(),
+            result_error: None,
+        };
+        p.job_finished(&job, done).await.unwrap();
+    }
+    let analyses = h.jobs_of(ahead.id, "analyst").await.len();
+    // ET-8: a person approves now; Plane stamps it 10 minutes behind; the webhook is lost.
+    let approved_at = plane_stamp(h.clock.now(), -600);
+    Mock::given(method("GET"))
+        .and(path(LIST))
+        .respond_with(ResponseTemplate::new(200).set_body_json(page(
+            vec![
+                item(7, "Rejected", &rejected_at),
+                item(8, "Approved", &approved_at),
+            ],
+            None,
+        )))
+        .mount(&h.peers.plane)
+        .await;
+    // Two sweeps, a grace apart: nothing is too recent the second time.
+    h.state.reconciler.sweep(Mode::Apply).await;
+    h.clock.advance(Duration::from_secs(2 * 3600));
+    let report = h.state.reconciler.sweep(Mode::Apply).await;
+    assert_eq!(
+        h.jobs_of(ahead.id, "analyst").await.len(),
+        analyses,
+        "the applied rejection was not replayed: {report:#?}"
+    );
+    assert_eq!(h.stage_of(ahead.id).await, "analysis");
+    assert_eq!(
+        h.stage_of(behind.id).await,
+        "development",
+        "the lost approval was replayed: {report:#?}"
+    );
+}

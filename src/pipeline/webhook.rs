@@ -61,6 +61,8 @@ struct PlaneIssue {
     state_id: Option<String>,
     #[serde(default)]
     labels: Vec<PlaneLabel>,
+    /// Plane's stamp of the change (RFC 3339); unreadable is as good as absent.
+    updated_at: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,6 +128,9 @@ pub struct PlaneItem {
     /// When the state was set, as far as orch can tell: a start set before an agent asked its
     /// question is not an answer to it. `None` when unknown.
     pub changed_at: Option<Timestamp>,
+    /// The item's `updated_at` as Plane stamped it (Plane's clock), when the payload or the
+    /// listing carries it; recorded once applied, for the sweep's "already applied".
+    pub plane_updated_at: Option<Timestamp>,
 }
 
 impl Pipeline {
@@ -305,6 +310,10 @@ impl Pipeline {
                 (s.name, Some(s.group))
             }
         };
+        let plane_updated_at = issue
+            .updated_at
+            .as_deref()
+            .and_then(|t| Timestamp::parse_rfc3339(t).ok());
         let labels = issue
             .labels
             .into_iter()
@@ -325,12 +334,29 @@ impl Pipeline {
             state_group,
             actor,
             changed_at: None,
+            plane_updated_at,
         }))
     }
 
     /// Applies the pipeline action a Plane state maps to; shared by the webhook and the
     /// reconciler's Plane-side replay.
     pub async fn apply_plane_state(
+        &self,
+        item: &PlaneItem,
+        trigger: Trigger,
+    ) -> Result<Outcome, PipelineError> {
+        let outcome = self.act_on_plane_state(item, trigger).await?;
+        // Applied (or deliberately not acted on): the sweep must not replay this change.
+        if let Some(at) = item.plane_updated_at {
+            let wi = item.item.work_item.clone();
+            self.store
+                .call(move |c| store::tasks::record_plane_applied(c, &wi, at))
+                .await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn act_on_plane_state(
         &self,
         item: &PlaneItem,
         trigger: Trigger,

@@ -303,7 +303,10 @@ pub fn decide_plane_item(
     // would race the webhook for nothing. It is looked at again in a later sweep.
     if let PlaneOutcome::Replay { .. } = decided.outcome {
         let grace = ov.grace_default.unwrap_or(rules.grace.default);
-        let age = now.since(item.updated_at);
+        // Plane's stamp against our clock, but never longer than one grace after the sweep
+        // first saw the change: a Plane clock ahead of ours delays a replay, never loses it.
+        let seen = item.first_seen_at.map_or(Duration::ZERO, |f| now.since(f));
+        let age = now.since(item.updated_at).max(seen);
         if age < grace {
             let rule = if ov.grace_default.is_some() {
                 "env.grace_default"
@@ -326,6 +329,16 @@ pub fn decide_plane_item(
     decided
 }
 
+/// Whether the item changed after orch last applied a change from it: Plane's stamp against
+/// Plane's stamp when orch recorded one; else (a task from before that was recorded) against
+/// the task's own last change.
+fn changed_since_applied(item: &PlaneItemSnapshot, task: &TaskSnapshot) -> bool {
+    match item.applied_at {
+        Some(applied) => item.updated_at > applied,
+        None => item.updated_at > task.updated_at,
+    }
+}
+
 fn decide_plane_action(
     rules: &RuleSet,
     item: &PlaneItemSnapshot,
@@ -345,7 +358,7 @@ fn decide_plane_action(
             PlaneOutcome::Replay { action },
         ),
         (PlaneAction::Start, Some(t))
-            if t.awaiting_input && !t.has_active_job && item.updated_at > t.updated_at =>
+            if t.awaiting_input && !t.has_active_job && changed_since_applied(item, t) =>
         {
             d(
                 rule,
@@ -413,7 +426,7 @@ fn decide_plane_action(
                     PlaneOutcome::Ignore { why: "busy".into() },
                 );
             }
-            if item.updated_at <= t.updated_at {
+            if !changed_since_applied(item, t) {
                 return d(
                     rule,
                     "the task changed after this Plane state was set: already applied".into(),

@@ -231,8 +231,18 @@ pub struct PlaneItemSnapshot {
     pub work_item: String,
     pub state_name: String,
     pub state_group: Option<String>,
+    /// Plane's clock.
     pub updated_at: Timestamp,
     pub task: Option<TaskSnapshot>,
+    /// Plane's `updated_at` of the last change orch applied from this item (Plane's clock),
+    /// when recorded: "already applied" compares Plane's time with Plane's time, so a Plane
+    /// clock ahead of or behind orch's neither replays an old change nor hides a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<Timestamp>,
+    /// When the sweep first saw this change (orch's clock), when known: how long a webhook
+    /// has had to arrive is measured on one clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -264,6 +264,8 @@ pub fn simulate(rules: &RuleSet, file: &ScenarioFile) -> Result<Vec<Row>, String
                     has_active_job: sc.task_busy,
                     awaiting_input: sc.task_awaiting_input,
                 }),
+                applied_at: None,
+                first_seen_at: None,
             };
             let d = decide_plane_item(rules, &ov, &item, now);
             rows.push(Row {

@@ -90,6 +90,9 @@ pub struct Reconciler {
     /// The oldest Plane change F-2 may replay (`reconcile.plane_since`, by default the
     /// database's first start).
     plane_since: Timestamp,
+    /// Per Plane item: the change (its `updated_at`) the sweep last saw, and when it first
+    /// saw it (orch's clock).
+    first_seen: Mutex<HashMap<String, (Timestamp, Timestamp)>>,
     /// When the last level-triggered Plane sync ran (`None`: it is due).
     last_sync: Mutex<Option<Timestamp>>,
     /// How many gate checks run at once in a sweep.
@@ -115,6 +118,7 @@ impl Reconciler {
             answer_checks: Mutex::new(HashMap::new()),
             generation: Mutex::new(0),
             plane_since,
+            first_seen: Mutex::new(HashMap::new()),
             last_sync: Mutex::new(None),
             concurrency: 4,
         })

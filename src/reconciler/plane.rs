@@ -13,6 +13,7 @@
 //! again next sweep instead of being skipped for good.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +39,9 @@ enum ItemResult {
     /// replay later: the watermark must not pass it.
     Deferred,
 }
+
+/// Sightings kept in memory before old ones are forgotten.
+const FIRST_SEEN_LIMIT: usize = 10_000;
 
 impl Reconciler {
     /// The Plane side alone, applied and muted by the Plane switch: lets a test watch F-2
@@ -288,27 +292,31 @@ impl Reconciler {
     ) -> Result<ItemResult, ReconcileError> {
         let work_item = format!("{}-{}", project.identifier, item.sequence_id);
         let wi = work_item.clone();
-        let (task, busy, awaiting) = self
+        let (task, busy, awaiting, applied_at) = self
             .pipeline
             .store
             .call(move |c| {
                 let t = store::tasks::get_by_work_item(c, &wi)?;
-                let (busy, awaiting) = match &t {
+                let (busy, awaiting, applied) = match &t {
                     Some(t) => (
                         store::jobs::has_active(c, t.id)?,
                         store::jobs::awaiting_input(c, t.id)?,
+                        store::tasks::plane_applied_at(c, t.id)?,
                     ),
-                    None => (false, false),
+                    None => (false, false, None),
                 };
-                Ok((t, busy, awaiting))
+                Ok((t, busy, awaiting, applied))
             })
             .await?;
+        let first_seen_at = Some(self.first_seen(&item.id, item.updated_at));
         let snapshot = policy::PlaneItemSnapshot {
             work_item: work_item.clone(),
             state_name: item.state_name.clone(),
             state_group: item.state_group.clone(),
             updated_at: item.updated_at,
             task: task.as_ref().map(|t| snapshot_of(t, busy, awaiting)),
+            applied_at,
+            first_seen_at,
         };
         let decision =
             policy::decide_plane_item(rules, &self.overrides, &snapshot, self.pipeline.clock.now());
@@ -342,6 +350,7 @@ impl Reconciler {
                 actor: None,
                 // The policy already compared the item's change with the task's.
                 changed_at: None,
+                plane_updated_at: Some(item.updated_at),
             };
             let outcome = self
                 .pipeline
@@ -365,5 +374,23 @@ impl Reconciler {
             action,
         });
         Ok(result)
+    }
+
+    /// When the sweep first saw this change of the item (orch's clock): the webhook's grace
+    /// is measured from there, so Plane's clock being ahead or behind does not matter.
+    fn first_seen(&self, issue_id: &str, updated_at: Timestamp) -> Timestamp {
+        let now = self.pipeline.clock.now();
+        let mut seen = self.first_seen.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget changes seen long ago; a fresh sighting only delays a replay by one grace.
+        if seen.len() > FIRST_SEEN_LIMIT {
+            seen.retain(|_, (_, at)| now.since(*at) < Duration::from_secs(24 * 3600));
+        }
+        match seen.get(issue_id) {
+            Some((stamp, at)) if *stamp == updated_at => *at,
+            _ => {
+                seen.insert(issue_id.to_string(), (updated_at, now));
+                now
+            }
+        }
     }
 }

@@ -132,6 +132,11 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX outbox_due ON outbox(status, peer, due_at);
     CREATE INDEX outbox_task ON outbox(task_id, kind, id);
     "#,
+    // 5: the Plane time (the item's `updated_at`) of the last change orch applied from a
+    // task's work item, so the Plane-side sweep compares Plane's clock with Plane's clock.
+    r#"
+    ALTER TABLE tasks ADD COLUMN plane_applied_at INTEGER;
+    "#,
 ];
 
 /// The version a fully migrated database reports.

@@ -423,6 +423,34 @@ pub fn change_stage(
     Ok(Some(StageChanged { job, running }))
 }
 
+/// Records that orch applied a change of `work_item`'s Plane item stamped `at` by Plane (its
+/// `updated_at`); kept as the newest such stamp. Plane's clock, never compared with orch's.
+pub fn record_plane_applied(
+    conn: &Connection,
+    work_item: &str,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE tasks SET plane_applied_at = MAX(COALESCE(plane_applied_at, 0), ?1)
+         WHERE work_item = ?2",
+        params![at.as_millis(), work_item],
+    )?;
+    Ok(())
+}
+
+/// The Plane stamp of the last change orch applied from the task's item, if recorded.
+pub fn plane_applied_at(conn: &Connection, task_id: i64) -> Result<Option<Timestamp>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT plane_applied_at FROM tasks WHERE id = ?1",
+            [task_id],
+            |r| r.get::<_, Option<i64>>(0),
+        )
+        .optional()?
+        .flatten()
+        .map(Timestamp::from_millis))
+}
+
 /// Marks the task as having seen activity, restarting its grace period.
 pub fn touch(conn: &Connection, task_id: i64, now: Timestamp) -> Result<(), StoreError> {
     conn.execute(
