@@ -48,7 +48,7 @@ impl Engine {
     }
 
     /// Kills the engine: no graceful stop, every task dropped where it is.
-    pub fn kill(mut self) {
+    pub fn kill(&mut self) {
         self.stop.take();
         self.server.take();
         if let Some(rt) = self.runtime.take() {

@@ -1,0 +1,146 @@
+//! In-process fake Plane and Gitea: real HTTP servers speaking the subset of the peers' APIs
+//! orch uses, so the simulation runs orch's real clients, webhooks and reconciler unchanged.
+//!
+//! Webhooks the fakes send (Plane state changes by the simulated humans, Gitea CI statuses)
+//! are dropped with a seeded probability: that is the chaos the reconciler must heal.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+mod gitea;
+mod plane;
+
+pub use gitea::FakeGitea;
+pub use plane::{FakePlane, PlaneComment, PlaneData, PlaneItem, PlaneRequests};
+
+pub const STATES: &[(&str, &str)] = &[
+    ("Backlog", "backlog"),
+    ("In Progress", "started"),
+    ("In Review", "started"),
+    ("Approved", "started"),
+    ("Rejected", "started"),
+    ("Needs Input", "started"),
+    ("Blocked", "started"),
+    ("Done", "completed"),
+    ("Cancelled", "cancelled"),
+];
+
+pub fn state_id(name: &str) -> String {
+    format!("state-{}", name.to_lowercase().replace(' ', "-"))
+}
+
+pub(super) fn state_name(id: &str) -> Option<&'static str> {
+    STATES
+        .iter()
+        .find(|(n, _)| state_id(n) == id)
+        .map(|(n, _)| *n)
+}
+
+pub(super) fn group_of(name: &str) -> &'static str {
+    STATES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, g)| *g)
+        .unwrap_or("started")
+}
+
+/// Sends webhooks to orch, dropping some on purpose.
+pub struct Hooks {
+    client: reqwest::Client,
+    /// orch's URL; a restarted engine listens elsewhere.
+    target: Mutex<String>,
+    drop_rate: f64,
+    /// Every delivery is signed, so the chaos run goes through signature checks as in production.
+    secret: String,
+    rng: Mutex<StdRng>,
+    pub sent: std::sync::atomic::AtomicU64,
+    pub dropped: std::sync::atomic::AtomicU64,
+    /// Deliveries orch refused (an HTTP error): a healthy run has none.
+    pub rejected: std::sync::atomic::AtomicU64,
+    /// Deliveries that found no orch to answer (it was being killed and restarted): lost
+    /// webhooks like a 502 during a deploy, healed like the dropped ones.
+    pub unreachable: std::sync::atomic::AtomicU64,
+}
+
+impl Hooks {
+    pub fn new(
+        target: String,
+        secret: String,
+        drop_rate: f64,
+        seed: u64,
+    ) -> Result<Hooks, reqwest::Error> {
+        Ok(Hooks {
+            client: crate::http_client::build(Duration::from_secs(5))?,
+            target: Mutex::new(target),
+            drop_rate,
+            secret,
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            sent: Default::default(),
+            dropped: Default::default(),
+            rejected: Default::default(),
+            unreachable: Default::default(),
+        })
+    }
+
+    /// Points the webhooks at a restarted orch.
+    pub fn retarget(&self, url: &str) {
+        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = url.to_string();
+    }
+
+    fn dropped_now(&self) -> bool {
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        rng.random::<f64>() < self.drop_rate
+    }
+
+    /// Delivers (or drops on purpose) one webhook, signed in `signature_header`.
+    pub async fn send(
+        &self,
+        path: &str,
+        signature_header: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) {
+        use hmac::{Hmac, KeyInit, Mac};
+        use std::sync::atomic::Ordering;
+        if self.dropped_now() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let signature = match Hmac::<sha2::Sha256>::new_from_slice(self.secret.as_bytes()) {
+            Ok(mut mac) => {
+                mac.update(&body);
+                hex::encode(mac.finalize().into_bytes())
+            }
+            Err(_) => String::new(),
+        };
+        let target = self
+            .target
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut req = self
+            .client
+            .post(format!("{target}{path}"))
+            .header(signature_header, signature)
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        match req.send().await {
+            Ok(r) if r.status().is_success() => {
+                self.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(r) => {
+                tracing::warn!(status = %r.status(), path, "orch refused a simulated webhook");
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::info!(error = %e, path, "a simulated webhook did not reach orch");
+                self.unreachable.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
