@@ -19,11 +19,11 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, DEFAULT_RULES_DIR, PlaneSince};
 use crate::git::Git;
 use crate::metrics::Metrics;
-use crate::outbox::Dispatcher;
+use crate::outbox::{Dispatcher, Failpoint};
 use crate::pipeline::Pipeline;
 use crate::policy::RulesHandle;
 use crate::reconciler::{ReconcileState, Reconciler};
-use crate::service::Background;
+use crate::service::{Background, LoopState, LoopStatus, RestartPolicy};
 use crate::store::Store;
 use crate::store::outbox::Peer;
 
@@ -42,6 +42,37 @@ pub struct AppState {
     /// Where Telegram effects are delivered (Plane's client is the pipeline's tracker).
     pub notifier: Arc<dyn crate::integrations::Notifier>,
     pub reconcile: Arc<Mutex<ReconcileState>>,
+    /// The supervised loops `run_until` starts (the reconciler owns its own).
+    pub loops: Arc<Loops>,
+}
+
+/// The supervised background loops besides the reconciler's, created with the state so
+/// `/queue`, `/ready` and the watchdog can read their real state; started by
+/// [`Application::run_until`].
+#[derive(Debug)]
+pub struct Loops {
+    pub outbox_plane: Background,
+    pub outbox_telegram: Background,
+    pub worker: Background,
+    pub inbox: Background,
+}
+
+impl Loops {
+    fn new(metrics: &Metrics) -> Loops {
+        Loops {
+            outbox_plane: Background::new("outbox-plane", metrics),
+            outbox_telegram: Background::new("outbox-telegram", metrics),
+            worker: Background::new("worker", metrics),
+            inbox: Background::new("inbox", metrics),
+        }
+    }
+
+    fn dispatcher(&self, peer: Peer) -> &Background {
+        match peer {
+            Peer::Plane => &self.outbox_plane,
+            Peer::Telegram => &self.outbox_telegram,
+        }
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -80,6 +111,48 @@ impl AppState {
         Ok(handled)
     }
 
+    /// Every supervised loop in start order, with its state.
+    pub fn loops(&self) -> Vec<&Background> {
+        vec![
+            &self.loops.outbox_plane,
+            &self.loops.outbox_telegram,
+            &self.loops.worker,
+            &self.loops.inbox,
+            self.reconciler.background(),
+        ]
+    }
+
+    /// The loops that are not running (restarting or stopped), with their state.
+    pub fn loops_down(&self) -> Vec<(&'static str, LoopStatus)> {
+        self.loops()
+            .into_iter()
+            .map(|b| (b.name(), b.status()))
+            .filter(|(_, s)| s.state != LoopState::Running)
+            .collect()
+    }
+
+    /// Sets every loop's restart delays (tests shorten or lengthen them).
+    pub fn set_restart_policy(&self, policy: RestartPolicy) {
+        for b in self.loops() {
+            b.set_policy(policy);
+        }
+    }
+
+    /// The `loops` block of `GET /queue`: name → state, restarts, last error.
+    pub fn loops_status(&self) -> serde_json::Value {
+        let map: serde_json::Map<String, serde_json::Value> = self
+            .loops()
+            .into_iter()
+            .map(|b| {
+                (
+                    b.name().to_string(),
+                    serde_json::to_value(b.status()).unwrap_or_default(),
+                )
+            })
+            .collect();
+        serde_json::Value::Object(map)
+    }
+
     /// The `reconcile` block of `GET /queue`.
     pub fn reconcile_status(&self) -> serde_json::Value {
         let s = self.reconcile.lock().map(|g| g.clone()).unwrap_or_default();
@@ -89,7 +162,8 @@ impl AppState {
             .overrides()
             .effective_switches(&self.rules.current());
         serde_json::json!({
-            "running": s.running,
+            // The supervised loop's real state: false while it waits to be restarted.
+            "running": self.reconciler.is_running(),
             "enabled": switches.reconcile_enabled,
             "plane_enabled": switches.reconcile_enabled && switches.plane_enabled,
             "notify_unblock": switches.notify_unblock,
@@ -155,6 +229,7 @@ impl Components {
         let reconcile = Arc::new(Mutex::new(ReconcileState::default()));
         let plane_since = plane_since(&store, &config, clock.as_ref())?;
         let reconciler = Reconciler::new(pipeline.clone(), Arc::clone(&reconcile), plane_since);
+        let loops = Arc::new(Loops::new(&metrics));
         Ok(Components {
             state: AppState {
                 config,
@@ -167,6 +242,7 @@ impl Components {
                 inbox_wakeup: Arc::new(Notify::new()),
                 notifier: integrations.notifier,
                 reconcile,
+                loops,
             },
         })
     }
@@ -200,6 +276,8 @@ fn plane_since(store: &Store, config: &Config, clock: &dyn Clock) -> anyhow::Res
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    failpoints: Vec<(Peer, Failpoint)>,
+    systemd: bool,
 }
 
 /// How long each background service gets to stop at shutdown.
@@ -223,7 +301,22 @@ impl Application {
         Ok(Application {
             listener,
             state: components.state,
+            failpoints: Vec::new(),
+            systemd: false,
         })
+    }
+
+    /// Crash injection for tests: `peer`'s background dispatcher runs with `failpoint` (which
+    /// may stop it at a step boundary, or panic to exercise the supervisor).
+    pub fn set_dispatcher_failpoint(&mut self, peer: Peer, failpoint: Failpoint) {
+        self.failpoints.push((peer, failpoint));
+    }
+
+    /// Tells systemd when the service is ready and pets its watchdog while the loops run
+    /// (`orch serve`; a no-op when `NOTIFY_SOCKET` is unset). Off by default so tests and
+    /// one-shot commands never talk to a service manager they happen to run under.
+    pub fn notify_systemd(&mut self) {
+        self.systemd = true;
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -274,25 +367,35 @@ impl Application {
             }
         };
 
+        // Every loop is supervised: each start takes a fresh future from its factory, so a
+        // crashed loop is rebuilt from the same cheap handles (store, pipeline, clients).
         // Started first, stopped last: everything else owes them effects.
-        let dispatchers = [
-            (Background::new("outbox-plane"), Peer::Plane),
-            (Background::new("outbox-telegram"), Peer::Telegram),
-        ];
-        for (service, peer) in &dispatchers {
-            let d = state.dispatcher(*peer);
-            service.start(move |cancel| d.run(cancel));
+        let loops = Arc::clone(&state.loops);
+        for peer in Peer::ALL {
+            let s = state.clone();
+            let failpoint = self
+                .failpoints
+                .iter()
+                .find(|(p, _)| *p == peer)
+                .map(|(_, f)| Arc::clone(f));
+            loops.dispatcher(peer).start(move |cancel| {
+                let mut d = s.dispatcher(peer);
+                d.failpoint = failpoint.clone();
+                d.run(cancel)
+            });
         }
 
-        let worker = Background::new("worker");
-        let w = crate::worker::Worker {
-            pipeline: state.pipeline.clone(),
-            concurrency: state.config.worker.concurrency,
-            poll: Duration::from_secs(1),
-        };
-        worker.start(move |cancel| w.run(cancel));
+        let pipeline = state.pipeline.clone();
+        let concurrency = state.config.worker.concurrency;
+        loops.worker.start(move |cancel| {
+            crate::worker::Worker {
+                pipeline: pipeline.clone(),
+                concurrency,
+                poll: Duration::from_secs(1),
+            }
+            .run(cancel)
+        });
 
-        let inbox = Background::new("inbox");
         let pipeline = state.pipeline.clone();
         let processor = crate::inbox::Processor {
             store: state.store.clone(),
@@ -314,22 +417,33 @@ impl Application {
             }),
             poll: Duration::from_secs(1),
         };
-        inbox.start(move |cancel| processor.run(cancel));
+        loops
+            .inbox
+            .start(move |cancel| processor.clone().run(cancel));
 
         // Started last, stopped first: it replays through the other two.
         state.reconciler.start();
 
         tracing::info!(%addr, db = %state.config.db_path.display(), rules = %state.rules.current().version(), "orch listening");
         let app = crate::http::router(state.clone());
+        // The listener is bound and every loop started: connections queue until `serve` takes
+        // them, so this is the moment to say so.
+        let watchdog = self.systemd.then(|| {
+            let s = state.clone();
+            crate::systemd::ready(move || s.loops_down().is_empty())
+        });
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
+        if let Some(watchdog) = watchdog {
+            watchdog.stopping().await;
+        }
 
         state.reconciler.stop(STOP_TIMEOUT).await;
-        inbox.stop(STOP_TIMEOUT).await;
-        worker.stop(STOP_TIMEOUT).await;
-        for (service, _) in &dispatchers {
-            service.stop(STOP_TIMEOUT).await;
+        loops.inbox.stop(STOP_TIMEOUT).await;
+        loops.worker.stop(STOP_TIMEOUT).await;
+        for peer in Peer::ALL {
+            loops.dispatcher(peer).stop(STOP_TIMEOUT).await;
         }
         drop(watcher);
         served.context("HTTP server failed")?;

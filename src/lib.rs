@@ -23,5 +23,6 @@ pub mod secret;
 pub mod service;
 pub mod sim;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;
 pub mod worker;

@@ -65,6 +65,12 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoopLabels {
+    /// reconciler | inbox | worker | outbox-plane | outbox-telegram
+    pub r#loop: String,
+}
+
 /// Every metric orch exports. Cheap to clone (the families share their storage).
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
@@ -88,6 +94,7 @@ pub struct Metrics {
     pub reconcile_errors: Counter,
     pub rules_reloads: Family<ResultLabels, Counter>,
     pub rules_info: Family<VersionLabels, Gauge>,
+    pub background_restarts: Family<LoopLabels, Counter>,
 }
 
 impl Metrics {
@@ -111,6 +118,15 @@ impl Metrics {
                 result: result.to_string(),
             })
             .inc();
+    }
+
+    /// The restart counter of background loop `name` (a handle sharing the family's storage).
+    pub fn background_restarts(&self, name: &str) -> Counter {
+        self.background_restarts
+            .get_or_create(&LoopLabels {
+                r#loop: name.to_string(),
+            })
+            .clone()
     }
 
     /// Marks `version` as the active rule set (exactly one series is 1).
@@ -216,6 +232,11 @@ impl Metrics {
             "rules_info",
             "The active rule-set version",
             self.rules_info.clone(),
+        );
+        r.register(
+            "background_restarts",
+            "Background loops started again after a panic or an unexpected end, by loop",
+            self.background_restarts.clone(),
         );
         r
     }

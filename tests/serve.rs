@@ -67,6 +67,44 @@ fn serve_on_defaults_answers_health_creates_the_db_and_stops_on_sigint() {
     assert!(lines.iter().any(|l| l.contains("SIGINT")), "{lines:?}");
 }
 
+#[test]
+fn under_systemd_it_says_ready_pets_the_watchdog_and_says_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orch"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("ORCH_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("NOTIFY_SOCKET", &socket_path)
+        // 200 ms: a pet every 100 ms while the loops run.
+        .env("WATCHDOG_USEC", "200000")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let mut next = || {
+        let n = socket.recv(&mut buf).expect("a notification in time");
+        String::from_utf8_lossy(&buf[..n]).trim().to_string()
+    };
+    assert_eq!(next(), "READY=1");
+    assert_eq!(next(), "WATCHDOG=1");
+    assert_eq!(next(), "WATCHDOG=1", "petted again while the loops run");
+
+    assert_eq!(unsafe { libc_kill(child.id() as i32, 2) }, 0);
+    let stopping = std::iter::repeat_with(&mut next)
+        .take(20)
+        .find(|m| m != "WATCHDOG=1");
+    assert_eq!(stopping.as_deref(), Some("STOPPING=1"));
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
 /// `orch serve` in an empty directory with `args` and `env`: its exit code and stderr.
 fn serve_refused(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();

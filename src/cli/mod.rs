@@ -362,7 +362,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let app = crate::app::Application::build(cfg).await?;
+        let mut app = crate::app::Application::build(cfg).await?;
+        app.notify_systemd();
         app.run_until(crate::app::shutdown_signal()).await
     })?;
     Ok(ExitCode::SUCCESS)

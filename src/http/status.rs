@@ -53,6 +53,7 @@ pub async fn status_json(state: &AppState) -> Result<serde_json::Value, store::S
         "awaiting_input": levels.awaiting_input,
         "inbox": levels.inbox,
         "outbox": outbox_block(&levels.outbox),
+        "loops": state.loops_status(),
         "reconcile": state.reconcile_status(),
         "rules": state.rules_status(),
     }))

@@ -60,7 +60,6 @@ enum Sides {
 /// and the reconciler needs nothing from `app`.
 #[derive(Debug, Default, Clone)]
 pub struct ReconcileState {
-    pub running: bool,
     pub last_sweep_at: Option<Timestamp>,
     pub last_unblocked: Option<String>,
 }
@@ -106,6 +105,7 @@ impl Reconciler {
         plane_since: Timestamp,
     ) -> Arc<Reconciler> {
         let cfg = &pipeline.config.reconcile;
+        let background = Background::new("reconciler", &pipeline.metrics);
         let overrides = overrides_from_config(cfg);
         let interval = cfg.interval;
         Arc::new(Reconciler {
@@ -113,7 +113,7 @@ impl Reconciler {
             overrides,
             interval,
             state,
-            background: Background::new("reconciler"),
+            background,
             backoff: Mutex::new(HashMap::new()),
             answer_checks: Mutex::new(HashMap::new()),
             generation: Mutex::new(0),
@@ -128,28 +128,30 @@ impl Reconciler {
         &self.overrides
     }
 
-    /// Starts the sweep loop; a second call while it runs does nothing (returns false).
+    /// Starts the supervised sweep loop; a second call while it runs does nothing (returns
+    /// false). A sweep that panics is restarted with the reconciler's state intact: the error
+    /// backoff and watermarks are not lost with the loop.
     pub fn start(self: &Arc<Self>) -> bool {
         let me = Arc::clone(self);
-        let started = self
-            .background
-            .start(move |cancel| async move { me.run(cancel).await });
-        if started {
-            self.with_state(|s| s.running = true);
-        }
-        started
+        self.background.start(move |cancel| {
+            let me = Arc::clone(&me);
+            async move { me.run(cancel).await }
+        })
     }
 
     pub fn is_running(&self) -> bool {
         self.background.is_running()
     }
 
+    /// The supervised loop (for `/queue`, `/ready` and the watchdog).
+    pub fn background(&self) -> &Background {
+        &self.background
+    }
+
     /// Stops the loop, waiting at most `timeout` (a sweep in progress is abandoned between
     /// units of work; nothing is left half-done because each unit is its own transaction).
     pub async fn stop(&self, timeout: Duration) -> bool {
-        let ok = self.background.stop(timeout).await;
-        self.with_state(|s| s.running = false);
-        ok
+        self.background.stop(timeout).await
     }
 
     async fn run(self: Arc<Self>, cancel: CancellationToken) {

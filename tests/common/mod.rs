@@ -45,10 +45,22 @@ impl TestApp {
         cfg: Config,
         clock: std::sync::Arc<dyn orch::clock::Clock>,
     ) -> TestApp {
+        Self::spawn_prepared(dir, cfg, clock, |_| {}).await
+    }
+
+    /// Like `spawn_with_clock`, with a chance to prepare the built application (test hooks
+    /// such as a dispatcher failpoint) before it runs.
+    pub async fn spawn_prepared(
+        dir: tempfile::TempDir,
+        cfg: Config,
+        clock: std::sync::Arc<dyn orch::clock::Clock>,
+        prepare: impl FnOnce(&mut Application),
+    ) -> TestApp {
         if std::env::var_os("RUST_LOG").is_some() {
             orch::telemetry::init(orch::telemetry::LogFormat::Text);
         }
-        let app = Application::build_with_clock(cfg, clock).await.unwrap();
+        let mut app = Application::build_with_clock(cfg, clock).await.unwrap();
+        prepare(&mut app);
         let base = format!("http://{}", app.local_addr().unwrap());
         let state = app.state().clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
