@@ -106,7 +106,10 @@ fn allow_unsigned_from_the_file_and_the_environment() {
     let cfg = orch::config::Config::load_from(Some(&file), &env).unwrap();
     assert!(!cfg.plane.allow_unsigned && cfg.gitea.allow_unsigned);
     assert_eq!(cfg.http.token.as_ref().unwrap().expose(), "from-env");
-    assert!(!format!("{cfg:?}").contains("from-env"), "the token is a secret");
+    assert!(
+        !format!("{cfg:?}").contains("from-env"),
+        "the token is a secret"
+    );
     let defaults = orch::config::Config::load_from(None, &none).unwrap();
     assert!(!defaults.plane.allow_unsigned && !defaults.gitea.allow_unsigned);
     assert!(defaults.http.token.is_none());
@@ -154,7 +157,11 @@ async fn explain_over_http_shows_the_last_gate_reading_and_never_calls_gitea() {
     assert!(after_sweep > before, "the sweep asked Gitea");
     let x = get_json(&app, "/explain/ET-7").await;
     let y = get_json(&app, "/explain/ET-7").await;
-    assert_eq!(gitea_calls().await, after_sweep, "explain called Gitea: {x}");
+    assert_eq!(
+        gitea_calls().await,
+        after_sweep,
+        "explain called Gitea: {x}"
+    );
     assert_eq!(x["facts"]["gate"]["green"], false, "{x}");
     assert!(
         x["facts"]["gate"]["reason"]
@@ -177,7 +184,11 @@ async fn the_api_token_guards_everything_but_health_ready_and_webhooks() {
     let http = client();
     for path in ["/queue", "/metrics", "/explain/ET-1", "/no-such-endpoint"] {
         let r = http.get(app.url(path)).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path} without a token");
+        assert_eq!(
+            r.status(),
+            StatusCode::UNAUTHORIZED,
+            "{path} without a token"
+        );
         let e: Value = r.json().await.unwrap();
         assert!(e["error"].as_str().unwrap().contains("Bearer"), "{e}");
         let r = http
