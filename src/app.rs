@@ -346,15 +346,31 @@ impl Application {
                 "jobs left running by the last process were put back in the queue"
             );
         }
-        for (peer, secret) in [
-            ("plane", &state.config.plane.webhook_secret),
-            ("gitea", &state.config.gitea.webhook_secret),
+        for (peer, secret, allow_unsigned) in [
+            (
+                "plane",
+                &state.config.plane.webhook_secret,
+                state.config.plane.allow_unsigned,
+            ),
+            (
+                "gitea",
+                &state.config.gitea.webhook_secret,
+                state.config.gitea.allow_unsigned,
+            ),
         ] {
-            if secret.as_ref().is_none_or(|s| s.is_empty()) {
+            if secret.as_ref().is_some_and(|s| !s.is_empty()) {
+                continue;
+            }
+            let up = peer.to_uppercase();
+            if allow_unsigned {
                 tracing::warn!(
                     peer,
-                    "webhooks from {peer} are accepted without a signature check: set ORCH_{}_WEBHOOK_SECRET",
-                    peer.to_uppercase()
+                    "webhooks from {peer} are accepted without a signature check ({peer}.allow_unsigned): set ORCH_{up}_WEBHOOK_SECRET"
+                );
+            } else {
+                tracing::warn!(
+                    peer,
+                    "webhooks from {peer} are refused (401) until ORCH_{up}_WEBHOOK_SECRET is set, or ORCH_{up}_ALLOW_UNSIGNED=true"
                 );
             }
         }

@@ -203,9 +203,9 @@ async fn explain_over_http_and_the_reconcile_block_in_queue_and_metrics() {
         .await
         .unwrap();
     assert_eq!(x["stage"], "development");
-    assert_eq!(x["decision"]["outcome"]["kind"], "advance", "{x}");
-    assert_eq!(x["decision"]["rule"], "stage.development.gate");
-    assert_eq!(x["facts"]["gate"]["green"], true);
+    // Over HTTP the gate is never evaluated: not read yet, so the decision is to check it.
+    assert_eq!(x["decision"]["outcome"]["kind"], "check_gate", "{x}");
+    assert!(x["facts"]["gate"].is_null(), "{x}");
     assert_eq!(x["grace_left_s"], 0);
     assert_eq!(x["facts"]["has_active_job"], false);
     let r = http.get(app.url("/explain/ET-404")).send().await.unwrap();

@@ -27,6 +27,8 @@ rules_dir = "{rules}"
 url = "{plane_url}"
 api_token = "plane_api_test"
 workspace = "{WORKSPACE}"
+# The test posts plain JSON.
+allow_unsigned = true
 
 [reconcile]
 enabled = false

@@ -37,6 +37,9 @@ pub enum Command {
     /// Run one reconciler sweep against the configured database and print its decisions.
     Reconcile(ReconcileArgs),
     /// Show the current decision for one task: rule, reason, facts and time left in grace.
+    ///
+    /// Evaluates the task's exit gate live (read-only: it asks Gitea, changes nothing), unlike
+    /// `GET /explain`, which shows the last reading the server stored.
     Explain(ExplainArgs),
     /// Run the real engine against in-process fake Plane and Gitea with webhooks dropped at
     /// random, and report how the reconciler healed it.

@@ -42,6 +42,9 @@ pub(super) fn overlay(
     if let Some(v) = get("ORCH_GITEA_WEBHOOK_SECRET") {
         cfg.gitea.webhook_secret = Some(Secret::new(v));
     }
+    if let Some(v) = get("ORCH_GITEA_ALLOW_UNSIGNED") {
+        cfg.gitea.allow_unsigned = parse_bool("ORCH_GITEA_ALLOW_UNSIGNED", &v)?;
+    }
     if let Some(v) = get("ORCH_PLANE_URL") {
         cfg.plane.url = Some(v);
     }
@@ -53,6 +56,9 @@ pub(super) fn overlay(
     }
     if let Some(v) = get("ORCH_PLANE_WEBHOOK_SECRET") {
         cfg.plane.webhook_secret = Some(Secret::new(v));
+    }
+    if let Some(v) = get("ORCH_PLANE_ALLOW_UNSIGNED") {
+        cfg.plane.allow_unsigned = parse_bool("ORCH_PLANE_ALLOW_UNSIGNED", &v)?;
     }
     if let Some(v) = get("ORCH_PLANE_ACTOR_ID") {
         cfg.plane.actor_id = Some(v);
@@ -100,6 +106,9 @@ pub(super) fn overlay(
                 ));
             }
         }
+    }
+    if let Some(v) = get("ORCH_HTTP_TOKEN") {
+        cfg.http.token = Some(Secret::new(v));
     }
     if let Some(v) = get("ORCH_HTTP_TIMEOUT") {
         cfg.http.timeout = nonzero_env("ORCH_HTTP_TIMEOUT", &v, false)?;

@@ -61,6 +61,7 @@ struct FileGitea {
     url: Option<String>,
     token: Option<Secret>,
     webhook_secret: Option<Secret>,
+    allow_unsigned: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +73,7 @@ struct FilePlane {
     webhook_secret: Option<Secret>,
     requests_per_minute: Option<u32>,
     actor_id: Option<String>,
+    allow_unsigned: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,6 +107,7 @@ struct FileWorker {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileHttp {
+    token: Option<Secret>,
     retries: Option<usize>,
     retry_base_delay: Option<TomlDuration>,
     timeout: Option<TomlDuration>,
@@ -201,6 +204,7 @@ impl FileGitea {
         gitea.url = self.url.or(gitea.url.take());
         gitea.token = self.token.or(gitea.token.take());
         gitea.webhook_secret = self.webhook_secret.or(gitea.webhook_secret.take());
+        gitea.allow_unsigned = self.allow_unsigned.unwrap_or(gitea.allow_unsigned);
     }
 }
 
@@ -211,6 +215,7 @@ impl FilePlane {
         plane.workspace = self.workspace.or(plane.workspace.take());
         plane.webhook_secret = self.webhook_secret.or(plane.webhook_secret.take());
         plane.actor_id = self.actor_id.or(plane.actor_id.take());
+        plane.allow_unsigned = self.allow_unsigned.unwrap_or(plane.allow_unsigned);
         if let Some(n) = self.requests_per_minute {
             plane.requests_per_minute = positive("plane.requests_per_minute", n)?;
         }
@@ -270,6 +275,7 @@ impl FileWorker {
 
 impl FileHttp {
     fn apply(self, http: &mut HttpConfig) -> Result<(), ConfigError> {
+        http.token = self.token.or(http.token.take());
         if let Some(n) = self.retries {
             http.retries = n;
         }

@@ -73,6 +73,9 @@ pub struct GiteaConfig {
     pub url: Option<String>,
     pub token: Option<Secret>,
     pub webhook_secret: Option<Secret>,
+    /// Accept deliveries without a signature when no `webhook_secret` is set. Off by
+    /// default: an unsigned endpoint lets anyone who can reach it approve or start work.
+    pub allow_unsigned: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -85,6 +88,9 @@ pub struct PlaneConfig {
     pub requests_per_minute: u32,
     /// The Plane user id of orch's API key; webhooks caused by that user are ignored.
     pub actor_id: Option<String>,
+    /// Accept deliveries without a signature when no `webhook_secret` is set (see
+    /// [`GiteaConfig::allow_unsigned`]).
+    pub allow_unsigned: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -140,9 +146,14 @@ pub struct WorkerConfig {
     pub git_timeout: Duration,
 }
 
-/// Outbound HTTP to Plane, Gitea and Telegram.
+/// HTTP: outbound requests to Plane, Gitea and Telegram, and who may read orch's own API.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
+    /// When set, every endpoint but `/health`, `/ready` and the webhooks (which carry their
+    /// own signatures) requires `Authorization: Bearer <token>`: `/queue` and `/explain`
+    /// show work items, branches and agents' questions, which are not for anyone on the
+    /// network.
+    pub token: Option<Secret>,
     /// Retries after a network error, 5xx or 429 (with exponential backoff).
     pub retries: usize,
     /// The first backoff delay; it doubles per retry up to 5 s.
@@ -210,6 +221,7 @@ impl Default for Config {
                 git_timeout: Duration::from_secs(120),
             },
             http: HttpConfig {
+                token: None,
                 retries: 3,
                 retry_base_delay: Duration::from_millis(200),
                 timeout: Duration::from_secs(15),

@@ -6,12 +6,14 @@
 use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use crate::app::AppState;
 
+pub mod auth;
 pub mod status;
 
 pub use status::status_json;
@@ -27,6 +29,11 @@ pub fn router(state: AppState) -> Router {
         .route("/webhooks/plane", post(webhooks::plane))
         .route("/webhooks/gitea", post(webhooks::gitea))
         .layer(DefaultBodyLimit::max(webhooks::MAX_BODY_BYTES))
+        // Over every route and the fallback: a route added later is protected by default.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
         .with_state(state)
 }
 

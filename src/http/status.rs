@@ -1,4 +1,5 @@
-//! Read-only status endpoints: `/queue` (JSON for people and dashboards) and `/metrics`.
+//! Read-only status endpoints: `/queue` (JSON for people and dashboards), `/metrics` and
+//! `/explain`. None of them calls a peer.
 
 use std::collections::BTreeMap;
 
@@ -161,12 +162,14 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// `GET /explain/{work_item}`: the reconciler's current view of one task.
+/// `GET /explain/{work_item}`: the reconciler's current view of one task, with the gate's
+/// last known reading: reading the API never calls Gitea (see `reconciler::explain`).
 pub async fn explain(
     State(state): State<AppState>,
     axum::extract::Path(work_item): axum::extract::Path<String>,
 ) -> Response {
-    match state.reconciler.explain(&work_item).await {
+    let view = crate::reconciler::GateView::LastKnown;
+    match state.reconciler.explain_with(&work_item, view).await {
         Ok(Some(x)) => Json(x).into_response(),
         Ok(None) => (
             StatusCode::NOT_FOUND,

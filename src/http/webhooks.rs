@@ -1,5 +1,10 @@
 //! Webhook intake: verify, persist, acknowledge. Nothing else happens while the peer waits
 //! (Gitea gives up after 5 s and never retries): the inbox processor does the work.
+//!
+//! Unsigned is opt-in: a delivery is accepted without a signature only when its peer has no
+//! webhook secret *and* the operator set `allow_unsigned` for it. A delivery can start,
+//! approve or cancel work, so an endpoint that trusts anyone who can reach it must be a
+//! decision someone made, not a default they forgot.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -24,20 +29,17 @@ pub async fn plane(
 ) -> Response {
     let secret = state.config.plane.webhook_secret.clone();
     let sig = header(&headers, "x-plane-signature");
-    intake(
-        &state,
-        "plane",
-        &headers,
-        body,
-        secret.as_ref(),
-        sig.as_deref(),
-        |h, v| {
-            header(h, "x-plane-event")
-                .filter(|s| !s.is_empty())
-                .or_else(|| v.get("event").and_then(|e| e.as_str()).map(str::to_string))
-                .ok_or("no X-Plane-Event header and no \"event\" field")
-        },
-    )
+    let auth = Auth {
+        secret: secret.as_ref(),
+        allow_unsigned: state.config.plane.allow_unsigned,
+        signature: sig.as_deref(),
+    };
+    intake(&state, "plane", &headers, body, auth, |h, v| {
+        header(h, "x-plane-event")
+            .filter(|s| !s.is_empty())
+            .or_else(|| v.get("event").and_then(|e| e.as_str()).map(str::to_string))
+            .ok_or("no X-Plane-Event header and no \"event\" field")
+    })
     .await
 }
 
@@ -54,21 +56,18 @@ pub async fn gitea(
             header(&headers, "x-hub-signature-256")
                 .map(|s| s.trim_start_matches("sha256=").to_string())
         });
-    intake(
-        &state,
-        "gitea",
-        &headers,
-        body,
-        secret.as_ref(),
-        sig.as_deref(),
-        |h, _| {
-            // Key off the exact type: X-Gitea-Event is coarse and was empty for `status` in 1.23.
-            header(h, "x-gitea-event-type")
-                .filter(|s| !s.is_empty())
-                .or_else(|| header(h, "x-gitea-event").filter(|s| !s.is_empty()))
-                .ok_or("no X-Gitea-Event-Type or X-Gitea-Event header")
-        },
-    )
+    let auth = Auth {
+        secret: secret.as_ref(),
+        allow_unsigned: state.config.gitea.allow_unsigned,
+        signature: sig.as_deref(),
+    };
+    intake(&state, "gitea", &headers, body, auth, |h, _| {
+        // Key off the exact type: X-Gitea-Event is coarse and was empty for `status` in 1.23.
+        header(h, "x-gitea-event-type")
+            .filter(|s| !s.is_empty())
+            .or_else(|| header(h, "x-gitea-event").filter(|s| !s.is_empty()))
+            .ok_or("no X-Gitea-Event-Type or X-Gitea-Event header")
+    })
     .await
 }
 
@@ -94,13 +93,48 @@ pub fn signature_valid(secret: &Secret, body: &[u8], hex_sig: &str) -> bool {
     mac.verify_slice(&sig).is_ok()
 }
 
+/// What decides whether a delivery is authentic: the peer's secret (if any), whether the
+/// operator accepts unsigned deliveries from it, and the signature the delivery carries.
+struct Auth<'a> {
+    secret: Option<&'a Secret>,
+    allow_unsigned: bool,
+    signature: Option<&'a str>,
+}
+
+impl Auth<'_> {
+    /// `Err` with the reason to give the peer when the delivery must be refused.
+    fn check(&self, source: &str, body: &[u8]) -> Result<(), (&'static str, String)> {
+        match self.secret.filter(|s| !s.is_empty()) {
+            Some(secret) => {
+                if self
+                    .signature
+                    .is_some_and(|sig| signature_valid(secret, body, sig))
+                {
+                    Ok(())
+                } else {
+                    Err(("bad_signature", "missing or invalid signature".to_string()))
+                }
+            }
+            None if self.allow_unsigned => Ok(()),
+            None => Err((
+                "unsigned",
+                format!(
+                    "no webhook secret is configured for {source}: set {source}.webhook_secret \
+                     (ORCH_{up}_WEBHOOK_SECRET), or {source}.allow_unsigned = true \
+                     (ORCH_{up}_ALLOW_UNSIGNED) to accept unsigned deliveries",
+                    up = source.to_uppercase()
+                ),
+            )),
+        }
+    }
+}
+
 async fn intake(
     state: &AppState,
     source: &'static str,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-    secret: Option<&Secret>,
-    signature: Option<&str>,
+    auth: Auth<'_>,
     // The event decides the handler; a delivery that does not say is not stored.
     event_of: impl FnOnce(&HeaderMap, &serde_json::Value) -> Result<String, &'static str>,
 ) -> Response {
@@ -121,13 +155,10 @@ async fn intake(
             );
         }
     };
-    if let Some(secret) = secret.filter(|s| !s.is_empty()) {
-        let ok = signature.is_some_and(|sig| signature_valid(secret, &body, sig));
-        if !ok {
-            metrics.delivery(source, "bad_signature");
-            tracing::warn!(source, "webhook rejected: missing or wrong signature");
-            return error(StatusCode::UNAUTHORIZED, "missing or invalid signature");
-        }
+    if let Err((outcome, why)) = auth.check(source, &body) {
+        metrics.delivery(source, outcome);
+        tracing::warn!(source, "webhook rejected: {why}");
+        return error(StatusCode::UNAUTHORIZED, why);
     }
     let value: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v @ serde_json::Value::Object(_)) => v,

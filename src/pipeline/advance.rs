@@ -80,7 +80,7 @@ impl Pipeline {
                 reason: format!("stage {} is terminal or unknown", task.stage),
             });
         }
-        let gate = self.evaluate_gate(&rules, &task).await?;
+        let gate = self.evaluate_gate_noted(&rules, &task).await?;
         self.leave_if(&rules, &task, &gate, trigger, by, Vec::new())
             .await
     }
@@ -254,7 +254,7 @@ impl Pipeline {
         if given {
             return Ok(false);
         }
-        let gate = self.evaluate_gate(rules, task).await?;
+        let gate = self.evaluate_gate_noted(rules, task).await?;
         if gate.green {
             // Approved: the approval's own delivery moves the task.
             return Ok(false);

@@ -43,6 +43,35 @@ impl Pipeline {
         Ok(rules.gate_outcome(&task.stage, &results)?)
     }
 
+    /// [`Pipeline::evaluate_gate`] whose result, green, red or an error, is kept as the
+    /// task's last reading (`store::gate_readings`) for `GET /explain`, which shows it rather
+    /// than asking the forge itself. For the evaluations that act on the result; an
+    /// explanation or a dry run must not call this, as they change nothing.
+    pub async fn evaluate_gate_noted(
+        &self,
+        rules: &policy::RuleSet,
+        task: &Task,
+    ) -> Result<policy::GateOutcome, PipelineError> {
+        let result = self.evaluate_gate(rules, task).await;
+        let reading = store::gate_readings::GateReading {
+            stage: task.stage.clone(),
+            green: result.as_ref().ok().map(|g| g.green),
+            reason: result.as_ref().ok().map(|g| g.reason.clone()),
+            error: result.as_ref().err().map(|e| e.to_string()),
+            read_at: self.clock.now(),
+        };
+        let id = task.id;
+        if let Err(e) = self
+            .store
+            .call(move |c| store::gate_readings::record(c, id, &reading))
+            .await
+        {
+            // Only `/explain` reads it: losing a reading is no reason to fail the gate.
+            tracing::warn!(work_item = %task.work_item, error = %e, "cannot keep the gate reading");
+        }
+        result
+    }
+
     /// Gitea's combined status of the branch head; pending or no status is red.
     async fn ci_green(&self, task: &Task) -> Result<CheckResult, PipelineError> {
         let Some(sha) = self.forge.branch_head(&task.repo, &task.branch).await? else {

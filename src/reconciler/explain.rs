@@ -1,10 +1,16 @@
 //! `orch explain` and `GET /explain/{work_item}`: why the sweep does, or does not, move one
 //! task.
 //!
-//! Invariant: explaining changes nothing. The gate is evaluated (read-only) but never
-//! applied, and nothing here touches the error backoff. The decision comes from the same
+//! Invariant: explaining changes nothing. The gate is never applied, nothing here touches
+//! the error backoff, and no gate reading is stored. The decision comes from the same
 //! `policy::decide_task` calls the gate side makes, so an operator reads the sweep's own
 //! reasoning, with the facts it used, rather than a second account of it that could drift.
+//!
+//! Two ways to get the gate ([`GateView`]): `orch explain` on the command line evaluates it
+//! live (an operator at a terminal asks the forge once, on purpose); `GET /explain` only
+//! shows the last reading the pipeline or the sweep stored, with when it was read, and never
+//! calls Gitea — an HTTP endpoint anyone can poll must not turn into forge traffic or move
+//! the gate metrics.
 
 use serde::Serialize;
 
@@ -14,10 +20,31 @@ use crate::store;
 
 use super::{Reconciler, snapshot_of};
 
+/// Where an explanation takes the gate from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateView {
+    /// Evaluate it now (read-only): calls the forge; for `orch explain`.
+    Live,
+    /// The last reading stored for the task's current stage; calls nothing; for
+    /// `GET /explain`.
+    LastKnown,
+}
+
 impl Reconciler {
     /// The current decision for one task, with the facts it used; `None` for an unknown
-    /// work item. Evaluates the gate (read-only) when the decision is to check it.
+    /// work item. Evaluates the gate live (read-only) when the decision is to check it.
     pub async fn explain(&self, work_item: &str) -> Result<Option<Explanation>, store::StoreError> {
+        self.explain_with(work_item, GateView::Live).await
+    }
+
+    /// [`Reconciler::explain`] taking the gate from `view`. With [`GateView::LastKnown`] the
+    /// decision uses the stored reading when there is one for the task's current stage, and
+    /// `facts.gate.read_at` says how old it is.
+    pub async fn explain_with(
+        &self,
+        work_item: &str,
+        view: GateView,
+    ) -> Result<Option<Explanation>, store::StoreError> {
         let wi = work_item.to_string();
         let loaded = self
             .pipeline
@@ -28,10 +55,11 @@ impl Reconciler {
                 };
                 let busy = store::jobs::has_active(c, t.id)?;
                 let question = store::jobs::open_question(c, t.id)?;
-                Ok(Some((t, busy, question)))
+                let reading = store::gate_readings::latest(c, t.id)?;
+                Ok(Some((t, busy, question, reading)))
             })
             .await?;
-        let Some((task, busy, question)) = loaded else {
+        let Some((task, busy, question, reading)) = loaded else {
             return Ok(None);
         };
         let awaiting = question.is_some();
@@ -41,13 +69,35 @@ impl Reconciler {
         let mut decision = policy::decide_task(&rules, &self.overrides, &snapshot, None, now);
         let mut gate = None;
         if matches!(decision.outcome, D::CheckGate { .. }) {
-            match self.pipeline.evaluate_gate(&rules, &task).await {
-                Ok(g) => {
-                    decision =
-                        policy::decide_task(&rules, &self.overrides, &snapshot, Some(&g), now);
-                    gate = Some(serde_json::to_value(&g).unwrap_or_default());
+            match view {
+                GateView::Live => match self.pipeline.evaluate_gate(&rules, &task).await {
+                    Ok(g) => {
+                        decision =
+                            policy::decide_task(&rules, &self.overrides, &snapshot, Some(&g), now);
+                        gate = Some(serde_json::json!({
+                            "green": g.green, "reason": g.reason, "read_at": now,
+                        }));
+                    }
+                    Err(e) => {
+                        gate = Some(serde_json::json!({ "error": e.to_string(), "read_at": now }))
+                    }
+                },
+                GateView::LastKnown => {
+                    // A reading from an earlier stage is about another gate.
+                    if let Some(r) = reading.filter(|r| r.stage == task.stage) {
+                        if let (Some(green), Some(reason)) = (r.green, r.reason.clone()) {
+                            let g = policy::GateOutcome { green, reason };
+                            decision = policy::decide_task(
+                                &rules,
+                                &self.overrides,
+                                &snapshot,
+                                Some(&g),
+                                now,
+                            );
+                        }
+                        gate = serde_json::to_value(&r).ok();
+                    }
                 }
-                Err(e) => gate = Some(serde_json::json!({ "error": e.to_string() })),
             }
         }
         Ok(Some(Explanation {
@@ -89,6 +139,8 @@ pub struct Facts {
     pub age_s: u64,
     pub updated_at: Timestamp,
     pub labels: Vec<String>,
+    /// The exit gate: `green` and `reason`, or `error`, and `read_at`. `None` when the
+    /// decision did not need it, or (`GET /explain`) when it was never read in this stage.
     pub gate: Option<serde_json::Value>,
 }
 

@@ -170,7 +170,12 @@ impl Reconciler {
             let permit = Arc::clone(&semaphore);
             set.spawn(async move {
                 let _permit = permit.acquire_owned().await;
-                let gate = pipeline.evaluate_gate(&rules, &task).await;
+                // A dry run changes nothing, the last gate reading included.
+                let gate = if mode == Mode::Apply {
+                    pipeline.evaluate_gate_noted(&rules, &task).await
+                } else {
+                    pipeline.evaluate_gate(&rules, &task).await
+                };
                 let decided = gate.as_ref().ok().map(|g| {
                     policy::decide_task(
                         &rules,

@@ -29,7 +29,7 @@ mod plane;
 mod report;
 mod sync;
 
-pub use explain::{Explanation, Facts, Question};
+pub use explain::{Explanation, Facts, GateView, Question};
 pub use gate::GATE_ERROR_CAP;
 pub use report::{PlaneReport, SweepReport, TaskReport};
 
