@@ -54,6 +54,7 @@ pub async fn status_json(state: &AppState) -> Result<serde_json::Value, store::S
         "inbox": levels.inbox,
         "outbox": outbox_block(&levels.outbox),
         "reconcile": state.reconcile_status(),
+        "decision_errors": state.decision_errors(),
         "rules": state.rules_status(),
     }))
 }

@@ -11,7 +11,7 @@
 //! task stuck. All state that matters is in the database, except the per-task error backoff
 //! and the answer look-up times, which restart empty (a restart is a fresh chance).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ mod sync;
 
 pub use explain::{Explanation, Facts, Question};
 pub use gate::GATE_ERROR_CAP;
-pub use report::{PlaneReport, SweepReport, TaskReport};
+pub use report::{DecisionError, PlaneReport, SweepReport, TaskReport};
 
 use gate::ErrorBackoff;
 
@@ -63,6 +63,8 @@ pub struct ReconcileState {
     pub running: bool,
     pub last_sweep_at: Option<Timestamp>,
     pub last_unblocked: Option<String>,
+    /// The tasks the last applied sweep could not decide (`/queue`'s `decision_errors`).
+    pub decision_errors: Vec<DecisionError>,
 }
 
 /// Why one unit of reconciler work (a project, a page, an item) failed; logged and counted,
@@ -87,6 +89,9 @@ pub struct Reconciler {
     /// When each task waiting for an answer last had its Plane comments read.
     answer_checks: Mutex<HashMap<i64, Timestamp>>,
     generation: Mutex<u64>,
+    /// The decision errors already logged and counted, by rule-set version, task and stage:
+    /// a broken rule is reported once per version, not once per sweep.
+    reported_decision_errors: Mutex<HashSet<(String, i64, String)>>,
     /// When the last level-triggered Plane sync ran (`None`: it is due).
     last_sync: Mutex<Option<Timestamp>>,
     /// How many gate checks run at once in a sweep.
@@ -107,6 +112,7 @@ impl Reconciler {
             backoff: Mutex::new(HashMap::new()),
             answer_checks: Mutex::new(HashMap::new()),
             generation: Mutex::new(0),
+            reported_decision_errors: Mutex::new(HashSet::new()),
             last_sync: Mutex::new(None),
             concurrency: 4,
         })
@@ -170,6 +176,19 @@ impl Reconciler {
         }
         let first = *seen == 0;
         *seen = current;
+        if !first {
+            let unknown = unknown_override_stages(
+                &self.overrides.grace_by_stage,
+                &self.pipeline.rules.current(),
+            );
+            if !unknown.is_empty() {
+                tracing::warn!(
+                    stages = ?unknown,
+                    "the reloaded rules have no stage for these grace overrides \
+                     (reconcile.grace_overrides / ORCH_RECONCILE_GRACE_OVERRIDES_JSON); they apply to nothing"
+                );
+            }
+        }
         self.backoff
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -210,6 +229,10 @@ impl Reconciler {
         };
         if report.gate_enabled {
             self.gate_side(&rules, mode, cancel, &mut report).await;
+            if mode == Mode::Apply {
+                let errors = report.decision_errors.clone();
+                self.with_state(|s| s.decision_errors = errors);
+            }
         }
         if report.plane_enabled && !cancel.is_cancelled() {
             self.plane_side(&rules, mode, cancel, &mut report).await;
@@ -236,6 +259,19 @@ fn snapshot_of(task: &Task, has_active_job: bool, awaiting_input: bool) -> TaskS
         has_active_job,
         awaiting_input,
     }
+}
+
+/// The stages named by grace overrides that `rules` does not have. At startup such a name is
+/// an error; after a hot reload it is a warning, because the service is already running on it.
+pub fn unknown_override_stages(
+    overrides: &BTreeMap<String, Duration>,
+    rules: &crate::policy::RuleSet,
+) -> Vec<String> {
+    overrides
+        .keys()
+        .filter(|stage| rules.stage(stage).is_none())
+        .cloned()
+        .collect()
 }
 
 /// The operator's `ORCH_RECONCILE_*` overrides as the policy takes them.
