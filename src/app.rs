@@ -174,7 +174,16 @@ impl AppState {
             "last_unblocked": s.last_unblocked,
             "replays": m.reconcile_replays.get(),
             "errors": m.reconcile_errors.get(),
+            "decision_errors": m.decision_errors.get(),
         })
+    }
+
+    /// The `decision_errors` list of `GET /queue`: the tasks the last sweep could not decide.
+    pub fn decision_errors(&self) -> Vec<crate::reconciler::DecisionError> {
+        self.reconcile
+            .lock()
+            .map(|g| g.decision_errors.clone())
+            .unwrap_or_default()
     }
 
     /// The `rules` block of `GET /queue`.
@@ -208,6 +217,23 @@ impl Components {
                 config.rules_dir.display()
             )
         })?;
+        // An override for a stage the rules do not have would never apply: a typo in a unit
+        // file must stop the start, not leave a grace silently at its default.
+        let unknown = crate::reconciler::unknown_override_stages(
+            &config.reconcile.grace_overrides,
+            &rules.current(),
+        );
+        if !unknown.is_empty() {
+            anyhow::bail!(
+                "reconcile.grace_overrides (ORCH_RECONCILE_GRACE_OVERRIDES_JSON) names {}, not a stage of the rules in {}",
+                unknown
+                    .iter()
+                    .map(|s| format!("{s:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                config.rules_dir.display()
+            );
+        }
         let store = Store::open(&config.db_path)
             .with_context(|| format!("opening the database at {}", config.db_path.display()))?;
         let metrics = Metrics::new();

@@ -92,6 +92,9 @@ pub struct Metrics {
     pub reconcile_unblocked: Counter,
     pub reconcile_replays: Counter,
     pub reconcile_errors: Counter,
+    /// Tasks the policy could not decide (a failing grace expression, a stage the rules no
+    /// longer have), once per task and rule-set version.
+    pub decision_errors: Counter,
     pub rules_reloads: Family<ResultLabels, Counter>,
     pub rules_info: Family<VersionLabels, Gauge>,
     pub background_restarts: Family<LoopLabels, Counter>,
@@ -222,6 +225,11 @@ impl Metrics {
             "reconcile_errors",
             "Units of reconciler work that failed",
             self.reconcile_errors.clone(),
+        );
+        r.register(
+            "decision_errors",
+            "Tasks the rules could not decide, once per task and rule-set version",
+            self.decision_errors.clone(),
         );
         r.register(
             "rules_reloads",

@@ -120,6 +120,13 @@ pub fn sweep_table(r: &SweepReport, dry_run: bool) -> String {
     for e in &r.errors {
         let _ = writeln!(out, "error: {e}");
     }
+    for e in &r.decision_errors {
+        let _ = writeln!(
+            out,
+            "decision error: {} {}: {}",
+            e.work_item, e.stage, e.message
+        );
+    }
     out
 }
 

@@ -208,6 +208,42 @@ fn bad_environment_values_name_the_variable_and_the_value() {
     }
 }
 
+// Issue 11: `1e30` seconds panicked in `Duration::from_secs_f64` at startup. A number no
+// duration can hold is a configuration error naming the key (and stage) and the value, not a
+// crash and not a silent fallback.
+#[test]
+fn a_grace_override_too_large_for_a_duration_is_a_config_error() {
+    for (json, value) in [
+        (r#"{"review": 1e30}"#, "1e+30"),
+        (
+            r#"{"review": 1.8446744073709552e19}"#,
+            "1.8446744073709552e+19",
+        ),
+    ] {
+        let err = load(None, &[("ORCH_RECONCILE_GRACE_OVERRIDES_JSON", json)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ORCH_RECONCILE_GRACE_OVERRIDES_JSON.review"),
+            "{json}: {err}"
+        );
+        assert!(err.contains(value), "{json}: {err}");
+    }
+    // The largest whole number JSON carries still fits: seconds are u64.
+    let cfg = load(
+        None,
+        &[(
+            "ORCH_RECONCILE_GRACE_OVERRIDES_JSON",
+            r#"{"review": 18446744073709551615}"#,
+        )],
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.reconcile.grace_overrides["review"],
+        Duration::from_secs(u64::MAX)
+    );
+}
+
 #[test]
 fn bad_file_values_name_the_key() {
     let dir = tempfile::tempdir().unwrap();

@@ -232,6 +232,41 @@ fn an_endless_rhai_loop_fails_only_its_own_decision() {
     );
 }
 
+// Issue 11: a grace expression returning a number no duration can hold panicked in
+// `Duration::from_secs_f64`, on the sweep's loop and on `/explain`. It is that decision's
+// error now, and `answer_check_due` falls back to the default grace instead of panicking.
+#[test]
+fn a_grace_expression_too_large_for_a_duration_is_its_decisions_error() {
+    for value in ["1e20", "1e300", "18446744073709551616.0"] {
+        let dir = tempfile::tempdir().unwrap();
+        let edit = format!("default = \"10m\"\nexpr = '''\n{value}\n'''");
+        let rules = common::rules_copy(
+            dir.path(),
+            &[("reconcile.toml", "default = \"10m\"", &edit)],
+        );
+        let r = policy::load_dir(&rules).unwrap();
+        let ov = Overrides::default();
+        let t = task("development", 99_999);
+        let d = policy::decide_task(&r, &ov, &t, None, NOW);
+        match &d.outcome {
+            Outcome::Error { message } => {
+                assert!(message.contains("fits a duration"), "{value}: {message}")
+            }
+            other => panic!("{value}: expected an error, got {other:?}"),
+        }
+        assert_eq!(d.rule, "grace.expr");
+        assert!(policy::grace_for(&r, &ov, &t, NOW).is_err(), "{value}");
+        assert!(policy::answer_check_due(
+            &r,
+            &ov,
+            &t,
+            NOW.minus(Duration::from_secs(601)),
+            None,
+            NOW
+        ));
+    }
+}
+
 fn runaway_in(stage: &str) -> TaskSnapshot {
     let mut t = task(stage, 99_999);
     t.labels = vec!["loop".into()];

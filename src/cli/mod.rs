@@ -324,7 +324,9 @@ fn reconcile(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
             OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
             OutputFormat::Text => print!("{}", crate::report::sweep_table(&report, args.dry_run)),
         }
-        Ok(if report.errors.is_empty() {
+        // A task the rules cannot decide is as much a failure as a peer that did not answer:
+        // a cron job or CI gate running this must see it.
+        Ok(if report.errors.is_empty() && report.decision_errors.is_empty() {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(2)

@@ -98,7 +98,16 @@ pub(super) fn overlay(
     if let Some(v) = get("ORCH_RECONCILE_GRACE_OVERRIDES_JSON") {
         match parse_grace_overrides_json(&v) {
             Ok(map) => cfg.reconcile.grace_overrides = map,
-            Err(why) => {
+            // A number too large for a duration is not a typo to shrug off: ignoring it would
+            // silently replace a grace the operator meant to be long with the default.
+            Err(GraceOverridesError::OutOfRange { stage, value }) => {
+                return Err(super::parse::invalid(
+                    &format!("ORCH_RECONCILE_GRACE_OVERRIDES_JSON.{stage}"),
+                    &value,
+                    "a number of seconds small enough for a duration",
+                ));
+            }
+            Err(GraceOverridesError::Malformed(why)) => {
                 // The original service treated a bad value as "no overrides": keep that, loudly.
                 cfg.reconcile.grace_overrides.clear();
                 cfg.warnings.push(format!(
@@ -119,31 +128,53 @@ pub(super) fn overlay(
     Ok(())
 }
 
+/// Why `ORCH_RECONCILE_GRACE_OVERRIDES_JSON` could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GraceOverridesError {
+    /// Not the expected shape; the contract says this falls back to the default grace.
+    #[error("{0}")]
+    Malformed(String),
+    /// A number of seconds that no duration can hold (e.g. `1e30`): a configuration error.
+    #[error("grace for {stage:?} is {value}, too large for a duration")]
+    OutOfRange { stage: String, value: String },
+}
+
 /// Parses `{"development": 30, "review": "2h"}`: seconds as numbers or duration strings.
-pub fn parse_grace_overrides_json(text: &str) -> Result<BTreeMap<String, Duration>, String> {
+pub fn parse_grace_overrides_json(
+    text: &str,
+) -> Result<BTreeMap<String, Duration>, GraceOverridesError> {
+    use GraceOverridesError::Malformed;
     let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        serde_json::from_str(text).map_err(|e| Malformed(format!("not valid JSON: {e}")))?;
     let obj = value
         .as_object()
-        .ok_or_else(|| "expected a JSON object of stage -> seconds".to_string())?;
+        .ok_or_else(|| Malformed("expected a JSON object of stage -> seconds".to_string()))?;
     let mut out = BTreeMap::new();
     for (stage, v) in obj {
         let d = match v {
-            serde_json::Value::Number(n) => n
-                .as_u64()
-                .map(Duration::from_secs)
-                .or_else(|| {
-                    n.as_f64()
-                        .filter(|f| *f >= 0.0 && f.is_finite())
-                        .map(Duration::from_secs_f64)
-                })
-                .ok_or_else(|| {
-                    format!("grace for {stage:?} must be a non-negative number of seconds")
-                })?,
+            serde_json::Value::Number(n) => match n.as_u64() {
+                Some(secs) => Duration::from_secs(secs),
+                None => {
+                    let f = n.as_f64().filter(|f| *f >= 0.0).ok_or_else(|| {
+                        Malformed(format!(
+                            "grace for {stage:?} must be a non-negative number of seconds"
+                        ))
+                    })?;
+                    // Checked: `from_secs_f64` panics on a value like 1e30.
+                    Duration::try_from_secs_f64(f).map_err(|_| GraceOverridesError::OutOfRange {
+                        stage: stage.clone(),
+                        value: n.to_string(),
+                    })?
+                }
+            },
             serde_json::Value::String(s) => {
-                parse_duration(stage, s, true).map_err(|e| e.to_string())?
+                parse_duration(stage, s, true).map_err(|e| Malformed(e.to_string()))?
             }
-            _ => return Err(format!("grace for {stage:?} must be a number of seconds")),
+            _ => {
+                return Err(Malformed(format!(
+                    "grace for {stage:?} must be a number of seconds"
+                )));
+            }
         };
         out.insert(stage.clone(), d);
     }

@@ -23,7 +23,7 @@ mod env;
 mod file;
 mod parse;
 
-pub use env::parse_grace_overrides_json;
+pub use env::{GraceOverridesError, parse_grace_overrides_json};
 pub use parse::{line_col, parse_bool, parse_duration};
 
 /// A configuration problem. Every variant names the key or variable that is wrong.

@@ -56,6 +56,7 @@ pub async fn status_json(state: &AppState) -> Result<serde_json::Value, store::S
         "outbox": outbox_block(&levels.outbox),
         "loops": state.loops_status(),
         "reconcile": state.reconcile_status(),
+        "decision_errors": state.decision_errors(),
         "rules": state.rules_status(),
     }))
 }

@@ -87,11 +87,15 @@ fn grace_with_rule(
     t.insert("labels".into(), labels.into());
     t.insert(
         "age_s".into(),
-        Dynamic::from(now.since(task.updated_at).as_secs() as i64),
+        Dynamic::from(i64::try_from(now.since(task.updated_at).as_secs()).unwrap_or(i64::MAX)),
     );
     let mut scope = Scope::new();
     scope.push("task", t);
-    scope.push("default_s", base.as_secs() as i64);
+    // A rule file may hold a grace beyond i64 seconds; the script sees it saturated.
+    scope.push(
+        "default_s",
+        i64::try_from(base.as_secs()).unwrap_or(i64::MAX),
+    );
     let value = rules
         .engine
         .eval_ast_with_scope::<Dynamic>(&mut scope, ast)
@@ -112,13 +116,17 @@ fn grace_with_rule(
             ),
         });
     };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(PolicyError::Script {
+    // Checked, never `from_secs_f64`: a script's number is data, and one returning `1e20`
+    // must fail its own decision rather than panic the sweep or `/explain`.
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) => Ok((d, "grace.expr".into())),
+        Err(_) => Err(PolicyError::Script {
             rule: "grace.expr".into(),
-            message: format!("returned {secs}, not a non-negative number of seconds"),
-        });
+            message: format!(
+                "returned {secs}, not a non-negative number of seconds that fits a duration"
+            ),
+        }),
     }
-    Ok((Duration::from_secs_f64(secs), "grace.expr".into()))
 }
 
 /// Decides what the sweep should do with one task. Call with `gate = None` first; on

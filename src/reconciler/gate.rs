@@ -25,7 +25,7 @@ use crate::pipeline::{Outcome, PipelineError};
 use crate::policy::{self, Decision, GateOutcome, Outcome as D, RuleSet, SkipReason};
 use crate::store::{self, Task, Trigger};
 
-use super::{Mode, Reconciler, Sides, SweepReport, TaskReport, snapshot_of};
+use super::{DecisionError, Mode, Reconciler, Sides, SweepReport, TaskReport, snapshot_of};
 
 /// After this many consecutive gate errors a task is reported once as needing a human.
 pub const GATE_ERROR_CAP: u32 = 5;
@@ -113,6 +113,7 @@ impl Reconciler {
                 awaiting.contains(&task.id),
             );
             let decision = policy::decide_task(rules, &self.overrides, &snapshot, None, now);
+            self.note_decision_error(rules, mode, &task, &decision, report);
             if matches!(
                 decision.outcome,
                 D::Skip {
@@ -312,6 +313,55 @@ impl Reconciler {
             None => {}
         }
         report.tasks.push(line);
+    }
+
+    /// A decision that errors, or a task in a stage the rules no longer have, leaves the task
+    /// stuck until the rules are fixed: it goes in the report (and `/queue`, and the exit code
+    /// of `orch reconcile --once`) every sweep, but is logged and counted once per rule-set
+    /// version, so a broken rule is loud without filling the log.
+    fn note_decision_error(
+        &self,
+        rules: &RuleSet,
+        mode: Mode,
+        task: &Task,
+        decision: &Decision,
+        report: &mut SweepReport,
+    ) {
+        let message = match &decision.outcome {
+            D::Error { message } => format!("{}: {message}", decision.rule),
+            D::Skip {
+                why: SkipReason::UnknownStage,
+            } => decision.reason.clone(),
+            _ => return,
+        };
+        if mode == Mode::Apply {
+            let key = (rules.version.clone(), task.id, task.stage.clone());
+            let first = {
+                let mut seen = self
+                    .reported_decision_errors
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                // Only the active version's entries can recur; older ones would only grow.
+                seen.retain(|(v, _, _)| *v == rules.version);
+                seen.insert(key)
+            };
+            if first {
+                tracing::error!(
+                    work_item = %task.work_item,
+                    stage = %task.stage,
+                    rules = %rules.version,
+                    "reconciler: cannot decide {} in {}: {message}; it stays where it is until the rules are fixed",
+                    task.work_item,
+                    task.stage
+                );
+                self.pipeline.metrics.decision_errors.inc();
+            }
+        }
+        report.decision_errors.push(DecisionError {
+            work_item: task.work_item.clone(),
+            stage: task.stage.clone(),
+            message,
+        });
     }
 
     fn backing_off(&self, task_id: i64, now: Timestamp) -> bool {

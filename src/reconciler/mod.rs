@@ -11,7 +11,7 @@
 //! task stuck. All state that matters is in the database, except the per-task error backoff
 //! and the answer look-up times, which restart empty (a restart is a fresh chance).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ mod sync;
 
 pub use explain::{Explanation, Facts, GateView, Question};
 pub use gate::GATE_ERROR_CAP;
-pub use report::{PlaneReport, SweepReport, TaskReport};
+pub use report::{DecisionError, PlaneReport, SweepReport, TaskReport};
 
 use gate::ErrorBackoff;
 
@@ -62,6 +62,8 @@ enum Sides {
 pub struct ReconcileState {
     pub last_sweep_at: Option<Timestamp>,
     pub last_unblocked: Option<String>,
+    /// The tasks the last applied sweep could not decide (`/queue`'s `decision_errors`).
+    pub decision_errors: Vec<DecisionError>,
 }
 
 /// Why one unit of reconciler work (a project, a page, an item) failed; logged and counted,
@@ -92,6 +94,9 @@ pub struct Reconciler {
     /// Per Plane item: the change (its `updated_at`) the sweep last saw, and when it first
     /// saw it (orch's clock).
     first_seen: Mutex<HashMap<String, (Timestamp, Timestamp)>>,
+    /// The decision errors already logged and counted, by rule-set version, task and stage:
+    /// a broken rule is reported once per version, not once per sweep.
+    reported_decision_errors: Mutex<HashSet<(String, i64, String)>>,
     /// When the last level-triggered Plane sync ran (`None`: it is due).
     last_sync: Mutex<Option<Timestamp>>,
     /// How many gate checks run at once in a sweep.
@@ -119,6 +124,7 @@ impl Reconciler {
             generation: Mutex::new(0),
             plane_since,
             first_seen: Mutex::new(HashMap::new()),
+            reported_decision_errors: Mutex::new(HashSet::new()),
             last_sync: Mutex::new(None),
             concurrency: 4,
         })
@@ -184,6 +190,19 @@ impl Reconciler {
         }
         let first = *seen == 0;
         *seen = current;
+        if !first {
+            let unknown = unknown_override_stages(
+                &self.overrides.grace_by_stage,
+                &self.pipeline.rules.current(),
+            );
+            if !unknown.is_empty() {
+                tracing::warn!(
+                    stages = ?unknown,
+                    "the reloaded rules have no stage for these grace overrides \
+                     (reconcile.grace_overrides / ORCH_RECONCILE_GRACE_OVERRIDES_JSON); they apply to nothing"
+                );
+            }
+        }
         self.backoff
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -224,6 +243,10 @@ impl Reconciler {
         };
         if report.gate_enabled {
             self.gate_side(&rules, mode, cancel, &mut report).await;
+            if mode == Mode::Apply {
+                let errors = report.decision_errors.clone();
+                self.with_state(|s| s.decision_errors = errors);
+            }
         }
         if report.plane_enabled && !cancel.is_cancelled() {
             self.plane_side(&rules, mode, cancel, &mut report).await;
@@ -250,6 +273,19 @@ fn snapshot_of(task: &Task, has_active_job: bool, awaiting_input: bool) -> TaskS
         has_active_job,
         awaiting_input,
     }
+}
+
+/// The stages named by grace overrides that `rules` does not have. At startup such a name is
+/// an error; after a hot reload it is a warning, because the service is already running on it.
+pub fn unknown_override_stages(
+    overrides: &BTreeMap<String, Duration>,
+    rules: &crate::policy::RuleSet,
+) -> Vec<String> {
+    overrides
+        .keys()
+        .filter(|stage| rules.stage(stage).is_none())
+        .cloned()
+        .collect()
 }
 
 /// The operator's `ORCH_RECONCILE_*` overrides as the policy takes them.

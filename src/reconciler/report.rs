@@ -44,4 +44,16 @@ pub struct SweepReport {
     pub synced: Vec<String>,
     pub replays: u64,
     pub errors: Vec<String>,
+    /// Tasks the rules could not decide. Separate from `errors` (peers, store) because the
+    /// fix is an edit of the rules, not a retry; either makes `orch reconcile --once` exit 2.
+    pub decision_errors: Vec<DecisionError>,
+}
+
+/// A task the policy could not decide: its grace expression failed, or its stage is not in
+/// the rule set. Such a task is stuck until someone edits the rules, so it must be seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DecisionError {
+    pub work_item: String,
+    pub stage: String,
+    pub message: String,
 }
