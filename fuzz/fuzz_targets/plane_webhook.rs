@@ -21,6 +21,9 @@ fuzz_target!(|body: &[u8]| {
         attempts: 0,
     };
     if let Err(e) = parse(&delivery) {
-        assert!(e.is_permanent(), "a parse error that a retry could fix: {e}");
+        assert!(
+            e.is_permanent(),
+            "a parse error that a retry could fix: {e}"
+        );
     }
 });
