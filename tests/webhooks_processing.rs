@@ -578,3 +578,69 @@ async fn a_slow_gate_check_for_one_task_does_not_hold_another_items_delivery() {
     assert_eq!(stage(&app, "ET-8").await, "review");
     app.stop().await;
 }
+
+/// A stored delivery as the inbox hands it over.
+fn stored(source: &str, event: &str, body: Vec<u8>) -> orch::store::InboxItem {
+    orch::store::InboxItem {
+        id: 1,
+        source: source.into(),
+        event: event.into(),
+        body_hash: orch::store::inbox::body_hash(source, &body),
+        body,
+        received_at: orch::clock::Timestamp::EPOCH,
+        processed_at: None,
+        error: None,
+        attempts: 0,
+    }
+}
+
+#[test]
+fn parse_reads_deliveries_without_any_lookup() {
+    use orch::pipeline::webhook::{Parsed, PlaneStateRef, parse};
+    let Parsed::PlaneWorkItem(change) = parse(&stored(
+        "plane",
+        "issue",
+        fixture("plane_issue_in_progress.json"),
+    ))
+    .unwrap() else {
+        panic!("not a work item change");
+    };
+    assert_eq!(change.sequence_id, 42);
+    assert_eq!(change.project_id, "59e3be42-87ec-4950-99a3-ae639cf2b089");
+    assert!(matches!(change.state, PlaneStateRef::Named { ref name, .. } if name == "In Progress"));
+    assert_eq!(change.labels, vec!["bug".to_string()]);
+
+    assert_eq!(
+        parse(&stored("gitea", "status", fixture("gitea_status.json"))).unwrap(),
+        Parsed::GiteaStatus {
+            repo: "acme/widget".into(),
+            sha: "bffeb74224043ba2feb48d137756c8a9331c449a".into(),
+        }
+    );
+    assert_eq!(
+        parse(&stored("gitea", "push", fixture("gitea_push.json"))).unwrap(),
+        Parsed::GiteaPush {
+            repo: "acme/widget".into(),
+            branch: "main".into(),
+        }
+    );
+    // Malformed stays malformed (given up at once); unknown sources are ignored, not errors.
+    let err = parse(&stored(
+        "plane",
+        "issue",
+        b"{\"event\": \"issue\", \"action\": \"created\"".to_vec(),
+    ))
+    .unwrap_err();
+    assert!(err.is_permanent(), "{err}");
+    let err = parse(&stored(
+        "gitea",
+        "status",
+        b"{\"repository\": {\"full_name\": \"a/b\"}}".to_vec(),
+    ))
+    .unwrap_err();
+    assert!(err.to_string().contains("sha is missing"), "{err}");
+    assert!(matches!(
+        parse(&stored("jira", "x", b"{}".to_vec())).unwrap(),
+        Parsed::Ignored { .. }
+    ));
+}

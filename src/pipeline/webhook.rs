@@ -38,7 +38,7 @@ fn malformed(source_name: &'static str, message: impl Into<String>) -> DeliveryE
 }
 
 // ---------------------------------------------------------------------------------------------
-// Plane
+// Plane payloads as written
 
 #[derive(Debug, Deserialize)]
 struct PlaneV1 {
@@ -133,76 +133,294 @@ pub struct PlaneItem {
     pub plane_updated_at: Option<Timestamp>,
 }
 
+/// A stored delivery parsed into what it asks of the pipeline, before any lookup: no store,
+/// no peer, no configuration, so it can be checked on arbitrary bytes (the fuzz targets in
+/// `fuzz/` do). [`Pipeline::handle_delivery`] acts on it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parsed {
+    /// A Plane work item was created or its state changed.
+    PlaneWorkItem(PlaneChange),
+    /// A new comment on a Plane work item (perhaps the answer to an agent's question).
+    PlaneComment(PlaneNewComment),
+    /// A push to a branch.
+    GiteaPush { repo: String, branch: String },
+    /// A commit status (CI); the sha still has to be resolved to a branch (F-3).
+    GiteaStatus { repo: String, sha: String },
+    /// A pull-request review.
+    GiteaReview {
+        repo: String,
+        branch: String,
+        approved: bool,
+        feedback: Option<String>,
+    },
+    /// Well-formed, but nothing the pipeline acts on.
+    Ignored { reason: String },
+}
+
+/// A Plane work item's creation or state change, as the payload carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlaneChange {
+    pub plane_issue_id: Option<String>,
+    pub project_id: String,
+    pub sequence_id: i64,
+    pub title: String,
+    pub labels: Vec<String>,
+    pub state: PlaneStateRef,
+    /// Who made the change (v1 only): orch's own writes are recognised by the id.
+    pub actor_id: Option<String>,
+    pub actor_name: Option<String>,
+    /// Plane's stamp of the change; an unreadable one is as good as absent.
+    pub updated_at: Option<Timestamp>,
+}
+
+/// The new state: expanded (v1) or only its id (v2), which Plane is asked to name.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlaneStateRef {
+    Named { name: String, group: Option<String> },
+    Id(String),
+}
+
+/// A new comment on a Plane work item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlaneNewComment {
+    pub project_id: String,
+    pub plane_issue_id: String,
+    /// The comment as plain text ([`plain_text`]).
+    pub text: String,
+    pub external_source: Option<String>,
+    /// The author's user id.
+    pub author: Option<String>,
+}
+
+/// Parses one stored delivery. Pure: a malformed payload is an error (permanent: it stays
+/// malformed however often it is retried), never a panic.
+pub fn parse(delivery: &InboxItem) -> Result<Parsed, DeliveryError> {
+    match delivery.source.as_str() {
+        "plane" => parse_plane(&delivery.body),
+        "gitea" => parse_gitea(&delivery.event, &delivery.body),
+        other => Ok(Parsed::Ignored {
+            reason: format!("unknown source {other}"),
+        }),
+    }
+}
+
+fn parse_plane(body: &[u8]) -> Result<Parsed, DeliveryError> {
+    let bad = |e: serde_json::Error| malformed("Plane", e.to_string());
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(bad)?;
+    let is_v2 = value.get("version").and_then(|v| v.as_str()) == Some("v2");
+    let (issue, actor, relevant) = if is_v2 {
+        let p: PlaneV2 = serde_json::from_value(value).map_err(bad)?;
+        let event = p.event.unwrap_or_default();
+        let relevant = event.ends_with(".created")
+            || (event.ends_with(".updated") && p.previous_attributes.contains_key("state_id"));
+        if !event.starts_with("workitem") && !event.starts_with("issue") {
+            return Ok(parsed_ignored(format!(
+                "Plane event {event} is not about work items"
+            )));
+        }
+        (p.data, None, relevant)
+    } else {
+        if value.get("event").and_then(|v| v.as_str()) == Some("issue_comment") {
+            return parse_plane_comment(value);
+        }
+        let p: PlaneV1 = serde_json::from_value(value).map_err(bad)?;
+        if p.event.as_deref() != Some("issue") {
+            return Ok(parsed_ignored(format!(
+                "Plane event {} is not about work items",
+                p.event.unwrap_or_default()
+            )));
+        }
+        let field = p.activity.as_ref().and_then(|a| a.field.clone());
+        let relevant = p.action.as_deref() == Some("created")
+            || matches!(field.as_deref(), Some("state") | Some("state_id"));
+        let actor = p.activity.and_then(|a| a.actor);
+        (p.data, actor, relevant)
+    };
+    if !relevant {
+        return Ok(parsed_ignored("not a creation or a state change".into()));
+    }
+    let issue = issue.ok_or_else(|| malformed("Plane", "no data"))?;
+    let project_id = issue
+        .project
+        .ok_or_else(|| malformed("Plane", "data.project is missing"))?;
+    let sequence_id = issue
+        .sequence_id
+        .ok_or_else(|| malformed("Plane", "data.sequence_id is missing"))?;
+    let state = match issue.state {
+        Some(PlaneState {
+            name: Some(name),
+            group,
+            ..
+        }) => PlaneStateRef::Named { name, group },
+        other => PlaneStateRef::Id(
+            other
+                .and_then(|s| s.id)
+                .or(issue.state_id)
+                .ok_or_else(|| malformed("Plane", "data.state is missing"))?,
+        ),
+    };
+    let labels = issue
+        .labels
+        .into_iter()
+        .filter_map(|l| match l {
+            PlaneLabel::Expanded { name } => Some(name),
+            PlaneLabel::Id(_) => None,
+        })
+        .collect();
+    let (actor_id, actor_name) = match actor {
+        Some(a) => (a.id, a.display_name),
+        None => (None, None),
+    };
+    Ok(Parsed::PlaneWorkItem(PlaneChange {
+        plane_issue_id: issue.id,
+        project_id,
+        sequence_id,
+        title: issue.name.unwrap_or_default(),
+        labels,
+        state,
+        actor_id,
+        actor_name,
+        updated_at: issue
+            .updated_at
+            .as_deref()
+            .and_then(|t| Timestamp::parse_rfc3339(t).ok()),
+    }))
+}
+
+/// v1 `issue_comment`: only a new comment can answer a question.
+fn parse_plane_comment(value: serde_json::Value) -> Result<Parsed, DeliveryError> {
+    let p: PlaneCommentV1 =
+        serde_json::from_value(value).map_err(|e| malformed("Plane", e.to_string()))?;
+    if p.action.as_deref() != Some("created") {
+        return Ok(parsed_ignored("only a new comment can answer".into()));
+    }
+    let comment = p
+        .data
+        .ok_or_else(|| malformed("Plane", "comment without data"))?;
+    let author = p
+        .activity
+        .and_then(|a| a.actor)
+        .and_then(|a| a.id)
+        .or(comment.actor);
+    let project_id = comment
+        .project
+        .ok_or_else(|| malformed("Plane", "data.project is missing"))?;
+    let plane_issue_id = comment
+        .issue
+        .ok_or_else(|| malformed("Plane", "data.issue is missing"))?;
+    Ok(Parsed::PlaneComment(PlaneNewComment {
+        project_id,
+        plane_issue_id,
+        text: plain_text(comment.comment_html.as_deref().unwrap_or_default()),
+        external_source: comment.external_source,
+        author,
+    }))
+}
+
+fn parse_gitea(event: &str, body: &[u8]) -> Result<Parsed, DeliveryError> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| malformed("Gitea", e.to_string()))?;
+    let repo = || {
+        v.pointer("/repository/full_name")
+            .and_then(|r| r.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| malformed("Gitea", "repository.full_name is missing"))
+    };
+    match event {
+        "push" => {
+            let repo = repo()?;
+            let git_ref = v.get("ref").and_then(|r| r.as_str()).unwrap_or_default();
+            match git_ref.strip_prefix("refs/heads/") {
+                Some(branch) => Ok(Parsed::GiteaPush {
+                    repo,
+                    branch: branch.to_string(),
+                }),
+                None => Ok(parsed_ignored(format!("push of {git_ref} is not a branch"))),
+            }
+        }
+        "status" => {
+            let repo = repo()?;
+            let sha = v
+                .get("sha")
+                .and_then(|s| s.as_str())
+                .ok_or_else(|| malformed("Gitea", "sha is missing"))?;
+            Ok(Parsed::GiteaStatus {
+                repo,
+                sha: sha.to_string(),
+            })
+        }
+        "pull_request_review_approved" | "pull_request_review_rejected" => {
+            let repo = repo()?;
+            let branch = v
+                .pointer("/pull_request/head/ref")
+                .and_then(|b| b.as_str())
+                .ok_or_else(|| malformed("Gitea", "pull_request.head.ref is missing"))?;
+            let feedback = v
+                .pointer("/review/content")
+                .and_then(|c| c.as_str())
+                .filter(|c| !c.trim().is_empty())
+                .map(str::to_string);
+            Ok(Parsed::GiteaReview {
+                repo,
+                branch: branch.to_string(),
+                approved: event.ends_with("approved"),
+                feedback,
+            })
+        }
+        other => Ok(parsed_ignored(format!("Gitea event {other} is not used"))),
+    }
+}
+
+fn parsed_ignored(reason: String) -> Parsed {
+    Parsed::Ignored { reason }
+}
+
 impl Pipeline {
-    /// Applies one stored delivery.
+    /// Applies one stored delivery: [`parse`], then the lookups and the pipeline call.
     pub async fn handle_delivery(&self, delivery: &InboxItem) -> Result<Outcome, DeliveryError> {
-        match delivery.source.as_str() {
-            "plane" => {
-                self.handle_plane(&delivery.body, delivery.received_at)
+        match parse(delivery)? {
+            Parsed::PlaneWorkItem(change) => self.handle_plane(change, delivery.received_at).await,
+            Parsed::PlaneComment(comment) => {
+                self.handle_plane_comment(comment, delivery.received_at)
                     .await
             }
-            "gitea" => self.handle_gitea(&delivery.event, &delivery.body).await,
-            other => Ok(Outcome::Ignored {
-                reason: format!("unknown source {other}"),
-            }),
+            Parsed::GiteaPush { repo, branch } => self.handle_gitea_push(&repo, &branch).await,
+            Parsed::GiteaStatus { repo, sha } => {
+                let tasks = self.resolve_status(&repo, &sha).await?;
+                let mut last = ignored(format!("status for {repo}@{sha} resolved to no task"));
+                for task in tasks {
+                    last = self.advance(task.id, Trigger::Webhook).await?;
+                }
+                Ok(last)
+            }
+            Parsed::GiteaReview {
+                repo,
+                branch,
+                approved,
+                feedback,
+            } => {
+                self.handle_gitea_review(&repo, &branch, approved, feedback)
+                    .await
+            }
+            Parsed::Ignored { reason } => Ok(ignored(reason)),
         }
     }
 
     /// `received_at` bounds when the change was made, for payloads that carry no time.
     async fn handle_plane(
         &self,
-        body: &[u8],
+        change: PlaneChange,
         received_at: Timestamp,
     ) -> Result<Outcome, DeliveryError> {
-        let value: serde_json::Value =
-            serde_json::from_slice(body).map_err(|e| malformed("Plane", e.to_string()))?;
-        let is_v2 = value.get("version").and_then(|v| v.as_str()) == Some("v2");
-        let (issue, actor, relevant) = if is_v2 {
-            let p: PlaneV2 =
-                serde_json::from_value(value).map_err(|e| malformed("Plane", e.to_string()))?;
-            let event = p.event.unwrap_or_default();
-            let relevant = event.ends_with(".created")
-                || (event.ends_with(".updated") && p.previous_attributes.contains_key("state_id"));
-            if !event.starts_with("workitem") && !event.starts_with("issue") {
-                return Ok(ignored(format!(
-                    "Plane event {event} is not about work items"
-                )));
-            }
-            (p.data, None, relevant)
-        } else {
-            if value.get("event").and_then(|v| v.as_str()) == Some("issue_comment") {
-                return self.handle_plane_comment(value, received_at).await;
-            }
-            let p: PlaneV1 =
-                serde_json::from_value(value).map_err(|e| malformed("Plane", e.to_string()))?;
-            if p.event.as_deref() != Some("issue") {
-                return Ok(ignored(format!(
-                    "Plane event {} is not about work items",
-                    p.event.unwrap_or_default()
-                )));
-            }
-            let field = p.activity.as_ref().and_then(|a| a.field.clone());
-            let relevant = p.action.as_deref() == Some("created")
-                || matches!(field.as_deref(), Some("state") | Some("state_id"));
-            let actor = p.activity.and_then(|a| a.actor);
-            (p.data, actor, relevant)
-        };
-        if !relevant {
-            return Ok(ignored("not a creation or a state change".into()));
-        }
-        let issue = issue.ok_or_else(|| malformed("Plane", "no data"))?;
         if let (Some(ours), Some(actor_id)) = (
             self.config.plane.actor_id.as_deref(),
-            actor.as_ref().and_then(|a| a.id.as_deref()),
+            change.actor_id.as_deref(),
         ) && ours == actor_id
         {
             tracing::debug!("Plane event caused by orch itself; ignored");
             return Ok(ignored("caused by orch's own API write".into()));
         }
-        let Some(mut item) = self
-            .plane_item(issue, actor.and_then(|a| a.display_name))
-            .await?
-        else {
+        let Some(mut item) = self.plane_item(change).await? else {
             return Ok(ignored("work item of an unconfigured project".into()));
         };
         // The change was made before orch received it. orch's own clock, so no skew with the
@@ -214,36 +432,22 @@ impl Pipeline {
     /// A person's new comment on a work item whose agent asked a question is the answer.
     async fn handle_plane_comment(
         &self,
-        value: serde_json::Value,
+        comment: PlaneNewComment,
         received_at: Timestamp,
     ) -> Result<Outcome, DeliveryError> {
-        let p: PlaneCommentV1 =
-            serde_json::from_value(value).map_err(|e| malformed("Plane", e.to_string()))?;
-        if p.action.as_deref() != Some("created") {
-            return Ok(ignored("only a new comment can answer".into()));
-        }
-        let comment = p
-            .data
-            .ok_or_else(|| malformed("Plane", "comment without data"))?;
-        let author = p
-            .activity
-            .and_then(|a| a.actor)
-            .and_then(|a| a.id)
-            .or(comment.actor);
-        if self.is_own_comment(comment.external_source.as_deref(), author.as_deref()) {
+        if self.is_own_comment(
+            comment.external_source.as_deref(),
+            comment.author.as_deref(),
+        ) {
             tracing::debug!("Plane comment written by orch itself; ignored");
             return Ok(ignored("orch's own comment".into()));
         }
-        let project = comment
-            .project
-            .ok_or_else(|| malformed("Plane", "data.project is missing"))?;
+        let project = comment.project_id;
         if self.config.project_by_plane_id(&project).is_none() {
             tracing::debug!(project = %project, "Plane comment for an unconfigured project; ignored");
             return Ok(ignored("work item of an unconfigured project".into()));
         }
-        let issue = comment
-            .issue
-            .ok_or_else(|| malformed("Plane", "data.issue is missing"))?;
+        let issue = comment.plane_issue_id;
         let Some(task) = self
             .store
             .call(move |c| store::tasks::get_by_plane_issue(c, &issue))
@@ -254,13 +458,12 @@ impl Pipeline {
                 "comment on a work item orch has no task for".into(),
             ));
         };
-        let text = plain_text(comment.comment_html.as_deref().unwrap_or_default());
-        if text.is_empty() {
+        if comment.text.is_empty() {
             return Ok(ignored("empty comment".into()));
         }
         // Written before orch received it: orch's own clock, comparable with the question's.
         Ok(self
-            .answer(&task, text, Some(received_at), Trigger::Webhook)
+            .answer(&task, comment.text, Some(received_at), Trigger::Webhook)
             .await?)
     }
 
@@ -271,33 +474,18 @@ impl Pipeline {
             || (author.is_some() && author == self.config.plane.actor_id.as_deref())
     }
 
-    async fn plane_item(
-        &self,
-        issue: PlaneIssue,
-        actor: Option<String>,
-    ) -> Result<Option<PlaneItem>, DeliveryError> {
-        let project_id = issue
-            .project
-            .ok_or_else(|| malformed("Plane", "data.project is missing"))?;
+    /// The work item in orch's terms: `None` for an unconfigured project; a state given only
+    /// by id is named by asking Plane.
+    async fn plane_item(&self, change: PlaneChange) -> Result<Option<PlaneItem>, DeliveryError> {
+        let project_id = change.project_id;
         let Some(project) = self.config.project_by_plane_id(&project_id) else {
             tracing::debug!(project = %project_id, "Plane event for an unconfigured project; ignored");
             return Ok(None);
         };
-        let seq = issue
-            .sequence_id
-            .ok_or_else(|| malformed("Plane", "data.sequence_id is missing"))?;
-        let (state_name, state_group) = match issue.state {
-            Some(PlaneState {
-                name: Some(name),
-                group,
-                ..
-            }) => (name, group),
-            other => {
+        let (state_name, state_group) = match change.state {
+            PlaneStateRef::Named { name, group } => (name, group),
+            PlaneStateRef::Id(id) => {
                 // v2 (and a non-expanded v1) carries only the state id: ask Plane for its name.
-                let id = other
-                    .and_then(|s| s.id)
-                    .or(issue.state_id)
-                    .ok_or_else(|| malformed("Plane", "data.state is missing"))?;
                 let states = self
                     .tracker
                     .list_states(&project_id)
@@ -310,31 +498,19 @@ impl Pipeline {
                 (s.name, Some(s.group))
             }
         };
-        let plane_updated_at = issue
-            .updated_at
-            .as_deref()
-            .and_then(|t| Timestamp::parse_rfc3339(t).ok());
-        let labels = issue
-            .labels
-            .into_iter()
-            .filter_map(|l| match l {
-                PlaneLabel::Expanded { name } => Some(name),
-                PlaneLabel::Id(_) => None,
-            })
-            .collect();
         Ok(Some(PlaneItem {
             item: WorkItem {
-                work_item: format!("{}-{}", project.identifier, seq),
-                plane_issue_id: issue.id,
+                work_item: format!("{}-{}", project.identifier, change.sequence_id),
+                plane_issue_id: change.plane_issue_id,
                 plane_project_id: project_id,
-                title: issue.name.unwrap_or_default(),
-                labels,
+                title: change.title,
+                labels: change.labels,
             },
             state_name,
             state_group,
-            actor,
+            actor: change.actor_name,
             changed_at: None,
-            plane_updated_at,
+            plane_updated_at: change.updated_at,
         }))
     }
 
@@ -396,81 +572,45 @@ impl Pipeline {
     // -----------------------------------------------------------------------------------------
     // Gitea
 
-    async fn handle_gitea(&self, event: &str, body: &[u8]) -> Result<Outcome, DeliveryError> {
-        let v: serde_json::Value =
-            serde_json::from_slice(body).map_err(|e| malformed("Gitea", e.to_string()))?;
-        let repo = v
-            .pointer("/repository/full_name")
-            .and_then(|r| r.as_str())
-            .map(str::to_string);
-        match event {
-            "push" => {
-                let repo =
-                    repo.ok_or_else(|| malformed("Gitea", "repository.full_name is missing"))?;
-                let git_ref = v.get("ref").and_then(|r| r.as_str()).unwrap_or_default();
-                let Some(branch) = git_ref.strip_prefix("refs/heads/") else {
-                    return Ok(ignored(format!("push of {git_ref} is not a branch")));
-                };
-                let Some(task) = self.task_by_branch(&repo, branch).await? else {
-                    return Ok(ignored(format!("no task for {repo} {branch}")));
-                };
-                if !self.gate_uses_ci(&task) {
-                    return Ok(ignored(format!(
-                        "{} is in {}, whose gate does not read CI",
-                        task.work_item, task.stage
-                    )));
-                }
-                Ok(self.advance(task.id, Trigger::Webhook).await?)
-            }
-            "status" => {
-                let repo =
-                    repo.ok_or_else(|| malformed("Gitea", "repository.full_name is missing"))?;
-                let sha = v
-                    .get("sha")
-                    .and_then(|s| s.as_str())
-                    .ok_or_else(|| malformed("Gitea", "sha is missing"))?;
-                let tasks = self.resolve_status(&repo, sha).await?;
-                let mut last = ignored(format!("status for {repo}@{sha} resolved to no task"));
-                for task in tasks {
-                    last = self.advance(task.id, Trigger::Webhook).await?;
-                }
-                Ok(last)
-            }
-            "pull_request_review_approved" | "pull_request_review_rejected" => {
-                let repo =
-                    repo.ok_or_else(|| malformed("Gitea", "repository.full_name is missing"))?;
-                let branch = v
-                    .pointer("/pull_request/head/ref")
-                    .and_then(|b| b.as_str())
-                    .ok_or_else(|| malformed("Gitea", "pull_request.head.ref is missing"))?;
-                let Some(task) = self.task_by_branch(&repo, branch).await? else {
-                    return Ok(ignored(format!("no task for {repo} {branch}")));
-                };
-                let approved = event.ends_with("approved");
-                let rules = self.rules.current();
-                let Some(action) = rules.gitea_review_action(&task.stage, approved) else {
-                    return Ok(ignored(format!(
-                        "no rule maps a Gitea review in {}",
-                        task.stage
-                    )));
-                };
-                let feedback = v
-                    .pointer("/review/content")
-                    .and_then(|c| c.as_str())
-                    .filter(|c| !c.trim().is_empty())
-                    .map(str::to_string);
-                Ok(self
-                    .verdict(
-                        &task.work_item,
-                        action,
-                        feedback,
-                        VerdictSource::Gitea,
-                        Trigger::Webhook,
-                    )
-                    .await?)
-            }
-            other => Ok(ignored(format!("Gitea event {other} is not used"))),
+    async fn handle_gitea_push(&self, repo: &str, branch: &str) -> Result<Outcome, DeliveryError> {
+        let Some(task) = self.task_by_branch(repo, branch).await? else {
+            return Ok(ignored(format!("no task for {repo} {branch}")));
+        };
+        if !self.gate_uses_ci(&task) {
+            return Ok(ignored(format!(
+                "{} is in {}, whose gate does not read CI",
+                task.work_item, task.stage
+            )));
         }
+        Ok(self.advance(task.id, Trigger::Webhook).await?)
+    }
+
+    async fn handle_gitea_review(
+        &self,
+        repo: &str,
+        branch: &str,
+        approved: bool,
+        feedback: Option<String>,
+    ) -> Result<Outcome, DeliveryError> {
+        let Some(task) = self.task_by_branch(repo, branch).await? else {
+            return Ok(ignored(format!("no task for {repo} {branch}")));
+        };
+        let rules = self.rules.current();
+        let Some(action) = rules.gitea_review_action(&task.stage, approved) else {
+            return Ok(ignored(format!(
+                "no rule maps a Gitea review in {}",
+                task.stage
+            )));
+        };
+        Ok(self
+            .verdict(
+                &task.work_item,
+                action,
+                feedback,
+                VerdictSource::Gitea,
+                Trigger::Webhook,
+            )
+            .await?)
     }
 
     async fn task_by_branch(
