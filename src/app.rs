@@ -236,6 +236,7 @@ impl Components {
         }
         let store = Store::open(&config.db_path)
             .with_context(|| format!("opening the database at {}", config.db_path.display()))?;
+        rules.set_guard(stage_guard(store.clone(), Arc::clone(&clock)));
         let metrics = Metrics::new();
         metrics.set_rules_version(rules.current().version());
         let integrations = crate::integrations::from_config(&config)?;
@@ -295,6 +296,57 @@ fn plane_since(store: &Store, config: &Config, clock: &dyn Clock) -> anyhow::Res
         None => first,
         Some(PlaneSince::Now) => now,
         Some(PlaneSince::At(t)) => t,
+    })
+}
+
+/// Refuses a reload that would strand tasks in a stage the new rules no longer have, and
+/// moves the tasks of a renamed stage (`renamed_from`) before the new rules are swapped in.
+fn stage_guard(store: Store, clock: Arc<dyn Clock>) -> crate::policy::ReloadGuard {
+    Arc::new(move |old, new| {
+        let gone: Vec<&str> = old
+            .stages()
+            .iter()
+            .map(|s| s.name.as_str())
+            .filter(|n| new.stage(n).is_none())
+            .collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let counts = store
+            .call_sync(|c| crate::store::tasks::counts_by_stage(c))
+            .map_err(|e| format!("cannot count the tasks in the stages the new rules drop: {e}"))?;
+        let tasks_in = |stage: &str| {
+            counts
+                .iter()
+                .find(|(s, _)| s == stage)
+                .map_or(0, |(_, n)| *n)
+        };
+        let successor = |stage: &str| {
+            new.stages()
+                .iter()
+                .find(|s| s.renamed_from.iter().any(|r| r == stage))
+                .map(|s| s.name.clone())
+        };
+        let stranded: Vec<String> = gone
+            .iter()
+            .filter(|g| successor(g).is_none() && tasks_in(g) > 0)
+            .map(|g| format!("stage {g} ({} tasks in it)", tasks_in(g)))
+            .collect();
+        if !stranded.is_empty() {
+            return Err(format!(
+                "the new rules drop {} — finish or move those tasks first, or name the old stage in renamed_from = [\"…\"] on the stage that replaces it",
+                stranded.join(", ")
+            ));
+        }
+        for from in gone {
+            let Some(to) = successor(from) else { continue };
+            let (version, now) = (new.version().to_string(), clock.now());
+            let moved = store
+                .call_sync(|c| crate::store::tasks::rename_stage(c, from, &to, &version, now))
+                .map_err(|e| format!("cannot move the tasks of stage {from} to {to}: {e}"))?;
+            tracing::info!(from, to = %to, moved, "stage renamed by the rules; its tasks follow");
+        }
+        Ok(())
     })
 }
 

@@ -22,7 +22,9 @@ mod watch;
 
 pub use eval::{answer_check_due, decide_plane_item, decide_task, grace_for};
 pub use ruleset::{AgentPolicy, EMBEDDED, RuleSet, Stage, Switches, load_sources, read_dir};
-pub use watch::{RulesHandle, RulesStatus, RulesWatcher, SETTLE_WINDOW, watch, watch_with_window};
+pub use watch::{
+    ReloadGuard, RulesHandle, RulesStatus, RulesWatcher, SETTLE_WINDOW, watch, watch_with_window,
+};
 
 /// The gate checks the pipeline implements; rules may use only these names.
 pub const KNOWN_CHECKS: &[&str] = &[

@@ -39,6 +39,9 @@ pub struct RawStage {
     pub cancel: Option<Spanned<bool>>,
     #[serde(default)]
     pub gitea_reviews: bool,
+    /// Former names of this stage: a reload that renames a stage moves its tasks here.
+    #[serde(default)]
+    pub renamed_from: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

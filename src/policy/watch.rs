@@ -48,7 +48,15 @@ struct Inner {
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     generation: AtomicU64,
+    /// Asked before a valid set is swapped in; its refusal is the reload's error.
+    guard: Mutex<Option<ReloadGuard>>,
 }
+
+/// Asked with the active set and a valid candidate just before the swap. An `Err` (a
+/// sentence saying why) refuses the reload and keeps the active set; the guard may also
+/// prepare the swap (move tasks of renamed stages). It is the one place a reload meets the
+/// state the policy itself never reads.
+pub type ReloadGuard = Arc<dyn Fn(&RuleSet, &RuleSet) -> Result<(), String> + Send + Sync>;
 
 /// The active rule set, shared by everything that decides. Cheap to clone.
 #[derive(Clone)]
@@ -91,6 +99,7 @@ impl RulesHandle {
                 reloads_ok: AtomicU64::new(0),
                 reloads_failed: AtomicU64::new(0),
                 generation: AtomicU64::new(1),
+                guard: Mutex::new(None),
             }),
         }
     }
@@ -101,6 +110,11 @@ impl RulesHandle {
 
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// Installs the check every later reload must pass before it is swapped in.
+    pub fn set_guard(&self, guard: ReloadGuard) {
+        *lock(&self.inner.guard) = Some(guard);
     }
 
     /// Validates the directory and swaps it in when valid and different. Returns the active
@@ -117,7 +131,22 @@ impl RulesHandle {
         files: Result<Vec<(PathBuf, String)>, RuleErrors>,
     ) -> Result<String, RuleErrors> {
         let key = content_key(&files);
-        match files.and_then(load_sources) {
+        let checked = files.and_then(load_sources).and_then(|set| {
+            if set.version() == self.current().version() {
+                return Ok(set);
+            }
+            let guard = lock(&self.inner.guard).clone();
+            match guard.map(|g| g(&self.current(), &set)) {
+                Some(Err(why)) => Err(RuleErrors(vec![crate::policy::RuleError {
+                    file: self.inner.dir.clone(),
+                    line: 0,
+                    col: 0,
+                    message: why,
+                }])),
+                _ => Ok(set),
+            }
+        });
+        match checked {
             Ok(set) => {
                 let version = set.version().to_string();
                 *lock(&self.inner.last_error) = None;

@@ -451,6 +451,47 @@ pub fn plane_applied_at(conn: &Connection, task_id: i64) -> Result<Option<Timest
         .map(Timestamp::from_millis))
 }
 
+/// A stage renamed by the rules: every task in `from` moves to `to` (with its history row,
+/// trigger manual) and their active jobs with them, in one transaction. Returns how many
+/// tasks moved.
+pub fn rename_stage(
+    conn: &mut Connection,
+    from: &str,
+    to: &str,
+    rules_version: &str,
+    now: Timestamp,
+) -> Result<usize, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let ids: Vec<i64> = {
+        let mut stmt = tx.prepare("SELECT id FROM tasks WHERE stage = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([from], |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for id in &ids {
+        // Not `move_in`: a rename keeps the task's feedback.
+        tx.execute(
+            "UPDATE tasks SET stage = ?1, updated_at = ?2 WHERE id = ?3 AND stage = ?4",
+            params![to, now.as_millis(), id, from],
+        )?;
+        insert_history(
+            &tx,
+            *id,
+            Some(from),
+            to,
+            Trigger::Manual,
+            rules_version,
+            now,
+        )?;
+        tx.execute(
+            "UPDATE jobs SET stage = ?1 WHERE task_id = ?2 AND stage = ?3
+             AND status IN ('queued', 'running')",
+            params![to, id, from],
+        )?;
+    }
+    tx.commit()?;
+    Ok(ids.len())
+}
+
 /// Marks the task as having seen activity, restarting its grace period.
 pub fn touch(conn: &Connection, task_id: i64, now: Timestamp) -> Result<(), StoreError> {
     conn.execute(

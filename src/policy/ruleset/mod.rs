@@ -49,6 +49,8 @@ pub struct Stage {
     pub gitea_reviews: bool,
     /// The gate as written, for reports.
     pub gate: Option<String>,
+    /// Former names: a reload that drops one of them moves its tasks to this stage.
+    pub renamed_from: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

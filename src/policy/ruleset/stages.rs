@@ -43,6 +43,28 @@ impl Ctx<'_> {
                 );
             }
         }
+        let mut former = HashSet::new();
+        for (fi, s) in raw {
+            for old in &s.renamed_from {
+                if names.contains(&old.get_ref().as_str()) {
+                    self.err_span(
+                        *fi,
+                        old,
+                        format!(
+                            "stage {} is renamed from {:?}, which is still a stage",
+                            s.name.get_ref(),
+                            old.get_ref()
+                        ),
+                    );
+                } else if !former.insert(old.get_ref()) {
+                    self.err_span(
+                        *fi,
+                        old,
+                        format!("{:?} is named in renamed_from twice", old.get_ref()),
+                    );
+                }
+            }
+        }
         let mut stages = Vec::new();
         let mut gates = BTreeMap::new();
         for (fi, s) in raw {
@@ -292,6 +314,7 @@ fn compiled(s: &RawStage) -> Stage {
         cancel: s.cancel.as_ref().is_some_and(|c| *c.get_ref()),
         gitea_reviews: s.gitea_reviews,
         gate: s.gate.as_ref().map(|g| g.get_ref().clone()),
+        renamed_from: s.renamed_from.iter().map(|r| r.get_ref().clone()).collect(),
     }
 }
 
