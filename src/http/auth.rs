@@ -17,7 +17,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::app::AppState;
+use super::AppState;
 use crate::secret::Secret;
 
 /// Paths that never need the token.

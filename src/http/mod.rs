@@ -11,10 +11,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use crate::app::AppState;
-
 pub mod auth;
+mod state;
 pub mod status;
+
+pub use state::{AppState, Loops};
 
 pub use status::status_json;
 pub mod webhooks;

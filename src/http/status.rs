@@ -9,7 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::app::AppState;
+use super::AppState;
 use crate::store::{self, JobStatus};
 
 struct Levels {

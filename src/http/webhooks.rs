@@ -16,7 +16,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::json;
 use sha2::Sha256;
 
-use crate::app::AppState;
+use super::AppState;
 use crate::secret::Secret;
 
 /// Largest accepted body; Plane and Gitea payloads are a few KiB.
