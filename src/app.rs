@@ -248,45 +248,8 @@ impl Application {
         let addr = self.local_addr()?;
         let state = self.state.clone();
 
-        let requeued = state
-            .store
-            .call(|c| crate::store::jobs::requeue_running(c))
-            .await?;
-        if requeued > 0 {
-            tracing::info!(
-                requeued,
-                "jobs left running by the last process were put back in the queue"
-            );
-        }
-        for (peer, secret, allow_unsigned) in [
-            (
-                "plane",
-                &state.config.plane.webhook_secret,
-                state.config.plane.allow_unsigned,
-            ),
-            (
-                "gitea",
-                &state.config.gitea.webhook_secret,
-                state.config.gitea.allow_unsigned,
-            ),
-        ] {
-            if secret.as_ref().is_some_and(|s| !s.is_empty()) {
-                continue;
-            }
-            let up = peer.to_uppercase();
-            if allow_unsigned {
-                tracing::warn!(
-                    peer,
-                    "webhooks from {peer} are accepted without a signature check ({peer}.allow_unsigned): set ORCH_{up}_WEBHOOK_SECRET"
-                );
-            } else {
-                tracing::warn!(
-                    peer,
-                    "webhooks from {peer} are refused (401) until ORCH_{up}_WEBHOOK_SECRET is set, or ORCH_{up}_ALLOW_UNSIGNED=true"
-                );
-            }
-        }
-        crate::outbox::recover(&state.store, state.clock.as_ref()).await?;
+        recover_after_last_process(&state).await?;
+        warn_about_unsigned_webhooks(&state.config);
         let watcher = match crate::policy::watch(state.rules.clone()) {
             Ok(w) => Some(w),
             Err(e) => {
@@ -324,27 +287,7 @@ impl Application {
             .run(cancel)
         });
 
-        let pipeline = state.pipeline.clone();
-        let processor = crate::inbox::Processor {
-            store: state.store.clone(),
-            clock: Arc::clone(&state.clock),
-            metrics: Arc::clone(&state.metrics),
-            wakeup: Arc::clone(&state.inbox_wakeup),
-            handler: Arc::new(move |item| {
-                let pipeline = pipeline.clone();
-                Box::pin(async move {
-                    pipeline
-                        .handle_delivery(&item)
-                        .await
-                        .map(|outcome| tracing::debug!(id = item.id, ?outcome, "delivery applied"))
-                        .map_err(|e| crate::inbox::Failure {
-                            permanent: e.is_permanent(),
-                            message: e.to_string(),
-                        })
-                })
-            }),
-            poll: Duration::from_secs(1),
-        };
+        let processor = inbox_processor(&state);
         loops
             .inbox
             .start(move |cancel| processor.clone().run(cancel));
@@ -377,6 +320,80 @@ impl Application {
         served.context("HTTP server failed")?;
         tracing::info!("orch stopped");
         Ok(())
+    }
+}
+
+/// What the last process left half-done: jobs it was running go back to the queue; effects
+/// it was sending are queued again (Plane) or skipped (Telegram, at most once).
+async fn recover_after_last_process(state: &AppState) -> anyhow::Result<()> {
+    let requeued = state
+        .store
+        .call(|c| crate::store::jobs::requeue_running(c))
+        .await?;
+    if requeued > 0 {
+        tracing::info!(
+            requeued,
+            "jobs left running by the last process were put back in the queue"
+        );
+    }
+    crate::outbox::recover(&state.store, state.clock.as_ref()).await?;
+    Ok(())
+}
+
+/// One line per webhook endpoint without a secret: refused, or accepted unsigned by choice.
+fn warn_about_unsigned_webhooks(config: &Config) {
+    for (peer, secret, allow_unsigned) in [
+        (
+            "plane",
+            &config.plane.webhook_secret,
+            config.plane.allow_unsigned,
+        ),
+        (
+            "gitea",
+            &config.gitea.webhook_secret,
+            config.gitea.allow_unsigned,
+        ),
+    ] {
+        if secret.as_ref().is_some_and(|s| !s.is_empty()) {
+            continue;
+        }
+        let up = peer.to_uppercase();
+        if allow_unsigned {
+            tracing::warn!(
+                peer,
+                "webhooks from {peer} are accepted without a signature check ({peer}.allow_unsigned): set ORCH_{up}_WEBHOOK_SECRET"
+            );
+        } else {
+            tracing::warn!(
+                peer,
+                "webhooks from {peer} are refused (401) until ORCH_{up}_WEBHOOK_SECRET is set, or ORCH_{up}_ALLOW_UNSIGNED=true"
+            );
+        }
+    }
+}
+
+/// The inbox processor, applying each delivery through the pipeline.
+fn inbox_processor(state: &AppState) -> crate::inbox::Processor {
+    let pipeline = state.pipeline.clone();
+    crate::inbox::Processor {
+        store: state.store.clone(),
+        clock: Arc::clone(&state.clock),
+        metrics: Arc::clone(&state.metrics),
+        wakeup: Arc::clone(&state.inbox_wakeup),
+        handler: Arc::new(move |item| {
+            let pipeline = pipeline.clone();
+            Box::pin(async move {
+                pipeline
+                    .handle_delivery(&item)
+                    .await
+                    .map(|outcome| tracing::debug!(id = item.id, ?outcome, "delivery applied"))
+                    .map_err(|e| crate::inbox::Failure {
+                        permanent: e.is_permanent(),
+                        message: e.to_string(),
+                    })
+            })
+        }),
+        poll: Duration::from_secs(1),
     }
 }
 

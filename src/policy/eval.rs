@@ -234,6 +234,17 @@ pub fn decide_task(
         d.grace_left_s = Some(remaining);
         return d;
     }
+    gate_decision(rules, stage, gate, age, grace)
+}
+
+/// Past its grace: check the gate, or act on what it said.
+fn gate_decision(
+    rules: &RuleSet,
+    stage: &crate::policy::Stage,
+    gate: Option<&GateOutcome>,
+    age: Duration,
+    grace: Duration,
+) -> Decision {
     let checks = rules.gate_checks(&stage.name);
     let next = stage.next.clone().unwrap_or_default();
     let gate_rule = format!("stage.{}.gate", stage.name);

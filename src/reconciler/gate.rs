@@ -23,6 +23,7 @@ use crate::clock::Timestamp;
 use crate::pipeline::subjects::Subjects;
 use crate::pipeline::{Outcome, PipelineError};
 use crate::policy::{self, Decision, GateOutcome, Outcome as D, RuleSet, SkipReason};
+use crate::store::outbox::NewEffect;
 use crate::store::{self, Task, Trigger};
 
 use super::{DecisionError, Mode, Reconciler, Sides, SweepReport, TaskReport, snapshot_of};
@@ -64,37 +65,8 @@ impl Reconciler {
         cancel: &CancellationToken,
         report: &mut SweepReport,
     ) {
-        let terminal: Vec<String> = rules
-            .stages()
-            .iter()
-            .filter(|s| s.terminal)
-            .map(|s| s.name.clone())
-            .collect();
-        let loaded = self
-            .pipeline
-            .store
-            .call(move |c| {
-                Ok((
-                    store::tasks::list_open(c, &terminal)?,
-                    store::jobs::tasks_with_active_jobs(c)?,
-                    store::jobs::tasks_awaiting_input(c)?,
-                    store::inbox::pending(
-                        c,
-                        crate::inbox::MAX_ATTEMPTS,
-                        0,
-                        Timestamp::from_millis(i64::MAX),
-                        INBOX_LOOKAHEAD,
-                    )?,
-                ))
-            })
-            .await;
-        let (tasks, active, awaiting, waiting) = match loaded {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(error = %e, "reconciler: cannot load open tasks");
-                report.errors.push(format!("loading tasks: {e}"));
-                return;
-            }
+        let Some((tasks, active, awaiting, waiting)) = self.load_open(rules, report).await else {
+            return;
         };
         // Deliveries still waiting in the inbox: a task they concern is late, not lost, and
         // advancing it here would count an unblock for a webhook that was never lost.
@@ -146,65 +118,21 @@ impl Reconciler {
                 });
                 continue;
             }
-            // The unblock message is owed in the transaction that advances the task.
-            let unblock = rules
-                .stage(&task.stage)
-                .and_then(|s| s.next.clone())
-                .map(|to| {
-                    rules.render(
-                        "unblock",
-                        &[
-                            ("work_item", &task.work_item),
-                            ("stage", &task.stage),
-                            ("to", &to),
-                        ],
-                    )
-                });
-            let extra: Vec<_> = unblock
-                .filter(|_| self.overrides.effective_switches(rules).notify_unblock)
-                .and_then(|text| crate::pipeline::effects::telegram(&task.work_item, &text))
-                .into_iter()
-                .collect();
-            let pipeline = self.pipeline.clone();
-            let rules = Arc::clone(rules);
-            let overrides = self.overrides.clone();
+            let extra = self.unblock_effects(rules, &task);
+            let check = check_one(
+                self.pipeline.clone(),
+                Arc::clone(rules),
+                self.overrides.clone(),
+                mode,
+                task,
+                snapshot,
+                decision,
+                extra,
+            );
             let permit = Arc::clone(&semaphore);
             set.spawn(async move {
                 let _permit = permit.acquire_owned().await;
-                // A dry run changes nothing, the last gate reading included.
-                let gate = if mode == Mode::Apply {
-                    pipeline.evaluate_gate_noted(&rules, &task).await
-                } else {
-                    pipeline.evaluate_gate(&rules, &task).await
-                };
-                let decided = gate.as_ref().ok().map(|g| {
-                    policy::decide_task(
-                        &rules,
-                        &overrides,
-                        &snapshot,
-                        Some(g),
-                        pipeline.clock.now(),
-                    )
-                });
-                let applied = match (&gate, &decided) {
-                    (Ok(g), Some(d))
-                        if matches!(d.outcome, D::Advance { .. }) && mode == Mode::Apply =>
-                    {
-                        Some(
-                            pipeline
-                                .apply_gate_owing(&rules, &task, g, Trigger::Reconciler, extra)
-                                .await,
-                        )
-                    }
-                    _ => None,
-                };
-                Checked {
-                    task,
-                    first: decision,
-                    gate,
-                    decided,
-                    applied,
-                }
+                check.await
             });
         }
         while let Some(joined) = set.join_next().await {
@@ -248,6 +176,65 @@ impl Reconciler {
                 }
             }
         }
+    }
+
+    /// The open tasks, which have an active job, which wait for an answer, and the
+    /// deliveries still waiting in the inbox: one read for the whole sweep.
+    async fn load_open(&self, rules: &RuleSet, report: &mut SweepReport) -> Option<Loaded> {
+        let terminal: Vec<String> = rules
+            .stages()
+            .iter()
+            .filter(|s| s.terminal)
+            .map(|s| s.name.clone())
+            .collect();
+        let loaded = self
+            .pipeline
+            .store
+            .call(move |c| {
+                Ok((
+                    store::tasks::list_open(c, &terminal)?,
+                    store::jobs::tasks_with_active_jobs(c)?,
+                    store::jobs::tasks_awaiting_input(c)?,
+                    store::inbox::pending(
+                        c,
+                        crate::inbox::MAX_ATTEMPTS,
+                        0,
+                        Timestamp::from_millis(i64::MAX),
+                        INBOX_LOOKAHEAD,
+                    )?,
+                ))
+            })
+            .await;
+        match loaded {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::error!(error = %e, "reconciler: cannot load open tasks");
+                report.errors.push(format!("loading tasks: {e}"));
+                None
+            }
+        }
+    }
+
+    /// The unblock message, owed in the transaction that advances the task (when the
+    /// switches send it).
+    fn unblock_effects(&self, rules: &RuleSet, task: &Task) -> Vec<NewEffect> {
+        if !self.overrides.effective_switches(rules).notify_unblock {
+            return Vec::new();
+        }
+        let Some(to) = rules.stage(&task.stage).and_then(|s| s.next.clone()) else {
+            return Vec::new();
+        };
+        let text = rules.render(
+            "unblock",
+            &[
+                ("work_item", &task.work_item),
+                ("stage", &task.stage),
+                ("to", &to),
+            ],
+        );
+        crate::pipeline::effects::telegram(&task.work_item, &text)
+            .into_iter()
+            .collect()
     }
 
     /// Reports one checked task and acts on what its check found: errors feed the backoff, a
@@ -424,5 +411,53 @@ impl Reconciler {
                 self.pipeline.outbox_wakeup.notify_one();
             }
         }
+    }
+}
+
+/// What [`Reconciler::load_open`] reads.
+type Loaded = (
+    Vec<Task>,
+    std::collections::HashSet<i64>,
+    std::collections::HashSet<i64>,
+    Vec<store::InboxItem>,
+);
+
+/// One task's gate check, on a tokio task of its own: evaluate (noting the reading unless
+/// it is a dry run), decide again with the gate, and advance when the decision says so.
+#[allow(clippy::too_many_arguments)]
+async fn check_one(
+    pipeline: crate::pipeline::Pipeline,
+    rules: Arc<RuleSet>,
+    overrides: policy::Overrides,
+    mode: Mode,
+    task: Task,
+    snapshot: policy::TaskSnapshot,
+    first: Decision,
+    extra: Vec<NewEffect>,
+) -> Checked {
+    // A dry run changes nothing, the last gate reading included.
+    let gate = if mode == Mode::Apply {
+        pipeline.evaluate_gate_noted(&rules, &task).await
+    } else {
+        pipeline.evaluate_gate(&rules, &task).await
+    };
+    let decided = gate
+        .as_ref()
+        .ok()
+        .map(|g| policy::decide_task(&rules, &overrides, &snapshot, Some(g), pipeline.clock.now()));
+    let applied = match (&gate, &decided) {
+        (Ok(g), Some(d)) if matches!(d.outcome, D::Advance { .. }) && mode == Mode::Apply => Some(
+            pipeline
+                .apply_gate_owing(&rules, &task, g, Trigger::Reconciler, extra)
+                .await,
+        ),
+        _ => None,
+    };
+    Checked {
+        task,
+        first,
+        gate,
+        decided,
+        applied,
     }
 }

@@ -14,6 +14,12 @@ use super::retry::{Reply, RetryPolicy, decode, execute_paced};
 use crate::clock::Timestamp;
 use crate::secret::Secret;
 
+mod disabled;
+mod wire;
+
+pub use disabled::DisabledPlane;
+use wire::{ApiComment, ApiItem, ApiLabel, ApiStateRef, Envelope, Listing};
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct PlaneStateInfo {
     pub id: String,
@@ -108,71 +114,6 @@ pub struct HttpPlane {
     spacing: Duration,
     next_slot: Mutex<Instant>,
     states: Mutex<HashMap<String, Vec<PlaneStateInfo>>>,
-}
-
-#[derive(Deserialize)]
-struct Envelope<T> {
-    #[serde(default = "Vec::new")]
-    results: Vec<T>,
-    next_cursor: Option<String>,
-    #[serde(default)]
-    next_page_results: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Listing<T> {
-    Paged(Envelope<T>),
-    Plain(Vec<T>),
-}
-
-impl<T> Listing<T> {
-    fn into_rows(self) -> Vec<T> {
-        match self {
-            Listing::Paged(e) => e.results,
-            Listing::Plain(v) => v,
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct ApiItem {
-    id: String,
-    #[serde(default)]
-    name: String,
-    sequence_id: i64,
-    state: ApiStateRef,
-    updated_at: String,
-    #[serde(default)]
-    labels: Vec<ApiLabel>,
-}
-
-#[derive(Deserialize)]
-struct ApiComment {
-    id: String,
-    #[serde(default)]
-    comment_html: Option<String>,
-    #[serde(default)]
-    external_source: Option<String>,
-    #[serde(default)]
-    actor: Option<String>,
-    #[serde(default)]
-    created_by: Option<String>,
-    created_at: String,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum ApiStateRef {
-    Expanded(PlaneStateInfo),
-    Id(String),
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum ApiLabel {
-    Expanded { name: String },
-    Id(serde::de::IgnoredAny),
 }
 
 impl HttpPlane {
@@ -486,67 +427,3 @@ impl Tracker for HttpPlane {
 
 /// Comments read per work item when looking for a lost answer.
 const COMMENTS_PAGE: u32 = 100;
-
-/// Plane without credentials: writes are dropped, listings are empty.
-pub struct DisabledPlane;
-
-#[async_trait]
-impl Tracker for DisabledPlane {
-    async fn list_states(
-        &self,
-        _project_id: &str,
-    ) -> Result<Vec<PlaneStateInfo>, IntegrationError> {
-        Ok(Vec::new())
-    }
-
-    async fn set_state_by_name(
-        &self,
-        project_id: &str,
-        issue_id: &str,
-        state_name: &str,
-    ) -> Result<(), IntegrationError> {
-        tracing::debug!(
-            project_id,
-            issue_id,
-            state_name,
-            "plane disabled; state not set"
-        );
-        Ok(())
-    }
-
-    async fn add_comment(
-        &self,
-        project_id: &str,
-        issue_id: &str,
-        _html: &str,
-        _external_id: &str,
-    ) -> Result<(), IntegrationError> {
-        tracing::debug!(project_id, issue_id, "plane disabled; comment not added");
-        Ok(())
-    }
-
-    async fn list_work_items_page(
-        &self,
-        _project_id: &str,
-        _cursor: Option<&str>,
-        _per_page: u32,
-    ) -> Result<WorkItemPage, IntegrationError> {
-        Ok(WorkItemPage::default())
-    }
-
-    async fn work_item_state(
-        &self,
-        _project_id: &str,
-        _issue_id: &str,
-    ) -> Result<Option<PlaneStateInfo>, IntegrationError> {
-        Ok(None)
-    }
-
-    async fn recent_comments(
-        &self,
-        _project_id: &str,
-        _issue_id: &str,
-    ) -> Result<Vec<PlaneComment>, IntegrationError> {
-        Ok(Vec::new())
-    }
-}
