@@ -127,10 +127,6 @@ impl Git {
         }
     }
 
-    pub fn repos_dir(&self) -> &Path {
-        &self.repos_dir
-    }
-
     /// Runs git with `args` in `cwd`; returns stdout.
     pub async fn run(&self, cwd: &Path, args: &[&str]) -> Result<String, GitError> {
         self.run_held(cwd, args, None).await

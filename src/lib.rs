@@ -2,6 +2,9 @@
 //!
 //! See `ARCHITECTURE.md` for the codemap.
 
+// A `pub` item no one outside can reach is dead weight the compiler cannot point at.
+#![warn(unreachable_pub)]
+
 pub mod agent;
 pub mod app;
 pub mod cli;

@@ -31,7 +31,7 @@ pub enum OutboxCommand {
     },
 }
 
-pub fn run(cmd: OutboxCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cmd: OutboxCommand) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async move {
         match cmd {
             OutboxCommand::Dead { format, common } => {

@@ -48,7 +48,7 @@ fn load(dir: &Path) -> Result<RuleSet, ExitCode> {
     })
 }
 
-pub fn run(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         RulesCommand::Check { dir } => Ok(match load(&dir) {
             Ok(set) => {

@@ -131,12 +131,7 @@ impl HttpGitea {
         token: Secret,
         retry: RetryPolicy,
     ) -> Result<Self, IntegrationError> {
-        let client = crate::http_client::build(retry.attempt_timeout).map_err(|e| {
-            IntegrationError::Invalid {
-                peer: "gitea",
-                message: format!("cannot build HTTP client: {e}"),
-            }
-        })?;
+        let client = super::client("gitea", retry.attempt_timeout)?;
         Ok(HttpGitea {
             client,
             base: base_url.trim_end_matches('/').to_string(),

@@ -134,6 +134,17 @@ pub fn from_config(cfg: &Config) -> Result<Integrations, IntegrationError> {
     })
 }
 
+/// The HTTP client of one peer; a failure names the peer.
+pub(crate) fn client(
+    peer: &'static str,
+    attempt_timeout: Duration,
+) -> Result<reqwest::Client, IntegrationError> {
+    crate::http_client::build(attempt_timeout).map_err(|e| IntegrationError::Invalid {
+        peer,
+        message: format!("cannot build HTTP client: {e}"),
+    })
+}
+
 /// The body of an error response, shortened for messages.
 pub(crate) fn excerpt(body: &str) -> String {
     const MAX: usize = 300;

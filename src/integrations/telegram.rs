@@ -27,12 +27,7 @@ impl HttpTelegram {
         chat_id: &str,
         retry: RetryPolicy,
     ) -> Result<Self, IntegrationError> {
-        let client = crate::http_client::build(retry.attempt_timeout).map_err(|e| {
-            IntegrationError::Invalid {
-                peer: "telegram",
-                message: format!("cannot build HTTP client: {e}"),
-            }
-        })?;
+        let client = super::client("telegram", retry.attempt_timeout)?;
         Ok(HttpTelegram {
             client,
             api_url: api_url.trim_end_matches('/').to_string(),

@@ -91,7 +91,5 @@ fn plane_ids(task: &Task) -> Option<(String, String)> {
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    html_escape::encode_text(s).into_owned()
 }

@@ -11,9 +11,9 @@ use rhai::packages::{
 };
 use rhai::{Engine, module_resolvers::DummyModuleResolver};
 
-pub const MAX_OPERATIONS: u64 = 50_000;
+pub(crate) const MAX_OPERATIONS: u64 = 50_000;
 
-pub fn engine() -> Engine {
+pub(crate) fn engine() -> Engine {
     let mut e = Engine::new_raw();
     e.register_global_module(LanguageCorePackage::new().as_shared_module());
     e.register_global_module(ArithmeticPackage::new().as_shared_module());

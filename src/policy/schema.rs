@@ -10,7 +10,7 @@ use toml::Spanned;
 /// each section exactly once.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawFile {
+pub(crate) struct RawFile {
     #[serde(default)]
     pub stage: Vec<RawStage>,
     pub agents: Option<Spanned<BTreeMap<String, RawAgent>>>,
@@ -22,7 +22,7 @@ pub struct RawFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawStage {
+pub(crate) struct RawStage {
     pub name: Spanned<String>,
     pub agent: Option<Spanned<String>>,
     pub gate: Option<Spanned<String>>,
@@ -46,14 +46,14 @@ pub struct RawStage {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawAgent {
+pub(crate) struct RawAgent {
     pub max_attempts: Option<u32>,
     pub backoff: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawReconcile {
+pub(crate) struct RawReconcile {
     pub enabled: Option<bool>,
     pub plane_enabled: Option<bool>,
     pub notify_unblock: Option<bool>,
@@ -61,7 +61,7 @@ pub struct RawReconcile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawGrace {
+pub(crate) struct RawGrace {
     pub default: Option<Spanned<String>>,
     #[serde(default)]
     pub stages: BTreeMap<String, Spanned<String>>,
@@ -70,14 +70,14 @@ pub struct RawGrace {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawPlane {
+pub(crate) struct RawPlane {
     pub inbound: Option<RawInbound>,
     pub outbound: Option<RawOutbound>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawInbound {
+pub(crate) struct RawInbound {
     #[serde(default)]
     pub states: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
@@ -86,7 +86,7 @@ pub struct RawInbound {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawOutbound {
+pub(crate) struct RawOutbound {
     pub awaiting_human: Option<String>,
     pub needs_input: Option<String>,
     pub blocked: Option<String>,

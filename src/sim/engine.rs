@@ -21,7 +21,7 @@ pub(crate) struct Engine {
 
 impl Engine {
     /// Builds and starts `orch serve` on `cfg` (its database, rules and peers).
-    pub async fn start(cfg: Config) -> anyhow::Result<Engine> {
+    pub(crate) async fn start(cfg: Config) -> anyhow::Result<Engine> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("orch-engine")
@@ -48,7 +48,7 @@ impl Engine {
     }
 
     /// Kills the engine: no graceful stop, every task dropped where it is.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.stop.take();
         self.server.take();
         if let Some(rt) = self.runtime.take() {
@@ -57,7 +57,7 @@ impl Engine {
     }
 
     /// Stops the engine as SIGTERM would.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

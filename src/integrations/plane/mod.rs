@@ -124,12 +124,7 @@ impl HttpPlane {
         requests_per_minute: u32,
         retry: RetryPolicy,
     ) -> Result<Self, IntegrationError> {
-        let client = crate::http_client::build(retry.attempt_timeout).map_err(|e| {
-            IntegrationError::Invalid {
-                peer: "plane",
-                message: format!("cannot build HTTP client: {e}"),
-            }
-        })?;
+        let client = super::client("plane", retry.attempt_timeout)?;
         let rpm = requests_per_minute.max(1);
         Ok(HttpPlane {
             client,

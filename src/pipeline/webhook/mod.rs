@@ -364,8 +364,8 @@ fn ignored(reason: String) -> Outcome {
     Outcome::Ignored { reason }
 }
 
-/// The text of a Plane comment's HTML: tags dropped (block ends become line breaks), the
-/// common entities decoded, whitespace trimmed. Good enough for an agent to read; not a
+/// The text of a Plane comment's HTML: tags dropped (block ends become line breaks), every
+/// entity decoded (the `html-escape` crate), whitespace trimmed. Good enough for an agent to read; not a
 /// sanitiser.
 pub fn plain_text(html: &str) -> String {
     let mut out = String::with_capacity(html.len());
@@ -395,12 +395,10 @@ pub fn plain_text(html: &str) -> String {
         rest = &rest[open + close + 1..];
     }
     out.push_str(rest);
-    out.replace("&nbsp;", " ")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&")
+    // Every named and numeric entity (`&#8217;`, `&hellip;` …), decoded once: an agent reads
+    // what the person typed, never `&amp;lt;` turned into a tag.
+    html_escape::decode_html_entities(&out)
+        .replace('\u{a0}', " ")
         .trim()
         .to_string()
 }
@@ -420,5 +418,9 @@ mod tests {
         assert_eq!(plain_text("&amp;lt; stays literal"), "&lt; stays literal");
         assert_eq!(plain_text("<p>  </p>"), "");
         assert_eq!(plain_text("ünïcödé <em>ok</em>"), "ünïcödé ok");
+        assert_eq!(
+            plain_text("<p>It&#8217;s done&hellip; &ldquo;mostly&rdquo;&nbsp;&#x2014; ok</p>"),
+            "It\u{2019}s done\u{2026} \u{201c}mostly\u{201d} \u{2014} ok"
+        );
     }
 }

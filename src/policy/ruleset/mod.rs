@@ -221,7 +221,7 @@ impl RuleSet {
 }
 
 /// The messages orch renders; a `[templates]` key outside this list is a typo.
-pub const TEMPLATE_NAMES: &[&str] = &[
+pub(crate) const TEMPLATE_NAMES: &[&str] = &[
     "unblock",
     "stage_changed",
     "gate_failed",
@@ -282,7 +282,7 @@ pub fn read_dir(dir: &Path) -> Result<Vec<(PathBuf, String)>, RuleErrors> {
 }
 
 /// A version hash over the files' names and contents.
-pub fn version_of(files: &[(PathBuf, String)]) -> String {
+pub(crate) fn version_of(files: &[(PathBuf, String)]) -> String {
     let mut h = Sha256::new();
     for (path, text) in files {
         let name = path
