@@ -2,9 +2,10 @@
 
 use std::fmt::Write;
 
+use unicode_width::UnicodeWidthStr;
+
 use crate::reconciler::{Explanation, SweepReport};
 
-/// Left-aligned columns separated by two spaces.
 /// An error and its causes on one line, `outer: inner: innermost`, for an operator's terminal.
 /// Unlike anyhow's `{:#}`, a cause whose text the line already holds is not repeated: many
 /// errors quote their source in their own message ("cannot read x: No such file"), and the
@@ -24,12 +25,15 @@ pub fn error_chain(error: &anyhow::Error) -> String {
     out
 }
 
+/// Left-aligned columns separated by two spaces, aligned by display width: a CJK character
+/// or an emoji takes two terminal columns, and counting chars would misalign the rest.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    let width = |s: &str| UnicodeWidthStr::width(s);
+    let mut widths: Vec<usize> = header.iter().map(|h| width(h)).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
             if let Some(w) = widths.get_mut(i) {
-                *w = (*w).max(cell.chars().count());
+                *w = (*w).max(width(cell));
             }
         }
     }
@@ -37,10 +41,10 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut line = |cells: Vec<&str>| {
         let mut l = String::new();
         for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                l.push_str(c);
-            } else {
-                let _ = write!(l, "{:<w$}  ", c, w = widths[i]);
+            l.push_str(c);
+            if i + 1 < cells.len() {
+                let pad = widths[i].saturating_sub(width(c)) + 2;
+                l.extend(std::iter::repeat_n(' ', pad));
             }
         }
         out.push_str(l.trim_end());
@@ -199,5 +203,30 @@ mod error_chain_tests {
             error_chain(&e),
             "accepting a webhook: writing the inbox: disk full"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::table;
+
+    #[test]
+    fn wide_characters_keep_the_columns_aligned() {
+        let out = table(
+            &["ITEM", "STAGE"],
+            &[
+                vec!["修正ログイン".into(), "review".into()],
+                vec!["🚀 ship".into(), "done".into()],
+                vec!["ascii".into(), "testing".into()],
+            ],
+        );
+        let starts: Vec<usize> = out
+            .lines()
+            .map(|l| {
+                let i = l.find(['r', 'd', 't', 'S']).unwrap_or(0);
+                unicode_width::UnicodeWidthStr::width(&l[..i])
+            })
+            .collect();
+        assert!(starts.iter().all(|s| *s == starts[0]), "{out}");
     }
 }
