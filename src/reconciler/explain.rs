@@ -15,7 +15,8 @@
 use serde::Serialize;
 
 use crate::clock::Timestamp;
-use crate::policy::{self, Decision, Outcome as D};
+use crate::policy::Outcome as Decided;
+use crate::policy::{self, Decision};
 use crate::store;
 
 use super::{Reconciler, snapshot_of};
@@ -68,7 +69,7 @@ impl Reconciler {
         let snapshot = snapshot_of(&task, busy, awaiting);
         let mut decision = policy::decide_task(&rules, &self.overrides, &snapshot, None, now);
         let mut gate = None;
-        if matches!(decision.outcome, D::CheckGate { .. }) {
+        if matches!(decision.outcome, Decided::CheckGate { .. }) {
             match view {
                 GateView::Live => match self.pipeline.evaluate_gate(&rules, &task).await {
                     Ok(g) => {

@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Timestamp;
 use crate::pipeline::subjects::Subjects;
 use crate::pipeline::{Outcome, PipelineError};
-use crate::policy::{self, Decision, GateOutcome, Outcome as D, RuleSet, SkipReason};
+use crate::policy::Outcome as Decided;
+use crate::policy::{self, Decision, GateOutcome, RuleSet, SkipReason};
 use crate::store::outbox::NewEffect;
 use crate::store::{self, Task, Trigger};
 
@@ -88,7 +89,7 @@ impl Reconciler {
             self.note_decision_error(rules, mode, &task, &decision, report);
             if matches!(
                 decision.outcome,
-                D::Skip {
+                Decided::Skip {
                     why: SkipReason::HumanGate
                 }
             ) && !snapshot.has_active_job
@@ -97,7 +98,9 @@ impl Reconciler {
             {
                 unannounced.push(task.clone());
             }
-            if !matches!(decision.outcome, D::CheckGate { .. }) || self.backing_off(task.id, now) {
+            if !matches!(decision.outcome, Decided::CheckGate { .. })
+                || self.backing_off(task.id, now)
+            {
                 report.tasks.push(TaskReport {
                     work_item: task.work_item.clone(),
                     stage: task.stage.clone(),
@@ -315,8 +318,8 @@ impl Reconciler {
         report: &mut SweepReport,
     ) {
         let message = match &decision.outcome {
-            D::Error { message } => format!("{}: {message}", decision.rule),
-            D::Skip {
+            Decided::Error { message } => format!("{}: {message}", decision.rule),
+            Decided::Skip {
                 why: SkipReason::UnknownStage,
             } => decision.reason.clone(),
             _ => return,
@@ -446,11 +449,13 @@ async fn check_one(
         .ok()
         .map(|g| policy::decide_task(&rules, &overrides, &snapshot, Some(g), pipeline.clock.now()));
     let applied = match (&gate, &decided) {
-        (Ok(g), Some(d)) if matches!(d.outcome, D::Advance { .. }) && mode == Mode::Apply => Some(
-            pipeline
-                .apply_gate_owing(&rules, &task, g, Trigger::Reconciler, extra)
-                .await,
-        ),
+        (Ok(g), Some(d)) if matches!(d.outcome, Decided::Advance { .. }) && mode == Mode::Apply => {
+            Some(
+                pipeline
+                    .apply_gate_owing(&rules, &task, g, Trigger::Reconciler, extra)
+                    .await,
+            )
+        }
         _ => None,
     };
     Checked {

@@ -64,12 +64,12 @@ struct PlaneActor {
 #[derive(Debug, Deserialize)]
 struct PlaneCommentV1 {
     action: Option<String>,
-    data: Option<PlaneComment>,
+    data: Option<CommentPayload>,
     activity: Option<PlaneActivity>,
 }
 
 #[derive(Debug, Deserialize)]
-struct PlaneComment {
+struct CommentPayload {
     /// The work item's Plane id.
     issue: Option<String>,
     project: Option<String>,

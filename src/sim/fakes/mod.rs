@@ -14,7 +14,7 @@ mod gitea;
 mod plane;
 
 pub use gitea::FakeGitea;
-pub use plane::{FakePlane, PlaneComment, PlaneData, PlaneItem, PlaneRequests};
+pub use plane::{FakeComment, FakePlane, PlaneData, PlaneItem, PlaneRequests};
 
 pub const STATES: &[(&str, &str)] = &[
     ("Backlog", "backlog"),

@@ -46,7 +46,7 @@ pub struct PlaneItem {
 
 /// A comment on a work item, by orch (tagged with its external source) or by a person.
 #[derive(Debug, Clone)]
-pub struct PlaneComment {
+pub struct FakeComment {
     pub id: u64,
     pub item_id: String,
     pub html: String,
@@ -58,7 +58,7 @@ pub struct PlaneComment {
 #[derive(Default)]
 pub struct PlaneData {
     pub items: Vec<PlaneItem>,
-    pub comments: Vec<PlaneComment>,
+    pub comments: Vec<FakeComment>,
 }
 
 /// Plane API requests orch made, by kind: what one work item costs in Plane's budget.
@@ -174,7 +174,7 @@ impl FakePlane {
             let Some(item_id) = d.items.iter().find(|i| i.seq == seq).map(|i| i.id.clone()) else {
                 return;
             };
-            let c = PlaneComment {
+            let c = FakeComment {
                 id: d.comments.len() as u64 + 1,
                 item_id,
                 html: format!("<p>{text}</p>"),
@@ -319,7 +319,7 @@ async fn plane_comment(
 ) -> Response {
     let now = p.clock.now();
     let mut d = p.data.lock().unwrap_or_else(|e| e.into_inner());
-    let comment = PlaneComment {
+    let comment = FakeComment {
         id: d.comments.len() as u64 + 1,
         item_id: id,
         html: body["comment_html"]
@@ -345,7 +345,7 @@ async fn plane_comments(
     Path((_ws, _project, id)): Path<(String, String, String)>,
 ) -> Json<Value> {
     let d = p.data.lock().unwrap_or_else(|e| e.into_inner());
-    let mut rows: Vec<&PlaneComment> = d.comments.iter().filter(|c| c.item_id == id).collect();
+    let mut rows: Vec<&FakeComment> = d.comments.iter().filter(|c| c.item_id == id).collect();
     rows.sort_by_key(|c| std::cmp::Reverse((c.created_at, c.id)));
     let results: Vec<Value> = rows
         .iter()
