@@ -32,6 +32,17 @@ pub fn parse(text: &str, plain_seconds: bool) -> Result<Duration, DurationError>
     humantime::parse_duration(t).map_err(DurationError::Text)
 }
 
+/// `base` doubled `doublings` times, never past `cap`: the one backoff arithmetic (agent
+/// retries, the sweep's per-task error backoff), saturating instead of overflowing.
+pub fn doubled(
+    base: std::time::Duration,
+    doublings: u32,
+    cap: std::time::Duration,
+) -> std::time::Duration {
+    base.saturating_mul(2u32.saturating_pow(doublings.min(31)))
+        .min(cap)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

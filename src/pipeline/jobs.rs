@@ -168,9 +168,7 @@ impl Pipeline {
             let exp = u32::try_from(job.attempts.saturating_sub(1))
                 .unwrap_or(0)
                 .min(16);
-            let delay = backoff
-                .saturating_mul(2u32.saturating_pow(exp))
-                .min(MAX_BACKOFF);
+            let delay = crate::duration::doubled(backoff, exp, MAX_BACKOFF);
             let due = now.plus(delay);
             let requeued = self
                 .store

@@ -374,7 +374,11 @@ impl Reconciler {
             });
             entry.failures = entry.failures.saturating_add(1);
             let exp = entry.failures.min(6);
-            entry.next_at = now.plus(self.interval.saturating_mul(2u32.pow(exp)));
+            entry.next_at = now.plus(crate::duration::doubled(
+                self.interval,
+                exp,
+                std::time::Duration::MAX,
+            ));
             entry.failures
         };
         if failures == GATE_ERROR_CAP {
