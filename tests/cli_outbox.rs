@@ -1,7 +1,8 @@
 //! `orch outbox dead` and `orch outbox retry`: an operator's view of effects given up on.
 
-use std::process::Command;
+mod common;
 
+use common::run_orch;
 use orch::clock::Timestamp;
 use orch::store::Store;
 use orch::store::outbox::{self, Effect, EffectStatus, NewEffect};
@@ -9,18 +10,10 @@ use orch::store::outbox::{self, Effect, EffectStatus, NewEffect};
 const T0: Timestamp = Timestamp::from_millis(1_795_000_000_000);
 
 fn orch(args: &[&str], config: &std::path::Path) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_orch"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    let config = config.to_string_lossy();
+    let mut all = args.to_vec();
+    all.extend(["--config", &config]);
+    run_orch(&all)
 }
 
 #[test]

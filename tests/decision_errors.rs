@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,19 +108,6 @@ async fn decision_errors_are_listed_counted_once_per_rule_set_and_explained() {
     app.stop().await;
 }
 
-fn orch(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_orch"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
 #[test]
 fn reconcile_once_exits_2_when_a_task_cannot_be_decided() {
     let dir = tempfile::tempdir().unwrap();
@@ -167,17 +153,17 @@ fn reconcile_once_exits_2_when_a_task_cannot_be_decided() {
     drop(store);
     let cfg = config.to_str().unwrap();
 
-    let (code, out, err) = orch(&["reconcile", "--once", "--config", cfg]);
+    let (code, out, err) = run_orch(&["reconcile", "--once", "--config", cfg]);
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(out.contains("decision error: ET-1 development"), "{out}");
     assert!(out.contains("decision error: ET-2 staging"), "{out}");
 
-    let (code, out, err) = orch(&["reconcile", "--once", "--config", cfg, "--format", "json"]);
+    let (code, out, err) = run_orch(&["reconcile", "--once", "--config", cfg, "--format", "json"]);
     assert_eq!(code, 2, "{out}\n{err}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["decision_errors"].as_array().unwrap().len(), 2);
 
-    let (code, out, err) = orch(&["explain", "ET-1", "--config", cfg]);
+    let (code, out, err) = run_orch(&["explain", "ET-1", "--config", cfg]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("grace.expr"), "{out}");
 }

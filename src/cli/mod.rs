@@ -193,32 +193,22 @@ fn inbox(cmd: InboxCommand) -> anyhow::Result<ExitCode> {
                     .store
                     .call(|c| inbox::dead(c, MAX_ATTEMPTS))
                     .await?;
-                match format {
-                    OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&dead)?),
-                    OutputFormat::Text if dead.is_empty() => println!("no dead deliveries"),
-                    OutputFormat::Text => {
-                        let rows: Vec<Vec<String>> = dead
-                            .iter()
-                            .map(|d| {
-                                vec![
-                                    d.id.to_string(),
-                                    d.source.clone(),
-                                    d.event.clone(),
-                                    d.received_at.to_string(),
-                                    d.attempts.to_string(),
-                                    d.error.clone().unwrap_or_default(),
-                                ]
-                            })
-                            .collect();
-                        print!(
-                            "{}",
-                            crate::report::table(
-                                &["ID", "SOURCE", "EVENT", "RECEIVED", "ATTEMPTS", "ERROR"],
-                                &rows
-                            )
-                        );
-                    }
-                }
+                print_dead(
+                    format,
+                    &dead,
+                    "no dead deliveries",
+                    &["ID", "SOURCE", "EVENT", "RECEIVED", "ATTEMPTS", "ERROR"],
+                    |d| {
+                        vec![
+                            d.id.to_string(),
+                            d.source.clone(),
+                            d.event.clone(),
+                            d.received_at.to_string(),
+                            d.attempts.to_string(),
+                            d.error.clone().unwrap_or_default(),
+                        ]
+                    },
+                )?;
                 Ok(ExitCode::SUCCESS)
             }
             InboxCommand::Retry { ids, all, common } => {
@@ -229,17 +219,46 @@ fn inbox(cmd: InboxCommand) -> anyhow::Result<ExitCode> {
                     .store
                     .call(move |c| inbox::revive(c, wanted.as_deref(), MAX_ATTEMPTS))
                     .await?;
-                println!("{} deliveries offered again", revived.len());
-                let missing: Vec<_> = ids.iter().filter(|id| !revived.contains(id)).collect();
-                if missing.is_empty() {
-                    Ok(ExitCode::SUCCESS)
-                } else {
-                    eprintln!("orch: not dead deliveries (unknown, processed or still pending): {missing:?}");
-                    Ok(ExitCode::from(1))
-                }
+                Ok(retried(
+                    &ids,
+                    &revived,
+                    "deliveries",
+                    "unknown, processed or still pending",
+                ))
             }
         }
     })
+}
+
+/// A `dead` listing: JSON, a sentence when there is nothing, or a table.
+fn print_dead<T: serde::Serialize>(
+    format: OutputFormat,
+    dead: &[T],
+    none: &str,
+    header: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) -> anyhow::Result<()> {
+    match format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(dead)?),
+        OutputFormat::Text if dead.is_empty() => println!("{none}"),
+        OutputFormat::Text => {
+            let rows: Vec<Vec<String>> = dead.iter().map(row).collect();
+            print!("{}", crate::report::table(header, &rows));
+        }
+    }
+    Ok(())
+}
+
+/// A `retry`'s answer: how many were offered again; exit 1 naming the ids that were not dead.
+fn retried(asked: &[i64], revived: &[i64], noun: &str, instead: &str) -> ExitCode {
+    println!("{} {noun} offered again", revived.len());
+    let missing: Vec<_> = asked.iter().filter(|id| !revived.contains(id)).collect();
+    if missing.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("orch: not dead {noun} ({instead}): {missing:?}");
+        ExitCode::from(1)
+    }
 }
 
 /// A simulation rate: a number from 0 to 1.

@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use super::{CommonArgs, OutputFormat, components, runtime};
+use super::{CommonArgs, OutputFormat, components, print_dead, retried, runtime};
 use crate::store::outbox::{self, Effect};
 
 #[derive(Debug, clap::Subcommand)]
@@ -37,32 +37,22 @@ pub(crate) fn run(cmd: OutboxCommand) -> anyhow::Result<ExitCode> {
             OutboxCommand::Dead { format, common } => {
                 let parts = components(&common)?;
                 let dead = parts.state.store.call(|c| outbox::dead(c)).await?;
-                match format {
-                    OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&dead)?),
-                    OutputFormat::Text if dead.is_empty() => println!("no dead effects"),
-                    OutputFormat::Text => {
-                        let rows: Vec<Vec<String>> = dead
-                            .iter()
-                            .map(|d| {
-                                vec![
-                                    d.id.to_string(),
-                                    d.peer.as_str().to_string(),
-                                    d.subject.clone(),
-                                    describe(&d.effect),
-                                    d.attempts.to_string(),
-                                    d.error.clone().unwrap_or_default(),
-                                ]
-                            })
-                            .collect();
-                        print!(
-                            "{}",
-                            crate::report::table(
-                                &["ID", "PEER", "WORK ITEM", "EFFECT", "ATTEMPTS", "ERROR"],
-                                &rows
-                            )
-                        );
-                    }
-                }
+                print_dead(
+                    format,
+                    &dead,
+                    "no dead effects",
+                    &["ID", "PEER", "WORK ITEM", "EFFECT", "ATTEMPTS", "ERROR"],
+                    |d| {
+                        vec![
+                            d.id.to_string(),
+                            d.peer.as_str().to_string(),
+                            d.subject.clone(),
+                            describe(&d.effect),
+                            d.attempts.to_string(),
+                            d.error.clone().unwrap_or_default(),
+                        ]
+                    },
+                )?;
                 Ok(ExitCode::SUCCESS)
             }
             OutboxCommand::Retry { ids, all, common } => {
@@ -74,16 +64,12 @@ pub(crate) fn run(cmd: OutboxCommand) -> anyhow::Result<ExitCode> {
                     .store
                     .call(move |c| outbox::retry_dead(c, wanted.as_deref(), now))
                     .await?;
-                println!("{} effects offered again", revived.len());
-                let missing: Vec<_> = ids.iter().filter(|id| !revived.contains(id)).collect();
-                if missing.is_empty() {
-                    Ok(ExitCode::SUCCESS)
-                } else {
-                    eprintln!(
-                        "orch: not dead effects (unknown, delivered or still pending): {missing:?}"
-                    );
-                    Ok(ExitCode::from(1))
-                }
+                Ok(retried(
+                    &ids,
+                    &revived,
+                    "effects",
+                    "unknown, delivered or still pending",
+                ))
             }
         }
     })

@@ -648,3 +648,17 @@ pub async fn post_plane(app: &TestApp, body: Vec<u8>) {
         .unwrap();
     assert_eq!(r.status().as_u16(), 202);
 }
+
+/// Runs the `orch` binary with `args` (no `RUST_LOG`): exit code, stdout, stderr.
+pub fn run_orch(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_orch"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
