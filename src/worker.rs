@@ -29,6 +29,25 @@ pub struct Worker {
 
 impl Worker {
     pub async fn run(self, cancel: CancellationToken) {
+        // A worker that starts again after its loop died (a panic) finds the jobs the dead loop
+        // was running still marked `running`: their tasks were dropped with it, so nothing
+        // here runs them. They go back to the queue, attempt kept, as after a crash.
+        self.pipeline.running_jobs.clear();
+        match self
+            .pipeline
+            .store
+            .call(|c| store::jobs::requeue_running(c))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                requeued = n,
+                "jobs left running by a stopped worker loop were put back in the queue"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot requeue the jobs of a stopped worker loop; they wait for the next start")
+            }
+        }
         let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
         let wakeup = self.pipeline.job_wakeup.clone();
         let mut running = tokio::task::JoinSet::new();

@@ -24,6 +24,11 @@ impl RunningJobs {
         self.lock().remove(&job_id);
     }
 
+    /// Forgets every job: the worker that ran them is gone.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
     /// Stops the agent of `job_id`, if it is running here; true when it was.
     pub fn stop(&self, job_id: i64) -> bool {
         self.lock().get(&job_id).map(|t| t.cancel()).is_some()
