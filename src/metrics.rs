@@ -183,7 +183,7 @@ impl Metrics {
         );
         r.register(
             "notifications_failed",
-            "Notifications (Plane, Telegram) that could not be delivered",
+            "Local side effects that could not be carried out (kind=git: a finished task's worktree); effects owed to peers are counted in orch_outbox_processed",
             self.notifications_failed.clone(),
         );
         r.register(

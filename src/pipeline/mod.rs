@@ -163,31 +163,6 @@ impl std::fmt::Debug for Pipeline {
 }
 
 impl Pipeline {
-    /// Owes a Telegram message that belongs to no stage change (the reconciler's reports),
-    /// in a transaction of its own. Never fails: an error is logged and counted.
-    pub async fn telegram(&self, text: &str) {
-        let Some(effect) = effects::telegram("", text) else {
-            return;
-        };
-        let now = self.clock.now();
-        match self
-            .store
-            .call(move |c| store::outbox::owe(c, None, &[effect], now))
-            .await
-        {
-            Ok(()) => self.outbox_wakeup.notify_one(),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not queue a Telegram message");
-                self.metrics
-                    .notifications_failed
-                    .get_or_create(&crate::metrics::KindLabels {
-                        kind: "telegram".to_string(),
-                    })
-                    .inc();
-            }
-        }
-    }
-
     async fn task_of(&self, work_item: &str) -> Result<Option<Task>, PipelineError> {
         let wi = work_item.to_string();
         Ok(self

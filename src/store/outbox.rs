@@ -294,17 +294,6 @@ pub fn due(
     )
 }
 
-/// When the next pending effect of `peer` falls due, if any.
-pub fn next_due_at(conn: &Connection, peer: Peer) -> Result<Option<Timestamp>, StoreError> {
-    Ok(conn
-        .query_row(
-            "SELECT MIN(due_at) FROM outbox WHERE peer = ?1 AND status = 'pending'",
-            [peer.as_str()],
-            |r| r.get::<_, Option<i64>>(0),
-        )?
-        .map(Timestamp::from_millis))
-}
-
 /// The id of a newer Plane state effect owed for the same subject, which supersedes `row`.
 pub fn superseded_by(conn: &Connection, row: &Outbound) -> Result<Option<i64>, StoreError> {
     Ok(conn
