@@ -121,6 +121,16 @@ async fn running_job(state: &AppState, stage: &str, agent: &'static str) -> stor
         .unwrap()
 }
 
+/// The one task every test here works on.
+async fn et42(state: &AppState) -> store::Task {
+    state
+        .store
+        .call(|c| store::tasks::get_by_work_item(c, "ET-42"))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 fn finished(verdict: Verdict) -> AgentOutcome {
     AgentOutcome {
         status: AgentStatus::Succeeded,
@@ -219,12 +229,7 @@ fn crash_points(effects: usize) -> Vec<Crash> {
 }
 
 async fn assert_converged(w: &World, after: &AppState, stage: &str, plane_state: &str, what: &str) {
-    let task = after
-        .store
-        .call(|c| store::tasks::get_by_work_item(c, "ET-42"))
-        .await
-        .unwrap()
-        .unwrap();
+    let task = et42(&after).await;
     assert_eq!(task.stage, stage, "{what}: stage");
     assert_eq!(
         w.plane_states().await.last(),
@@ -308,12 +313,7 @@ async fn newer_plane_states_supersede_older_ones_and_orders_hold_per_work_item()
     let state = w.process();
     let job = running_job(&state, "testing", "tester").await;
     // Blocked, then done, owed before anything is delivered: only Done is sent.
-    let task = state
-        .store
-        .call(|c| store::tasks::get_by_work_item(c, "ET-42"))
-        .await
-        .unwrap()
-        .unwrap();
+    let task = et42(&state).await;
     let blocked = orch::store::outbox::NewEffect::new(
         "ET-42",
         orch::store::outbox::Effect::PlaneState {
@@ -412,12 +412,7 @@ async fn a_cancel_found_where_orch_would_show_done_wins_over_the_finished_task()
         .await
         .unwrap();
     state.drain_outbox().await.unwrap();
-    let task = state
-        .store
-        .call(|c| store::tasks::get_by_work_item(c, "ET-42"))
-        .await
-        .unwrap()
-        .unwrap();
+    let task = et42(&state).await;
     assert_eq!(task.stage, "cancelled", "the person's earlier cancel wins");
     assert!(
         w.plane_states().await.is_empty(),
