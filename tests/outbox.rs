@@ -229,7 +229,7 @@ fn crash_points(effects: usize) -> Vec<Crash> {
 }
 
 async fn assert_converged(w: &World, after: &AppState, stage: &str, plane_state: &str, what: &str) {
-    let task = et42(&after).await;
+    let task = et42(after).await;
     assert_eq!(task.stage, stage, "{what}: stage");
     assert_eq!(
         w.plane_states().await.last(),
