@@ -220,6 +220,7 @@ impl Application {
 
     /// Crash injection for tests: `peer`'s background dispatcher runs with `failpoint` (which
     /// may stop it at a step boundary, or panic to exercise the supervisor).
+    #[cfg_attr(orch_audit, allow(dead_code))]
     pub fn set_dispatcher_failpoint(&mut self, peer: Peer, failpoint: Failpoint) {
         self.failpoints.push((peer, failpoint));
     }

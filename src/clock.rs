@@ -107,8 +107,10 @@ impl Clock for SystemClock {
 
 /// A clock that only moves when told to; for tests and simulations.
 #[derive(Debug, Default)]
+#[cfg_attr(orch_audit, allow(dead_code))]
 pub struct ManualClock(AtomicI64);
 
+#[cfg_attr(orch_audit, allow(dead_code))]
 impl ManualClock {
     pub fn new(start: Timestamp) -> Self {
         ManualClock(AtomicI64::new(start.0))

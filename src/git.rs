@@ -378,6 +378,7 @@ impl Git {
         Ok(())
     }
 
+    #[cfg_attr(orch_audit, allow(dead_code))]
     pub async fn head_sha(&self, worktree: &Path) -> Result<String, GitError> {
         self.run(worktree, &["rev-parse", "HEAD"]).await
     }

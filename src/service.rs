@@ -116,6 +116,7 @@ impl Background {
     }
 
     /// Changes the restart delays from the next failure on (tests shorten or lengthen them).
+    #[cfg_attr(orch_audit, allow(dead_code))]
     pub fn set_policy(&self, policy: RestartPolicy) {
         *lock(&self.policy) = policy;
     }

@@ -13,6 +13,7 @@ pub enum LogFormat {
 
 /// Installs the global subscriber. Safe to call more than once (later calls are no-ops), so
 /// tests that start several apps in one process do not fight over it.
+#[cfg_attr(orch_audit, allow(dead_code))]
 pub fn init(format: LogFormat) {
     init_with_default(format, "info");
 }

@@ -183,7 +183,6 @@ pub struct AgentConfig {
     pub push: bool,
 }
 
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_TELEGRAM_API_URL: &str = "https://api.telegram.org";
 /// Where the rules are looked for when nobody said; the only rules directory that may be
 /// missing (the embedded defaults are used then).
@@ -274,6 +273,7 @@ impl Config {
         })
     }
 
+    #[cfg_attr(orch_audit, allow(dead_code))]
     pub fn project_by_identifier(&self, identifier: &str) -> Option<&Project> {
         self.projects
             .iter()

@@ -120,6 +120,7 @@ impl AppState {
     }
 
     /// Sets every loop's restart delays (tests shorten or lengthen them).
+    #[cfg_attr(orch_audit, allow(dead_code))]
     pub fn set_restart_policy(&self, policy: RestartPolicy) {
         for b in self.loops() {
             b.set_policy(policy);

@@ -35,6 +35,7 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// Fast retries for tests.
+    #[cfg_attr(orch_audit, allow(dead_code))]
     pub fn fast() -> Self {
         RetryPolicy {
             max_retries: 3,

@@ -86,19 +86,8 @@ impl Pipeline {
     }
 
     /// The second half of [`Pipeline::advance`], for callers that already evaluated the gate
-    /// (the reconciler evaluates it once per sweep and must not evaluate it twice).
-    pub async fn apply_gate(
-        &self,
-        rules: &policy::RuleSet,
-        task: &Task,
-        gate: &policy::GateOutcome,
-        trigger: Trigger,
-    ) -> Result<Outcome, PipelineError> {
-        self.apply_gate_owing(rules, task, gate, trigger, Vec::new())
-            .await
-    }
-
-    /// [`Pipeline::apply_gate`] that also owes `extra` effects if, and only if, the task
+    /// (the reconciler evaluates it once per sweep and must not evaluate it twice),
+    /// that also owes `extra` effects if, and only if, the task
     /// advances (the reconciler's unblock message), in the same transaction.
     pub async fn apply_gate_owing(
         &self,

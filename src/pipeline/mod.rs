@@ -111,9 +111,6 @@ pub enum Outcome {
         from: String,
         to: String,
     },
-    Recorded {
-        task_id: i64,
-    },
     /// A person answered an agent's question; the agent runs again.
     Resumed {
         task_id: i64,

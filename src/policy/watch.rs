@@ -120,6 +120,7 @@ impl RulesHandle {
     /// Validates the directory and swaps it in when valid and different. Returns the active
     /// version afterwards. A rejection of content already rejected is returned but not logged
     /// or counted again.
+    #[cfg_attr(orch_audit, allow(dead_code))]
     pub fn reload(&self) -> Result<String, RuleErrors> {
         self.apply(read_dir(&self.inner.dir))
     }
@@ -216,10 +217,6 @@ pub struct RulesWatcher {
 }
 
 impl RulesWatcher {
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
     fn shutdown(&mut self) {
         self.stop.take();
         if let Some(t) = self.thread.take() {

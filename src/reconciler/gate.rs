@@ -1,7 +1,7 @@
 //! F-1, the gate side: advances tasks whose exit gate is green but whose webhook was lost.
 //!
 //! Every open task that is quiet for longer than its grace and has no active job gets its
-//! exit gate evaluated, once per sweep; green is advanced through [`Pipeline::apply_gate`]
+//! exit gate evaluated, once per sweep; green is advanced through [`Pipeline::apply_gate_owing`]
 //! exactly as a webhook would, with trigger `reconciler`, so a sweep and a late webhook
 //! cannot both move a task. Red is silence. Invariant: what is eligible is the policy's
 //! decision ([`policy::decide_task`]), never code here, so human gates, grace and kill
@@ -13,7 +13,7 @@
 //! is counted for `/queue` and `/metrics` (F-4): a healed task must be visible, or a lost
 //! webhook goes unnoticed.
 //!
-//! [`Pipeline::apply_gate`]: crate::pipeline::Pipeline::apply_gate
+//! [`Pipeline::apply_gate_owing`]: crate::pipeline::Pipeline::apply_gate_owing
 
 use std::sync::Arc;
 
@@ -54,6 +54,7 @@ struct Checked {
 impl Reconciler {
     /// The gate side alone, applied: lets a test watch F-1 without the Plane side acting in
     /// the same pass.
+    #[cfg_attr(orch_audit, allow(dead_code))]
     pub async fn reconcile_gate_once(&self) -> SweepReport {
         self.run_sides(Sides::Gate, Mode::Apply, &CancellationToken::new())
             .await

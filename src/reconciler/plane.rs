@@ -46,6 +46,7 @@ const FIRST_SEEN_LIMIT: usize = 10_000;
 impl Reconciler {
     /// The Plane side alone, applied and muted by the Plane switch: lets a test watch F-2
     /// without gates advancing in the same pass.
+    #[cfg_attr(orch_audit, allow(dead_code))]
     pub async fn reconcile_plane_once(&self) -> SweepReport {
         self.run_sides(Sides::Plane, Mode::Apply, &CancellationToken::new())
             .await

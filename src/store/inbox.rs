@@ -174,6 +174,7 @@ pub fn revive(
     Ok(targets)
 }
 
+#[cfg_attr(orch_audit, allow(dead_code))]
 pub fn get(conn: &Connection, id: i64) -> Result<Option<InboxItem>, StoreError> {
     Ok(conn
         .query_row(
@@ -221,6 +222,7 @@ pub fn prune_processed(conn: &Connection, before: Timestamp) -> Result<usize, St
     )?)
 }
 
+#[cfg_attr(orch_audit, allow(dead_code))]
 pub fn count(conn: &Connection) -> Result<i64, StoreError> {
     Ok(conn.query_row("SELECT COUNT(*) FROM inbox", [], |r| r.get(0))?)
 }

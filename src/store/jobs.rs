@@ -107,6 +107,7 @@ fn query_one(
         .transpose()
 }
 
+#[cfg_attr(orch_audit, allow(dead_code))]
 fn query_all(
     conn: &Connection,
     sql: &str,
@@ -119,6 +120,7 @@ fn query_all(
 
 /// Queues `agent` for the task unless it already has an active job for that agent.
 /// Returns the active job and whether this call created it.
+#[cfg_attr(orch_audit, allow(dead_code))]
 pub fn enqueue(
     conn: &mut Connection,
     task_id: i64,
@@ -353,13 +355,6 @@ pub fn release_interrupted(conn: &Connection, id: i64) -> Result<bool, StoreErro
     )? == 1)
 }
 
-pub fn get(conn: &Connection, id: i64) -> Result<Option<Job>, StoreError> {
-    query_one(
-        conn,
-        &format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"),
-        [id],
-    )
-}
 
 pub fn has_active(conn: &Connection, task_id: i64) -> Result<bool, StoreError> {
     Ok(conn.query_row(
@@ -433,6 +428,7 @@ pub fn latest_done(
     )
 }
 
+#[cfg_attr(orch_audit, allow(dead_code))]
 pub fn for_task(conn: &Connection, task_id: i64) -> Result<Vec<Job>, StoreError> {
     query_all(
         conn,

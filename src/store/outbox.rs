@@ -101,10 +101,6 @@ impl NewEffect {
         }
     }
 
-    pub fn with_key(mut self, key: impl Into<String>) -> NewEffect {
-        self.key = Some(key.into());
-        self
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -461,6 +457,7 @@ pub fn counts(conn: &Connection) -> Result<Vec<(Peer, EffectStatus, i64)>, Store
 }
 
 /// Every effect about one task, oldest first (for tests, `explain` and forensics).
+#[cfg_attr(orch_audit, allow(dead_code))]
 pub fn for_task(conn: &Connection, task_id: i64) -> Result<Vec<Outbound>, StoreError> {
     query_all(
         conn,
@@ -470,6 +467,7 @@ pub fn for_task(conn: &Connection, task_id: i64) -> Result<Vec<Outbound>, StoreE
 }
 
 /// Whether anything is still owed (pending or sending) for `peer`.
+#[cfg_attr(orch_audit, allow(dead_code))]
 pub fn owed(conn: &Connection, peer: Peer) -> Result<i64, StoreError> {
     Ok(conn.query_row(
         "SELECT COUNT(*) FROM outbox WHERE peer = ?1 AND status IN ('pending', 'sending')",

@@ -16,6 +16,7 @@ use crate::store::outbox::NewEffect;
 /// Atomic against any concurrency, in this process or another: the inserts share one
 /// IMMEDIATE transaction, and the unique work item makes a racing insert a no-op that then
 /// reads the winner's row. A task therefore never exists without its first job.
+#[cfg_attr(orch_audit, allow(dead_code))]
 pub fn create_atomic(
     conn: &mut Connection,
     new: &NewTask,
@@ -92,6 +93,7 @@ pub fn create_owing(
 /// there first. `feedback` replaces the stored feedback when `Some`; a forward move with `None`
 /// clears it.
 #[allow(clippy::too_many_arguments)]
+#[cfg_attr(orch_audit, allow(dead_code))]
 pub fn compare_and_set_stage(
     conn: &mut Connection,
     task_id: i64,
