@@ -28,10 +28,14 @@ struct H {
 }
 
 async fn harness() -> H {
+    harness_with(&[REVIEW_GRACE]).await
+}
+
+async fn harness_with(shadow_edits: &[(&str, &str, &str)]) -> H {
     let peers = Peers::start().await;
     let dir = tempfile::tempdir().unwrap();
     let live = rules_copy(&dir.path().join("live"), &[]);
-    let shadow = rules_copy(&dir.path().join("candidate"), &[REVIEW_GRACE]);
+    let shadow = rules_copy(&dir.path().join("candidate"), shadow_edits);
     let mut cfg = test_config(dir.path());
     peers.configure(&mut cfg, "unused");
     cfg.rules_dir = live.clone();
@@ -351,4 +355,122 @@ async fn serve_refuses_a_shadow_set_that_does_not_load() {
         .expect("a missing shadow set is an error")
         .to_string();
     assert!(err.contains("shadow rule set"), "{err}");
+}
+
+/// An event is compared too: a green CI webhook advances a development task under the live
+/// rules; a shadow set that makes development a human gate would have held it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_shadow_set_would_hold_is_a_divergence_and_the_live_advance_is_logged() {
+    let h = harness_with(&[(
+        "pipeline.toml",
+        "name = \"development\"\nagent = \"developer\"\ngate = \"ci_green\"",
+        "name = \"development\"\nagent = \"developer\"\ngate = \"ci_green && analysis_approved\"\nhuman_gate = true",
+    )])
+    .await;
+    let t = h.task("ET-8", "development", min(1)).await;
+    h.peers.gitea_branch_at(&t.branch, "sha8").await;
+    h.peers.gitea_ci("sha8", "success").await;
+    let outcome = h
+        .app
+        .state
+        .pipeline
+        .advance(t.id, orch::store::Trigger::Webhook)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, orch::pipeline::Outcome::Advanced { .. }),
+        "the live rules act: {outcome:?}"
+    );
+    let body = get_json(&h.app, "/shadow").await;
+    let d = &body["divergences"][0];
+    assert_eq!(body["divergences"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(d["work_item"], "ET-8");
+    assert_eq!(d["trigger"], "webhook");
+    assert_eq!(d["live"]["outcome"], "advance development -> review");
+    assert_eq!(d["shadow"]["outcome"], "hold");
+    assert_eq!(d["shadow"]["rule"], "stage.development.human_gate");
+    let x = get_json(&h.app, "/explain/ET-8").await;
+    assert_eq!(x["last_decisions"][0]["trigger"], "webhook", "{x}");
+    assert_eq!(
+        x["last_decisions"][0]["outcome"],
+        "advance development -> review"
+    );
+    h.app.stop().await;
+}
+
+/// The done-when case under `orch simulate`: the shadow set is the simulation's own live rules
+/// (grace in the rules, as the simulation writes them with a shadow) plus a one-hour review
+/// grace. It never acts (every item ends done), and every divergence it reports is the one
+/// the pure evaluator predicts over the facts it was decided on. (In the simulated pipeline a
+/// review task always has its reviewer queued or running until it advances, so a review-grace
+/// difference rarely shows there; the exact count is pinned by the first test above, on a
+/// manual clock.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_simulate_a_review_grace_shadow_never_acts_and_reports_only_predicted_divergences()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let candidate = dir.path().join("candidate");
+    std::fs::create_dir_all(&candidate).unwrap();
+    let grace = Duration::from_secs(2);
+    for (name, text) in policy::EMBEDDED {
+        let text = if *name == "reconcile.toml" {
+            assert!(text.contains("default = \"10m\"") && text.contains("# review = \"2h\""));
+            text.replace("default = \"10m\"", "default = \"2000ms\"")
+                .replace("# review = \"2h\"", "review = \"1h\"")
+        } else {
+            text.to_string()
+        };
+        std::fs::write(candidate.join(name), text).unwrap();
+    }
+    let report = orch::sim::run(&orch::sim::SimOptions {
+        items: 8,
+        drop_rate: 0.3,
+        seed: 5,
+        grace,
+        shadow_rules: Some(candidate.clone()),
+        ..orch::sim::SimOptions::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.done, 8, "the shadow set never acts: {report:#?}");
+    assert_eq!(report.duplicates, 0, "{report:#?}");
+    let divergences = report.shadow_divergences.clone().expect("a shadow run reports");
+
+    // The live rules as the simulation wrote them: the shipped ones with the grace inside.
+    let live = dir.path().join("live");
+    std::fs::create_dir_all(&live).unwrap();
+    for (name, text) in policy::EMBEDDED {
+        let text = if *name == "reconcile.toml" {
+            text.replace("default = \"10m\"", "default = \"2000ms\"")
+        } else {
+            text.to_string()
+        };
+        std::fs::write(live.join(name), text).unwrap();
+    }
+    let (a, b) = (
+        policy::load_dir(&live).unwrap(),
+        policy::load_dir(&candidate).unwrap(),
+    );
+    // The simulation's environment overrides: switches on, no grace (it is in the rules).
+    let ov = Overrides {
+        reconcile_enabled: Some(true),
+        plane_enabled: Some(true),
+        notify_unblock: Some(false),
+        ..Overrides::default()
+    };
+    for row in &divergences {
+        let d = &row.divergence;
+        assert_eq!(d.trigger, "reconciler", "grace only matters to the sweep: {d:#?}");
+        let task: TaskSnapshot = serde_json::from_value(d.facts["task"].clone()).unwrap();
+        let now: Timestamp = serde_json::from_value(d.facts["now"].clone()).unwrap();
+        let (x, y) = (
+            policy::decide_task(&a, &ov, &task, None, now),
+            policy::decide_task(&b, &ov, &task, None, now),
+        );
+        assert_eq!(shadow::action(&x.outcome), d.live.outcome, "{d:#?}");
+        assert_eq!(shadow::action(&y.outcome), d.shadow.outcome, "{d:#?}");
+        assert_ne!(d.live.outcome, d.shadow.outcome);
+        assert_eq!(d.stage, "review", "{d:#?}");
+        assert_eq!(d.shadow.rule, "grace.stages.review", "{d:#?}");
+    }
 }

@@ -9,6 +9,11 @@
 //! The sweep compares [`decide_task`] before the gate is read (grace, human gates, kill
 //! switches); events compare [`decide_leave`], what the pipeline does when a trigger asks a
 //! task to leave its stage; the Plane side compares [`decide_plane_item`].
+//!
+//! Both sets decide over the same facts, and the gate reading is a fact: an event is compared
+//! on the live set's reading of the stage's gate. A shadow set whose gate *expression* for a
+//! stage differs is compared on everything else (next stage, human gate, terminal); reading
+//! its own checks would be forge traffic the shadow must not cause.
 
 use super::{
     Decision, GateOutcome, Outcome, Overrides, PlaneDecision, PlaneItemSnapshot, PlaneOutcome,
