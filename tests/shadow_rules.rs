@@ -121,11 +121,11 @@ fn reported(body: &serde_json::Value) -> BTreeSet<(String, String, String, Strin
 async fn a_shadow_set_differing_in_review_grace_reports_exactly_the_predicted_divergences() {
     let h = harness().await;
     let tasks = [
-        h.task("ET-1", "review", min(30)).await,      // live checks, shadow waits
-        h.task("ET-2", "review", min(5)).await,       // both wait
+        h.task("ET-1", "review", min(30)).await, // live checks, shadow waits
+        h.task("ET-2", "review", min(5)).await,  // both wait
         h.task("ET-3", "development", min(30)).await, // both check
-        h.task("ET-4", "review", min(180)).await,     // both check
-        h.task("ET-5", "analysis", min(30)).await,    // a human gate for both
+        h.task("ET-4", "review", min(180)).await, // both check
+        h.task("ET-5", "analysis", min(30)).await, // a human gate for both
     ];
     let now = h.clock.now();
     let snapshots: Vec<TaskSnapshot> = tasks
@@ -157,7 +157,11 @@ async fn a_shadow_set_differing_in_review_grace_reports_exactly_the_predicted_di
     assert_eq!(d["trigger"], "reconciler");
     assert_eq!(d["stage"], "review");
     assert_eq!(d["live"]["rule"], "stage.review.gate");
-    assert_eq!(d["facts"]["now"], serde_json::json!(now), "the facts it was decided on");
+    assert_eq!(
+        d["facts"]["now"],
+        serde_json::json!(now),
+        "the facts it was decided on"
+    );
     assert_eq!(
         body["rules"]["version"],
         policy::load_dir(&h.shadow).unwrap().version()
@@ -175,14 +179,24 @@ async fn a_shadow_set_differing_in_review_grace_reports_exactly_the_predicted_di
     // The command line reads the same divergences from the database.
     let config = h.config_file();
     let cfg = config.to_str().unwrap();
-    let (code, out, err) = run_orch(&["rules", "shadow-report", "--config", cfg, "--format", "json"]);
+    let (code, out, err) = run_orch(&[
+        "rules",
+        "shadow-report",
+        "--config",
+        cfg,
+        "--format",
+        "json",
+    ]);
     assert_eq!(code, 0, "{err}");
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(reported(&json), expected, "{out}");
     assert_eq!(json["by_rule"]["grace.stages.review"], 1, "{out}");
     let (code, out, err) = run_orch(&["rules", "shadow-report", "--config", cfg]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("ET-1") && out.contains("grace.stages.review"), "{out}");
+    assert!(
+        out.contains("ET-1") && out.contains("grace.stages.review"),
+        "{out}"
+    );
     assert!(!out.contains("ET-2"), "{out}");
     h.app.stop().await;
 }
@@ -211,9 +225,11 @@ async fn promote_shows_the_report_then_swaps_the_shadow_set_in_and_hot_reload_pi
         shadow_version,
         "the live directory holds the shadow set"
     );
-    eventually("the server reloads the promoted set", Duration::from_secs(15), || async {
-        h.app.state.rules.current().version() == shadow_version
-    })
+    eventually(
+        "the server reloads the promoted set",
+        Duration::from_secs(15),
+        || async { h.app.state.rules.current().version() == shadow_version },
+    )
     .await;
     h.app.stop().await;
 }
@@ -245,7 +261,10 @@ fn promote_refuses_an_invalid_shadow_set_and_changes_nothing() {
         config.to_str().unwrap(),
     ]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("pipeline.toml") && err.contains("nothing promoted"), "{err}");
+    assert!(
+        err.contains("pipeline.toml") && err.contains("nothing promoted"),
+        "{err}"
+    );
     assert_eq!(policy::load_dir(&live).unwrap().version(), before);
 }
 
@@ -263,10 +282,7 @@ async fn every_decision_that_acted_is_logged_with_its_facts_and_explain_shows_it
     assert_eq!(last["outcome"], "advance development -> review", "{x}");
     assert_eq!(last["trigger"], "reconciler");
     assert_eq!(last["rule"], "stage.development.gate");
-    assert_eq!(
-        last["rules_version"],
-        h.app.state.rules.current().version()
-    );
+    assert_eq!(last["rules_version"], h.app.state.rules.current().version());
     assert_eq!(last["facts"]["gate"]["green"], true, "{x}");
     assert_eq!(last["facts"]["task"]["stage"], "development", "{x}");
 
@@ -280,7 +296,10 @@ async fn every_decision_that_acted_is_logged_with_its_facts_and_explain_shows_it
     let (code, out, _) = run_orch(&["decisions", "--since", "1h", "--config", cfg]);
     assert_eq!(code, 0);
     // Logged at the server's (manual) time, which is after the binary's now minus an hour.
-    assert!(out.contains("ET-7") && out.contains("advance development -> review"), "{out}");
+    assert!(
+        out.contains("ET-7") && out.contains("advance development -> review"),
+        "{out}"
+    );
     let (code, out, _) = run_orch(&["decisions", "ET-999", "--config", cfg]);
     assert_eq!(code, 0);
     assert!(out.contains("no decisions logged for ET-999"), "{out}");
@@ -340,7 +359,9 @@ fn decisions_and_retention_are_configured_and_a_zero_retention_is_refused() {
     assert_eq!(cfg.shadow_rules_dir.as_deref(), Some(Path::new("other")));
     assert_eq!(cfg.decision_retention, Duration::from_secs(3600));
     std::fs::write(&file, "[decisions]\nretention = \"0s\"\n").unwrap();
-    let err = Config::load_from(Some(&file), &|_| None).unwrap_err().to_string();
+    let err = Config::load_from(Some(&file), &|_| None)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("decisions.retention"), "{err}");
 }
 
@@ -406,8 +427,7 @@ async fn an_event_the_shadow_set_would_hold_is_a_divergence_and_the_live_advance
 /// difference rarely shows there; the exact count is pinned by the first test above, on a
 /// manual clock.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn under_simulate_a_review_grace_shadow_never_acts_and_reports_only_predicted_divergences()
-{
+async fn under_simulate_a_review_grace_shadow_never_acts_and_reports_only_predicted_divergences() {
     let dir = tempfile::tempdir().unwrap();
     let candidate = dir.path().join("candidate");
     std::fs::create_dir_all(&candidate).unwrap();
@@ -434,7 +454,10 @@ async fn under_simulate_a_review_grace_shadow_never_acts_and_reports_only_predic
     .unwrap();
     assert_eq!(report.done, 8, "the shadow set never acts: {report:#?}");
     assert_eq!(report.duplicates, 0, "{report:#?}");
-    let divergences = report.shadow_divergences.clone().expect("a shadow run reports");
+    let divergences = report
+        .shadow_divergences
+        .clone()
+        .expect("a shadow run reports");
 
     // The live rules as the simulation wrote them: the shipped ones with the grace inside.
     let live = dir.path().join("live");
@@ -460,7 +483,10 @@ async fn under_simulate_a_review_grace_shadow_never_acts_and_reports_only_predic
     };
     for row in &divergences {
         let d = &row.divergence;
-        assert_eq!(d.trigger, "reconciler", "grace only matters to the sweep: {d:#?}");
+        assert_eq!(
+            d.trigger, "reconciler",
+            "grace only matters to the sweep: {d:#?}"
+        );
         let task: TaskSnapshot = serde_json::from_value(d.facts["task"].clone()).unwrap();
         let now: Timestamp = serde_json::from_value(d.facts["now"].clone()).unwrap();
         let (x, y) = (

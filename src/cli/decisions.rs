@@ -50,8 +50,7 @@ pub(super) fn since(d: Option<Duration>) -> Option<Timestamp> {
 pub(super) fn run(args: DecisionsArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(&args.common)?;
     let (wi, from, limit) = (args.work_item.clone(), since(args.since), args.limit);
-    let rows =
-        store.call_sync(|c| crate::store::decisions::list(c, wi.as_deref(), from, limit))?;
+    let rows = store.call_sync(|c| crate::store::decisions::list(c, wi.as_deref(), from, limit))?;
     match args.format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         OutputFormat::Text if rows.is_empty() => match &args.work_item {
@@ -79,7 +78,13 @@ pub(super) fn run(args: DecisionsArgs) -> anyhow::Result<ExitCode> {
                 "{}",
                 crate::report::table(
                     &[
-                        "AT", "WORK ITEM", "STAGE", "TRIGGER", "DECISION", "RULE", "RULES",
+                        "AT",
+                        "WORK ITEM",
+                        "STAGE",
+                        "TRIGGER",
+                        "DECISION",
+                        "RULE",
+                        "RULES",
                         "REASON"
                     ],
                     &cells

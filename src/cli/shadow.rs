@@ -87,7 +87,15 @@ fn print_report(rows: &[DivergenceRow], format: OutputFormat) -> anyhow::Result<
     print!(
         "{}",
         crate::report::table(
-            &["AT", "WORK ITEM", "STAGE", "TRIGGER", "LIVE", "SHADOW", "RULE"],
+            &[
+                "AT",
+                "WORK ITEM",
+                "STAGE",
+                "TRIGGER",
+                "LIVE",
+                "SHADOW",
+                "RULE"
+            ],
             &cells
         )
     );
@@ -115,7 +123,10 @@ pub(super) fn promote(args: PromoteArgs) -> anyhow::Result<ExitCode> {
         Ok(s) => s,
         Err(errors) => {
             eprintln!("{errors}");
-            eprintln!("the shadow rule set in {} is invalid; nothing promoted", shadow.display());
+            eprintln!(
+                "the shadow rule set in {} is invalid; nothing promoted",
+                shadow.display()
+            );
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -124,13 +135,19 @@ pub(super) fn promote(args: PromoteArgs) -> anyhow::Result<ExitCode> {
         let rows = store.call_sync(|c| crate::store::shadow::list(c, None, usize::MAX))?;
         print_report(&rows, OutputFormat::Text)?;
     } else {
-        println!("no database at {}: no divergences observed", cfg.db_path.display());
+        println!(
+            "no database at {}: no divergences observed",
+            cfg.db_path.display()
+        );
     }
     let live = &cfg.rules_dir;
-    let before = crate::policy::load_dir(live).map(|s| s.version().to_string()).ok();
+    let before = crate::policy::load_dir(live)
+        .map(|s| s.version().to_string())
+        .ok();
     copy_set(&shadow, live)?;
-    let after = crate::policy::load_dir(live)
-        .map_err(|e| anyhow::anyhow!("the promoted rules in {} do not load:\n{e}", live.display()))?;
+    let after = crate::policy::load_dir(live).map_err(|e| {
+        anyhow::anyhow!("the promoted rules in {} do not load:\n{e}", live.display())
+    })?;
     anyhow::ensure!(
         after.version() == set.version(),
         "the rules in {} are version {} after the copy, not the shadow's {}; was the directory changed meanwhile?",
@@ -156,7 +173,9 @@ fn copy_set(from: &Path, to: &Path) -> anyhow::Result<()> {
     let mut names = Vec::new();
     let mut staged = Vec::new();
     for (path, text) in &files {
-        let Some(name) = path.file_name() else { continue };
+        let Some(name) = path.file_name() else {
+            continue;
+        };
         let tmp = to.join(format!(".{}.promote", name.to_string_lossy()));
         std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
         staged.push((tmp, to.join(name)));
@@ -169,7 +188,11 @@ fn copy_set(from: &Path, to: &Path) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(to).with_context(|| format!("reading {}", to.display()))? {
         let path = entry?.path();
         let is_rule = path.extension().and_then(|e| e.to_str()) == Some("toml") && path.is_file();
-        if is_rule && path.file_name().is_some_and(|n| !names.iter().any(|m| m == n)) {
+        if is_rule
+            && path
+                .file_name()
+                .is_some_and(|n| !names.iter().any(|m| m == n))
+        {
             std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         }
     }

@@ -31,7 +31,9 @@ pub(super) async fn shadow(State(state): State<AppState>) -> Response {
         Ok(rows) => {
             let mut by_rule: BTreeMap<&str, usize> = BTreeMap::new();
             for r in &rows {
-                *by_rule.entry(r.divergence.shadow.rule.as_str()).or_insert(0) += 1;
+                *by_rule
+                    .entry(r.divergence.shadow.rule.as_str())
+                    .or_insert(0) += 1;
             }
             Json(json!({
                 "enabled": true,

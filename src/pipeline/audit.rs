@@ -111,8 +111,17 @@ impl Pipeline {
         let theirs = shadow.rules.current();
         if let Some(d) = compare::diverge_leave(&theirs, &task.stage, gate, by_person, &live) {
             let key = task.updated_at;
-            self.keep_divergence(shadow, &task.work_item, &task.stage, trigger, key, &live, &d, facts)
-                .await;
+            self.keep_divergence(
+                shadow,
+                &task.work_item,
+                &task.stage,
+                trigger,
+                key,
+                &live,
+                &d,
+                facts,
+            )
+            .await;
         }
     }
 
@@ -126,11 +135,12 @@ impl Pipeline {
         live: &Decision,
         now: Timestamp,
     ) {
-        let facts = json!({ "task": task, "now": now });
+        // Built only when something is kept: the sweep calls this for every open task.
+        let facts = || json!({ "task": task, "now": now });
         if matches!(live.outcome, policy::Outcome::Error { .. }) {
             let d = NewDecision {
                 task_id: Some(task_id),
-                ..task_decision_of(task, Trigger::Reconciler, live, facts.clone())
+                ..task_decision_of(task, Trigger::Reconciler, live, facts())
             };
             self.log_decision_once(d).await;
         }
@@ -138,8 +148,17 @@ impl Pipeline {
         let theirs = shadow.rules.current();
         if let Some(d) = compare::diverge_task(&theirs, ov, task, live, now) {
             let (wi, stage, key) = (&task.work_item, &task.stage, task.updated_at);
-            self.keep_divergence(shadow, wi, stage, Trigger::Reconciler, key, live, &d, facts)
-                .await;
+            self.keep_divergence(
+                shadow,
+                wi,
+                stage,
+                Trigger::Reconciler,
+                key,
+                live,
+                &d,
+                facts(),
+            )
+            .await;
         }
     }
 
@@ -153,18 +172,22 @@ impl Pipeline {
         replayed: Option<&Outcome>,
         now: Timestamp,
     ) {
-        let facts = json!({ "item": item, "now": now });
+        let facts = || json!({ "item": item, "now": now });
         if let Some(outcome) = replayed {
             self.log_decision(NewDecision {
                 work_item: item.work_item.clone(),
                 task_id: None,
-                stage: item.task.as_ref().map(|t| t.stage.clone()).unwrap_or_default(),
+                stage: item
+                    .task
+                    .as_ref()
+                    .map(|t| t.stage.clone())
+                    .unwrap_or_default(),
                 trigger: Trigger::Reconciler.as_str().to_string(),
                 rules_version: live.rules_version.clone(),
                 rule: live.rule.clone(),
                 outcome: plane_action(&live.outcome),
                 reason: format!("{} ({outcome:?})", live.reason),
-                facts: facts.clone(),
+                facts: facts(),
             })
             .await;
         }
@@ -173,7 +196,11 @@ impl Pipeline {
         let Some(d) = compare::diverge_plane(&theirs, ov, item, live, now) else {
             return;
         };
-        let stage = item.task.as_ref().map(|t| t.stage.clone()).unwrap_or_default();
+        let stage = item
+            .task
+            .as_ref()
+            .map(|t| t.stage.clone())
+            .unwrap_or_default();
         let situation = format!(
             "{}|{}|{}|plane|{}|{}|{}|{}",
             item.work_item,
@@ -188,9 +215,19 @@ impl Pipeline {
             work_item: item.work_item.clone(),
             stage,
             trigger: Trigger::Reconciler.as_str().to_string(),
-            live: side(&live.rules_version, &live.rule, plane_action(&live.outcome), &live.reason),
-            shadow: side(&d.rules_version, &d.rule, plane_action(&d.outcome), &d.reason),
-            facts,
+            live: side(
+                &live.rules_version,
+                &live.rule,
+                plane_action(&live.outcome),
+                &live.reason,
+            ),
+            shadow: side(
+                &d.rules_version,
+                &d.rule,
+                plane_action(&d.outcome),
+                &d.reason,
+            ),
+            facts: facts(),
             situation,
         };
         self.store_divergence(shadow, divergence).await;
@@ -236,7 +273,13 @@ impl Pipeline {
         let rule = d.shadow.rule.clone();
         let line = format!(
             "shadow rules: {} {} ({}): live {} [{}], shadow {} [{}]",
-            d.work_item, d.stage, d.trigger, d.live.outcome, d.live.rule, d.shadow.outcome, d.shadow.rule
+            d.work_item,
+            d.stage,
+            d.trigger,
+            d.live.outcome,
+            d.live.rule,
+            d.shadow.outcome,
+            d.shadow.rule
         );
         match self
             .store
@@ -289,7 +332,12 @@ impl Pipeline {
     }
 }
 
-fn task_decision(task: &Task, trigger: Trigger, d: &Decision, facts: serde_json::Value) -> NewDecision {
+fn task_decision(
+    task: &Task,
+    trigger: Trigger,
+    d: &Decision,
+    facts: serde_json::Value,
+) -> NewDecision {
     NewDecision {
         work_item: task.work_item.clone(),
         task_id: Some(task.id),

@@ -57,12 +57,7 @@ fn skip_name(why: SkipReason) -> &'static str {
 /// What the pipeline decides when a trigger asks a task in `stage` to leave it with `gate`
 /// read: advance to the next stage when the gate is green (and, at a human gate, a person
 /// asked), hold otherwise. `by_person`: the trigger is a person's verdict.
-pub fn decide_leave(
-    rules: &RuleSet,
-    stage: &str,
-    gate: &GateOutcome,
-    by_person: bool,
-) -> Decision {
+pub fn decide_leave(rules: &RuleSet, stage: &str, gate: &GateOutcome, by_person: bool) -> Decision {
     let d = |rule: String, reason: String, outcome: Outcome| Decision {
         rules_version: rules.version().to_string(),
         rule,

@@ -371,7 +371,13 @@ impl Reconciler {
         }
         if mode == Mode::Apply {
             self.pipeline
-                .observe_plane(&self.overrides, &snapshot, &decision, replayed.as_ref(), decided_at)
+                .observe_plane(
+                    &self.overrides,
+                    &snapshot,
+                    &decision,
+                    replayed.as_ref(),
+                    decided_at,
+                )
                 .await;
         }
         report.plane.push(PlaneReport {

@@ -70,10 +70,7 @@ pub fn record(
 
 /// Deletes the decisions logged before `before`; how many went.
 pub fn prune(conn: &Connection, before: Timestamp) -> Result<usize, StoreError> {
-    Ok(conn.execute(
-        "DELETE FROM decisions WHERE at < ?1",
-        [before.as_millis()],
-    )?)
+    Ok(conn.execute("DELETE FROM decisions WHERE at < ?1", [before.as_millis()])?)
 }
 
 /// The latest `limit` decisions (of one work item, when given) logged at or after `since`,

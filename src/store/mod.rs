@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-pub mod gate_readings;
 pub mod decisions;
+pub mod gate_readings;
 pub mod inbox;
 pub mod jobs;
 pub mod kv;
