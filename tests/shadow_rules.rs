@@ -42,6 +42,12 @@ async fn harness_with(shadow_edits: &[(&str, &str, &str)]) -> H {
     cfg.shadow_rules_dir = Some(shadow.clone());
     let clock = Arc::new(ManualClock::new(T0));
     let app = TestApp::spawn_with_clock(dir, cfg, clock.clone()).await;
+    // The background sweep runs once at startup; the tests' tasks come after it (the clock
+    // stands still, so it does not run again by itself).
+    eventually("the startup sweep", Duration::from_secs(10), || async {
+        app.state.metrics.reconcile_sweeps.get() >= 1
+    })
+    .await;
     H {
         app,
         peers,
