@@ -71,6 +71,7 @@ impl Components {
         let store = Store::open(&config.db_path)
             .with_context(|| format!("opening the database at {}", config.db_path.display()))?;
         rules.set_guard(stage_guard(store.clone(), Arc::clone(&clock)));
+        let shadow = load_shadow(&config)?;
         let metrics = Metrics::new();
         metrics.set_rules_version(rules.current().version());
         let integrations = crate::integrations::from_config(&config)?;
@@ -86,6 +87,7 @@ impl Components {
             job_wakeup: Arc::new(Notify::new()),
             outbox_wakeup: Arc::new(Notify::new()),
             running_jobs: Default::default(),
+            shadow: shadow.clone(),
         };
         let reconcile = Arc::new(Mutex::new(ReconcileState::default()));
         let plane_since = plane_since(&store, &config, clock.as_ref())?;
@@ -107,6 +109,21 @@ impl Components {
             },
         })
     }
+}
+
+/// The shadow rule set (`--shadow-rules`, `rules.shadow_dir`): it must exist and be valid at
+/// startup, like the live one — a candidate silently missing would report no divergences and
+/// look like agreement.
+fn load_shadow(config: &Config) -> anyhow::Result<Option<Arc<crate::pipeline::Shadow>>> {
+    let Some(dir) = &config.shadow_rules_dir else {
+        return Ok(None);
+    };
+    let rules = crate::policy::load_dir(dir).map_err(|e| {
+        anyhow::anyhow!("the shadow rule set in {} is invalid:\n{e}", dir.display())
+    })?;
+    tracing::info!(dir = %dir.display(), version = %rules.version(), "shadow rules loaded: evaluated beside the live rules, never acting");
+    let handle = crate::policy::RulesHandle::new(rules, dir.clone());
+    Ok(Some(crate::pipeline::Shadow::new(handle)))
 }
 
 /// The oldest Plane change the Plane-side sweep may replay: the configured bound, or the
@@ -258,6 +275,12 @@ impl Application {
                 None
             }
         };
+        // The shadow set is hot-reloaded like the live one (no reload guard: it moves no task).
+        let shadow_watcher = state.pipeline.shadow.as_ref().and_then(|s| {
+            crate::policy::watch(s.rules.clone())
+                .map_err(|e| tracing::warn!(error = %e, "shadow rule hot reload is off"))
+                .ok()
+        });
 
         // Every loop is supervised: each start takes a fresh future from its factory, so a
         // crashed loop is rebuilt from the same cheap handles (store, pipeline, clients).
@@ -318,6 +341,7 @@ impl Application {
             loops.dispatcher(peer).stop(STOP_TIMEOUT).await;
         }
         drop(watcher);
+        drop(shadow_watcher);
         served.context("HTTP server failed")?;
         tracing::info!("orch stopped");
         Ok(())

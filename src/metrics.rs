@@ -66,6 +66,12 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    /// The shadow decision's rule, e.g. `grace.stages.review`.
+    pub rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LoopLabels {
     /// reconciler | inbox | worker | outbox-plane | outbox-telegram
     pub r#loop: String,
@@ -98,6 +104,10 @@ pub struct Metrics {
     pub rules_reloads: Family<ResultLabels, Counter>,
     pub rules_info: Family<VersionLabels, Gauge>,
     pub background_restarts: Family<LoopLabels, Counter>,
+    /// Situations where the shadow rule set would act otherwise than the live one.
+    pub shadow_divergences: Family<RuleLabels, Counter>,
+    /// Decisions that could not be written to the decision log (or a divergence to the store).
+    pub decision_log_errors: Counter,
 }
 
 impl Metrics {
@@ -240,6 +250,16 @@ impl Metrics {
             "rules_info",
             "The active rule-set version",
             self.rules_info.clone(),
+        );
+        r.register(
+            "shadow_divergences",
+            "Situations where the shadow rule set would act otherwise than the live one, by the shadow decision's rule",
+            self.shadow_divergences.clone(),
+        );
+        r.register(
+            "decision_log_errors",
+            "Decisions or shadow divergences that could not be stored",
+            self.decision_log_errors.clone(),
         );
         r.register(
             "background_restarts",

@@ -171,6 +171,15 @@ pub fn explanation(x: &Explanation) -> String {
     if let Some(g) = &x.facts.gate {
         let _ = writeln!(out, "gate        {g}");
     }
+    for (i, d) in x.last_decisions.iter().enumerate() {
+        let label = if i == 0 { "decided" } else { "" };
+        let l = &d.decision;
+        let _ = writeln!(
+            out,
+            "{label:<11} {} {} {} by {} ({}, rules {})",
+            d.at, l.stage, l.outcome, l.trigger, l.rule, l.rules_version
+        );
+    }
     out
 }
 

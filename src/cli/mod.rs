@@ -9,8 +9,10 @@ use crate::config::Config;
 use crate::reconciler::Mode;
 use crate::telemetry::LogFormat;
 
+mod decisions;
 mod outbox;
 mod rules;
+mod shadow;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,6 +53,9 @@ pub enum Command {
     /// list them, or offer them again.
     #[command(subcommand)]
     Outbox(outbox::OutboxCommand),
+    /// The decision log: every decision that acted (advance, hold, replay, error), with its
+    /// trigger, rule-set version, rule, reason and facts.
+    Decisions(decisions::DecisionsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +117,10 @@ pub struct SimulateArgs {
     pub timeout: std::time::Duration,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,
+    /// A candidate rule set evaluated beside the live one, never acting; its divergences are
+    /// printed after the report.
+    #[arg(long, value_name = "DIR")]
+    pub shadow_rules: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -162,11 +171,19 @@ pub struct ServeArgs {
     /// Rule-set directory (overrides rules_dir / ORCH_RULES_DIR).
     #[arg(long, value_name = "DIR")]
     pub rules: Option<PathBuf>,
+    /// A candidate rule set evaluated beside the live one, never acting (overrides
+    /// rules.shadow_dir / ORCH_RULES_SHADOW_DIR).
+    #[arg(long, value_name = "DIR")]
+    pub shadow_rules: Option<PathBuf>,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let default_level = match cli.command {
-        Command::Simulate(_) | Command::Rules(_) | Command::Inbox(_) | Command::Outbox(_) => "warn",
+        Command::Simulate(_)
+        | Command::Rules(_)
+        | Command::Inbox(_)
+        | Command::Outbox(_)
+        | Command::Decisions(_) => "warn",
         _ => "info",
     };
     crate::telemetry::init_with_default(cli.log_format, default_level);
@@ -178,6 +195,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Simulate(args) => simulate(args),
         Command::Inbox(cmd) => inbox(cmd),
         Command::Outbox(cmd) => outbox::run(cmd),
+        Command::Decisions(args) => decisions::run(args),
     }
 }
 
@@ -283,6 +301,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         interval: args.interval,
         timeout: args.timeout,
         progress: args.format == OutputFormat::Text,
+        shadow_rules: args.shadow_rules,
         ..crate::sim::SimOptions::default()
     };
     let report = runtime()?.block_on(crate::sim::run(&opts))?;
@@ -381,7 +400,10 @@ fn load_config(file: Option<&std::path::Path>, rules: Option<PathBuf>) -> anyhow
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let cfg = load_config(args.config.as_deref(), args.rules)?;
+    let mut cfg = load_config(args.config.as_deref(), args.rules)?;
+    if let Some(dir) = args.shadow_rules {
+        cfg.shadow_rules_dir = Some(dir);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -36,6 +36,12 @@ pub enum RulesCommand {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
+    /// The shadow rule set's divergences from the live one, as `orch serve` kept them: work
+    /// item, trigger, live decision, shadow decision, rule.
+    ShadowReport(super::shadow::ReportArgs),
+    /// Show the shadow report, then make the shadow rule set live: copied into the rules
+    /// directory, which a running `orch serve` hot-reloads.
+    Promote(super::shadow::PromoteArgs),
 }
 
 /// Every error on stderr, then a count: `check` is run by people and by CI, and both want
@@ -50,6 +56,8 @@ fn load(dir: &Path) -> Result<RuleSet, ExitCode> {
 
 pub(crate) fn run(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        RulesCommand::ShadowReport(args) => super::shadow::report(args),
+        RulesCommand::Promote(args) => super::shadow::promote(args),
         RulesCommand::Check { dir } => Ok(match load(&dir) {
             Ok(set) => {
                 let flow = set

@@ -33,6 +33,12 @@ pub(super) fn overlay(
     if let Some(v) = get("ORCH_RULES_DIR") {
         cfg.rules_dir = PathBuf::from(v);
     }
+    if let Some(v) = get("ORCH_RULES_SHADOW_DIR") {
+        cfg.shadow_rules_dir = Some(PathBuf::from(v));
+    }
+    if let Some(v) = get("ORCH_DECISIONS_RETENTION") {
+        cfg.decision_retention = nonzero_env("ORCH_DECISIONS_RETENTION", &v, false)?;
+    }
     if let Some(v) = get("ORCH_GITEA_URL") {
         cfg.gitea.url = Some(v);
     }

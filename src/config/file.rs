@@ -43,6 +43,8 @@ struct FileConfig {
     repos_dir: Option<PathBuf>,
     listen: Option<String>,
     rules_dir: Option<PathBuf>,
+    rules: Option<FileRules>,
+    decisions: Option<FileDecisions>,
     gitea: Option<FileGitea>,
     plane: Option<FilePlane>,
     telegram: Option<FileTelegram>,
@@ -53,6 +55,18 @@ struct FileConfig {
     projects: Vec<FileProject>,
     #[serde(default)]
     agents: BTreeMap<String, FileAgent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRules {
+    shadow_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDecisions {
+    retention: Option<TomlDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +183,13 @@ impl FileConfig {
         }
         if let Some(v) = self.rules_dir {
             cfg.rules_dir = v;
+        }
+        if let Some(v) = self.rules.and_then(|r| r.shadow_dir) {
+            cfg.shadow_rules_dir = Some(v);
+        }
+        if let Some(d) = self.decisions.and_then(|d| d.retention) {
+            cfg.decision_retention =
+                nonzero("decisions.retention", d.resolve("decisions.retention")?)?;
         }
         if let Some(g) = self.gitea {
             g.apply(&mut cfg.gitea);

@@ -56,6 +56,10 @@ pub struct Config {
     pub repos_dir: PathBuf,
     pub listen: SocketAddr,
     pub rules_dir: PathBuf,
+    /// A candidate rule set evaluated beside the live one, never acting (`rules.shadow_dir`).
+    pub shadow_rules_dir: Option<PathBuf>,
+    /// How long the decision log and the shadow divergences are kept (`decisions.retention`).
+    pub decision_retention: Duration,
     pub gitea: GiteaConfig,
     pub plane: PlaneConfig,
     pub telegram: TelegramConfig,
@@ -187,6 +191,8 @@ pub const DEFAULT_TELEGRAM_API_URL: &str = "https://api.telegram.org";
 /// Where the rules are looked for when nobody said; the only rules directory that may be
 /// missing (the embedded defaults are used then).
 pub const DEFAULT_RULES_DIR: &str = "./rules";
+/// 30 days: long enough for a monthly audit, short enough that the log stays small.
+pub const DEFAULT_DECISION_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 impl Default for Config {
@@ -196,6 +202,8 @@ impl Default for Config {
             repos_dir: PathBuf::from("./repos"),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             rules_dir: PathBuf::from(DEFAULT_RULES_DIR),
+            shadow_rules_dir: None,
+            decision_retention: DEFAULT_DECISION_RETENTION,
             gitea: GiteaConfig::default(),
             plane: PlaneConfig {
                 requests_per_minute: 50,

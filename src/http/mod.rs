@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 pub mod auth;
+mod shadow;
 mod state;
 pub mod status;
 
@@ -27,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         .route("/queue", get(status::queue))
         .route("/metrics", get(status::metrics))
         .route("/explain/{work_item}", get(status::explain))
+        .route("/shadow", get(shadow::shadow))
         .route("/webhooks/plane", post(webhooks::plane))
         .route("/webhooks/gitea", post(webhooks::gitea))
         .layer(DefaultBodyLimit::max(webhooks::MAX_BODY_BYTES))

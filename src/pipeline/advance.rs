@@ -134,7 +134,10 @@ impl Pipeline {
             };
             self.report_red_gate(rules, task, &stage, &reason, trigger)
                 .await;
-            return Ok(Outcome::Held { task_id, reason });
+            let held = Outcome::Held { task_id, reason };
+            self.observe_leave(rules, task, gate, trigger, by == By::Person, &held)
+                .await;
+            return Ok(held);
         }
         let moved = self
             .change_stage(rules, task, &next, None, trigger, extra)
@@ -143,11 +146,14 @@ impl Pipeline {
             return Ok(Outcome::Raced { task_id });
         }
         tracing::info!(work_item = %task.work_item, from = %task.stage, to = %next, trigger = trigger.as_str(), reason = %gate.reason, "task advanced");
-        Ok(Outcome::Advanced {
+        let advanced = Outcome::Advanced {
             task_id,
             from: task.stage.clone(),
             to: next,
-        })
+        };
+        self.observe_leave(rules, task, gate, trigger, by == By::Person, &advanced)
+            .await;
+        Ok(advanced)
     }
 
     /// A red gate, once per stage visit, for webhook and agent triggers: the Plane state for

@@ -27,6 +27,7 @@ use crate::store::{self, Store, Task};
 use tokio::sync::Notify;
 
 mod advance;
+mod audit;
 mod cancel;
 pub(crate) mod effects;
 mod gates;
@@ -39,6 +40,7 @@ mod verdict;
 pub mod webhook;
 
 pub use crate::integrations::plane::COMMENT_SOURCE;
+pub use audit::Shadow;
 pub use running::RunningJobs;
 
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +153,8 @@ pub struct Pipeline {
     pub outbox_wakeup: Arc<Notify>,
     /// The jobs whose agents run now, so a cancelled task can stop its agent.
     pub running_jobs: RunningJobs,
+    /// The shadow rule set, when one is configured: evaluated beside the live one, never acting.
+    pub shadow: Option<Arc<Shadow>>,
 }
 
 impl std::fmt::Debug for Pipeline {

@@ -18,6 +18,7 @@ mod ruleset;
 mod sandbox;
 pub mod scenario;
 mod schema;
+pub mod shadow;
 mod watch;
 
 pub use eval::{answer_check_due, decide_plane_item, decide_task, grace_for};

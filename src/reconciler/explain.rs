@@ -57,10 +57,11 @@ impl Reconciler {
                 let busy = store::jobs::has_active(c, t.id)?;
                 let question = store::jobs::open_question(c, t.id)?;
                 let reading = store::gate_readings::latest(c, t.id)?;
-                Ok(Some((t, busy, question, reading)))
+                let logged = store::decisions::list(c, Some(&wi), None, LAST_DECISIONS)?;
+                Ok(Some((t, busy, question, reading, logged)))
             })
             .await?;
-        let Some((task, busy, question, reading)) = loaded else {
+        let Some((task, busy, question, reading, mut logged)) = loaded else {
             return Ok(None);
         };
         let awaiting = question.is_some();
@@ -116,9 +117,16 @@ impl Reconciler {
             },
             decision,
             now,
+            last_decisions: {
+                logged.reverse();
+                logged
+            },
         }))
     }
 }
+
+/// How many logged decisions an explanation shows (`orch decisions` has them all).
+const LAST_DECISIONS: usize = 10;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Explanation {
@@ -128,6 +136,9 @@ pub struct Explanation {
     pub facts: Facts,
     pub grace_left_s: Option<u64>,
     pub now: Timestamp,
+    /// The latest decisions that acted on the task (the decision log), newest first: the
+    /// history of why it moved.
+    pub last_decisions: Vec<store::decisions::DecisionRow>,
 }
 
 #[derive(Debug, Clone, Serialize)]

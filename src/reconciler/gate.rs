@@ -88,6 +88,11 @@ impl Reconciler {
             );
             let decision = policy::decide_task(rules, &self.overrides, &snapshot, None, now);
             self.note_decision_error(rules, mode, &task, &decision, report);
+            if mode == Mode::Apply {
+                self.pipeline
+                    .observe_sweep(&self.overrides, &snapshot, task.id, &decision, now)
+                    .await;
+            }
             if matches!(
                 decision.outcome,
                 Decided::Skip {

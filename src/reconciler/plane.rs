@@ -319,8 +319,8 @@ impl Reconciler {
             applied_at,
             first_seen_at,
         };
-        let decision =
-            policy::decide_plane_item(rules, &self.overrides, &snapshot, self.pipeline.clock.now());
+        let decided_at = self.pipeline.clock.now();
+        let decision = policy::decide_plane_item(rules, &self.overrides, &snapshot, decided_at);
         let deferred = matches!(&decision.outcome, PlaneOutcome::Ignore { why } if why == "busy" || why == "recent");
         let result = if deferred {
             ItemResult::Deferred
@@ -328,6 +328,7 @@ impl Reconciler {
             ItemResult::Settled
         };
         let mut action = None;
+        let mut replayed = None;
         let replay = matches!(decision.outcome, PlaneOutcome::Replay { .. });
         // Changed before orch may look (a new install's backlog): never replayed here.
         let too_old = item.updated_at < self.plane_since;
@@ -365,8 +366,20 @@ impl Reconciler {
                 tracing::info!(work_item = %work_item, state = %item.state_name, outcome = ?outcome, "reconciler: replayed Plane state (lost webhook)");
                 self.pipeline.metrics.reconcile_replays.inc();
                 report.replays += 1;
+                replayed = Some(outcome.clone());
             }
             action = Some(format!("{outcome:?}"));
+        }
+        if mode == Mode::Apply {
+            self.pipeline
+                .observe_plane(
+                    &self.overrides,
+                    &snapshot,
+                    &decision,
+                    replayed.as_ref(),
+                    decided_at,
+                )
+                .await;
         }
         report.plane.push(PlaneReport {
             work_item,

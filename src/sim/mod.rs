@@ -60,6 +60,10 @@ pub struct SimOptions {
     pub timeout: Duration,
     /// Print a progress line to stderr while running.
     pub progress: bool,
+    /// A shadow rule set evaluated beside the live one (never acting); its divergences are in
+    /// the report. The grace then goes into the live rules' `grace.default` instead of the
+    /// environment override, which would win over both sets and hide every grace difference.
+    pub shadow_rules: Option<PathBuf>,
 }
 
 impl Default for SimOptions {
@@ -78,6 +82,7 @@ impl Default for SimOptions {
             workers: 4,
             timeout: Duration::from_secs(180),
             progress: false,
+            shadow_rules: None,
         }
     }
 }
@@ -106,6 +111,11 @@ fn prepare(root: &Path, opts: &SimOptions) -> anyhow::Result<Workspace> {
     let rules = root.join("rules");
     std::fs::create_dir_all(&rules)?;
     for (name, text) in crate::policy::EMBEDDED {
+        let text = if opts.shadow_rules.is_some() && *name == "reconcile.toml" {
+            workspace::with_grace_default(text, opts.grace)?
+        } else {
+            text.to_string()
+        };
         std::fs::write(rules.join(name), text)?;
     }
     let to_ask = workspace::chosen(opts.items, opts.ask_rate, opts.seed ^ 0xA5C0_0000);
@@ -150,6 +160,11 @@ fn config(
     cfg.reconcile.notify_unblock = Some(false);
     cfg.reconcile.interval = opts.interval;
     cfg.reconcile.grace_default = Some(opts.grace);
+    if opts.shadow_rules.is_some() {
+        // In the live rules instead (see `SimOptions::shadow_rules`).
+        cfg.reconcile.grace_default = None;
+        cfg.shadow_rules_dir = opts.shadow_rules.clone();
+    }
     cfg.worker.concurrency = opts.workers;
     cfg.http.retries = 1;
     cfg.http.retry_base_delay = Duration::from_millis(20);
@@ -404,6 +419,16 @@ impl Sim<'_> {
             unblocks: state.metrics.reconcile_unblocked.get(),
             replays: state.metrics.reconcile_replays.get(),
             duplicates: checks::count_duplicates(&state.store, &self.gitea).await?,
+            shadow_divergences: if self.opts.shadow_rules.is_some() {
+                Some(
+                    state
+                        .store
+                        .call(|c| crate::store::shadow::list(c, None, usize::MAX))
+                        .await?,
+                )
+            } else {
+                None
+            },
             elapsed_ms: self.started.elapsed().as_millis() as u64,
         })
     }

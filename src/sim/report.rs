@@ -39,6 +39,9 @@ pub struct SimReport {
     pub replays: u64,
     pub duplicates: u64,
     pub elapsed_ms: u64,
+    /// With a shadow rule set: every divergence it kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow_divergences: Option<Vec<crate::store::shadow::DivergenceRow>>,
 }
 
 impl SimReport {
@@ -130,7 +133,26 @@ impl SimReport {
                 ],
             );
         }
-        crate::report::table(&["SIMULATION", "RESULT"], &rows)
+        let mut out = crate::report::table(&["SIMULATION", "RESULT"], &rows);
+        if let Some(divergences) = &self.shadow_divergences {
+            out.push_str(&format!(
+                "\nshadow rules: {} divergence(s) from the live rules\n",
+                divergences.len()
+            ));
+            for d in divergences.iter().map(|r| &r.divergence) {
+                out.push_str(&format!(
+                    "  {} {} ({}): live {} [{}], shadow {} [{}]\n",
+                    d.work_item,
+                    d.stage,
+                    d.trigger,
+                    d.live.outcome,
+                    d.live.rule,
+                    d.shadow.outcome,
+                    d.shadow.rule
+                ));
+            }
+        }
+        out
     }
 }
 

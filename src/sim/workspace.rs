@@ -85,3 +85,27 @@ pub(super) fn write_agents(
     }
     Ok(out)
 }
+
+/// `reconcile.toml` with its `[grace] default` set to `grace`: the simulation's grace written
+/// into the live rules. An error when the file has no such line, so a reshaped embedded file
+/// fails loudly instead of leaving the grace at ten minutes.
+pub(super) fn with_grace_default(text: &str, grace: std::time::Duration) -> anyhow::Result<String> {
+    let mut section = String::new();
+    let mut replaced = false;
+    let mut out = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            section = trimmed.to_string();
+        }
+        if section == "[grace]" && trimmed.starts_with("default") && !replaced {
+            out.push_str(&format!("default = \"{}ms\"\n", grace.as_millis()));
+            replaced = true;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    anyhow::ensure!(replaced, "reconcile.toml has no [grace] default to set");
+    Ok(out)
+}

@@ -137,6 +137,50 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE tasks ADD COLUMN plane_applied_at INTEGER;
     "#,
+    // 6: reserved for issue 16 (merged separately).
+    r#"
+    SELECT 1;
+    "#,
+    // 7: the decision log (every decision that acted, with the facts it used) and the
+    // divergences of the shadow rule set from the live one.
+    r#"
+    CREATE TABLE decisions (
+        id            INTEGER PRIMARY KEY,
+        at            INTEGER NOT NULL,
+        work_item     TEXT    NOT NULL,
+        task_id       INTEGER,
+        stage         TEXT    NOT NULL,
+        trigger       TEXT    NOT NULL,
+        rules_version TEXT    NOT NULL,
+        rule          TEXT    NOT NULL,
+        outcome       TEXT    NOT NULL,
+        reason        TEXT    NOT NULL,
+        facts         TEXT    NOT NULL
+    );
+    CREATE INDEX decisions_item ON decisions(work_item, at);
+    CREATE INDEX decisions_at ON decisions(at);
+
+    CREATE TABLE shadow_divergences (
+        id             INTEGER PRIMARY KEY,
+        at             INTEGER NOT NULL,
+        work_item      TEXT    NOT NULL,
+        stage          TEXT    NOT NULL,
+        trigger        TEXT    NOT NULL,
+        live_version   TEXT    NOT NULL,
+        live_rule      TEXT    NOT NULL,
+        live_outcome   TEXT    NOT NULL,
+        live_reason    TEXT    NOT NULL,
+        shadow_version TEXT    NOT NULL,
+        shadow_rule    TEXT    NOT NULL,
+        shadow_outcome TEXT    NOT NULL,
+        shadow_reason  TEXT    NOT NULL,
+        facts          TEXT    NOT NULL,
+        -- One divergence per situation: the same task, in the same visit of its stage (the
+        -- time it was last updated), diverging the same way under the same two rule sets.
+        situation      TEXT    NOT NULL UNIQUE
+    );
+    CREATE INDEX shadow_divergences_at ON shadow_divergences(at);
+    "#,
 ];
 
 /// The version a fully migrated database reports.

@@ -18,12 +18,14 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+pub mod decisions;
 pub mod gate_readings;
 pub mod inbox;
 pub mod jobs;
 pub mod kv;
 pub mod migrations;
 pub mod outbox;
+pub mod shadow;
 pub mod tasks;
 pub mod verdicts;
 
