@@ -56,7 +56,6 @@ impl Shadow {
         }
         seen.insert(situation.to_string())
     }
-
 }
 
 impl std::fmt::Debug for Shadow {
