@@ -14,6 +14,7 @@ pub mod duration;
 pub mod git;
 pub mod http;
 pub mod http_client;
+pub mod impact;
 pub mod inbox;
 pub mod integrations;
 pub mod metrics;

@@ -11,6 +11,8 @@ use crate::telemetry::LogFormat;
 
 mod outbox;
 mod rules;
+mod rules_impact;
+mod rules_snapshot;
 
 #[derive(Debug, Parser)]
 #[command(
