@@ -112,6 +112,10 @@ pub struct SimulateArgs {
     /// Give up after this long.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub timeout: std::time::Duration,
+    /// Run this rule set (a directory) instead of the embedded default rules: its stages,
+    /// human gates, Plane states and agents drive the people and the scripted agents.
+    #[arg(long, value_name = "DIR")]
+    pub rules: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,
 }
@@ -285,6 +289,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         interval: args.interval,
         timeout: args.timeout,
         progress: args.format == OutputFormat::Text,
+        rules: args.rules,
         ..crate::sim::SimOptions::default()
     };
     let report = runtime()?.block_on(crate::sim::run(&opts))?;
