@@ -171,3 +171,26 @@ fn orch_simulate_refuses_an_invalid_rule_set_naming_the_file() {
     assert!(err.contains("pipeline.toml:"), "{err}");
     assert!(err.contains("nowhere"), "{err}");
 }
+
+/// Another pipeline with names of its own: two human gates (triage, signoff), its own agents
+/// and its own Plane states ("Doing" starts, "LGTM" approves, "Waiting on you" asks a person).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reshaped_pipeline_with_two_human_gates_and_its_own_states_finishes() {
+    let report = run(&SimOptions {
+        items: 8,
+        drop_rate: 0.3,
+        cancel_rate: 0.25,
+        ask_rate: 0.25,
+        seed: 2,
+        rules: Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rules/reshaped")),
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
+    assert!(report.cancel_requested > 0, "{report:#?}");
+    assert_eq!(report.done + report.cancelled, 8, "{report:#?}");
+    assert_eq!(report.done_in_orch, report.done, "Plane shows Shipped: {report:#?}");
+    assert_eq!(report.cancels_not_honoured, 0, "{report:#?}");
+    assert_eq!(report.answered, report.questions, "{report:#?}");
+    assert_eq!(report.duplicates, 0, "{report:#?}");
+}

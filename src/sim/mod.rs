@@ -283,6 +283,8 @@ struct People {
     approved: HashSet<i64>,
     /// Items a person approved that orch has not moved on yet (approved once per wait).
     approving: HashSet<i64>,
+    /// Items whose question a person answered while orch still shows it (once per question).
+    answering: HashSet<i64>,
     /// Heads CI already ran on.
     ci_seen: HashSet<String>,
 }
@@ -296,6 +298,7 @@ impl People {
             answered: HashSet::new(),
             approved: HashSet::new(),
             approving: HashSet::new(),
+            answering: HashSet::new(),
             ci_seen: HashSet::new(),
         }
     }
@@ -306,11 +309,15 @@ impl People {
         let s = &self.script;
         let shows = |state: &Option<String>, i: &fakes::PlaneItem| state.as_ref() == Some(&i.state);
         // A person answers every question orch shows (Needs Input) in a comment.
+        // (An agent that asks at more than one human gate is answered each time.)
         for i in items.iter().filter(|i| shows(&s.needs_input, i)) {
-            if self.answered.insert(i.seq) {
+            self.answered.insert(i.seq);
+            if self.answering.insert(i.seq) {
                 plane.human_comments(i.seq, "The simple way, please.").await;
             }
         }
+        self.answering
+            .retain(|seq| items.iter().any(|i| i.seq == *seq && shows(&s.needs_input, i)));
         // A person cancels the chosen items once development has started (orch shows it as
         // In Progress after the approval).
         if let Some(cancel) = &s.cancel {
