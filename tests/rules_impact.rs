@@ -128,7 +128,10 @@ fn markdown_and_json_carry_the_same_changes() {
     let db = database(dir.path());
     let out = diff(dir.path(), &db, "markdown");
     let md = String::from_utf8(out.stdout).unwrap();
-    assert!(md.starts_with("**Decision changes**: 2 of 5 open task(s)"), "{md}");
+    assert!(
+        md.starts_with("**Decision changes**: 2 of 5 open task(s)"),
+        "{md}"
+    );
     assert!(md.contains("| `check gate -> wait` | 1 |"), "{md}");
     assert!(
         md.contains("| ET-1 | review | check gate [review_approved] | wait 900s | stage.review.gate -> grace.stages.review |"),
@@ -163,7 +166,10 @@ fn the_same_rules_change_nothing_and_a_missing_database_is_an_error() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with("no decision changes: 0 of 5 open task(s)"), "{text}");
+    assert!(
+        text.starts_with("no decision changes: 0 of 5 open task(s)"),
+        "{text}"
+    );
 
     let missing = dir.path().join("nope.db");
     let out = Command::new(env!("CARGO_BIN_EXE_orch"))

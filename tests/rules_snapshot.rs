@@ -60,11 +60,18 @@ fn a_pinned_rules_repository_fails_verify_after_a_grace_edit_until_it_is_accepte
     assert!(out.status.success(), "{out:?}");
     let snap = dir.join("snapshots/rules@default.snap");
     let pinned = std::fs::read_to_string(&snap).unwrap();
-    assert!(pinned.starts_with("---\nsource: orch rules snapshot\n"), "{pinned}");
+    assert!(
+        pinned.starts_with("---\nsource: orch rules snapshot\n"),
+        "{pinned}"
+    );
     let out = orch(dir, &args(&["rules", "verify", "rules"]));
     assert!(out.status.success(), "{out:?}");
 
-    edit(&dir.join("rules/reconcile.toml"), "default = \"10m\"", "default = \"1h\"");
+    edit(
+        &dir.join("rules/reconcile.toml"),
+        "default = \"10m\"",
+        "default = \"1h\"",
+    );
     let out = orch(dir, &args(&["rules", "verify", "rules"]));
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let text = stdout(&out);
@@ -76,7 +83,10 @@ fn a_pinned_rules_repository_fails_verify_after_a_grace_edit_until_it_is_accepte
         .unwrap_or_else(|| panic!("{text}"));
     assert!(line.contains("check gate [review_approved]"), "{line}");
     assert!(line.contains("wait 900s"), "{line}");
-    assert!(!text.contains("stuck "), "2 h-quiet tasks do not change: {text}");
+    assert!(
+        !text.contains("stuck "),
+        "2 h-quiet tasks do not change: {text}"
+    );
 
     // Without --accept the new table waits for review beside the pinned one.
     let out = orch(dir, &args(&["rules", "snapshot", "rules"]));
@@ -116,7 +126,13 @@ fn an_expectation_that_does_not_hold_fails_verify_with_its_file_and_line() {
     assert!(orch(dir, &cmd).status.success());
     let out = orch(
         dir,
-        &["rules", "verify", "rules", "--scenarios", "scenarios/expect.toml"],
+        &[
+            "rules",
+            "verify",
+            "rules",
+            "--scenarios",
+            "scenarios/expect.toml",
+        ],
     );
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let text = stdout(&out);
@@ -126,7 +142,10 @@ fn an_expectation_that_does_not_hold_fails_verify_with_its_file_and_line() {
         "{text}"
     );
     assert!(text.contains("decided \"check gate [ci_green]\""), "{text}");
-    assert!(text.contains("1 failure(s)"), "the other three hold: {text}");
+    assert!(
+        text.contains("1 failure(s)"),
+        "the other three hold: {text}"
+    );
 }
 
 #[test]
@@ -140,7 +159,13 @@ fn an_unknown_expectation_is_an_error_naming_file_and_line() {
     .unwrap();
     let out = orch(
         dir,
-        &["rules", "verify", "rules", "--scenarios", "scenarios/bad.toml"],
+        &[
+            "rules",
+            "verify",
+            "rules",
+            "--scenarios",
+            "scenarios/bad.toml",
+        ],
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -161,7 +186,14 @@ fn the_cli_pins_orch_rules_exactly_as_the_committed_snapshots() {
     ];
     let fresh = tempfile::tempdir().unwrap();
     let fresh_dir = fresh.path().to_str().unwrap();
-    let mut cmd = vec!["rules", "snapshot", "rules", "--accept", "--snapshots", fresh_dir];
+    let mut cmd = vec![
+        "rules",
+        "snapshot",
+        "rules",
+        "--accept",
+        "--snapshots",
+        fresh_dir,
+    ];
     cmd.extend(scenarios);
     assert!(orch(&root(), &cmd).status.success());
     let mut names: Vec<_> = std::fs::read_dir(fresh.path())
@@ -193,7 +225,14 @@ fn the_cli_pins_orch_rules_exactly_as_the_committed_snapshots() {
         std::fs::copy(root().join("snapshots").join(name), copy.path().join(name)).unwrap();
     }
     let copy_dir = copy.path().to_str().unwrap();
-    let mut cmd = vec!["rules", "snapshot", "rules", "--accept", "--snapshots", copy_dir];
+    let mut cmd = vec![
+        "rules",
+        "snapshot",
+        "rules",
+        "--accept",
+        "--snapshots",
+        copy_dir,
+    ];
     cmd.extend(scenarios);
     let out = orch(&root(), &cmd);
     assert!(out.status.success(), "{out:?}");

@@ -160,7 +160,11 @@ fn orch_simulate_refuses_an_invalid_rule_set_naming_the_file() {
     }
     let pipeline = dir.path().join("pipeline.toml");
     let text = std::fs::read_to_string(&pipeline).unwrap();
-    std::fs::write(&pipeline, text.replace("next = \"done\"", "next = \"nowhere\"")).unwrap();
+    std::fs::write(
+        &pipeline,
+        text.replace("next = \"done\"", "next = \"nowhere\""),
+    )
+    .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_orch"))
         .args(["simulate", "--items", "1", "--rules"])
         .arg(dir.path())
@@ -189,7 +193,10 @@ async fn a_reshaped_pipeline_with_two_human_gates_and_its_own_states_finishes() 
     .unwrap();
     assert!(report.cancel_requested > 0, "{report:#?}");
     assert_eq!(report.done + report.cancelled, 8, "{report:#?}");
-    assert_eq!(report.done_in_orch, report.done, "Plane shows Shipped: {report:#?}");
+    assert_eq!(
+        report.done_in_orch, report.done,
+        "Plane shows Shipped: {report:#?}"
+    );
     assert_eq!(report.cancels_not_honoured, 0, "{report:#?}");
     assert_eq!(report.answered, report.questions, "{report:#?}");
     assert_eq!(report.duplicates, 0, "{report:#?}");

@@ -153,7 +153,10 @@ pub(super) fn scenario_markdown(changes: &[scenario::Change]) -> String {
                 c.subject.clone(),
                 c.old.clone().unwrap_or_else(|| "-".into()),
                 c.new.clone().unwrap_or_else(|| "-".into()),
-                c.new_rule.clone().or(c.old_rule.clone()).unwrap_or_default(),
+                c.new_rule
+                    .clone()
+                    .or(c.old_rule.clone())
+                    .unwrap_or_default(),
             ]
         })
         .collect();

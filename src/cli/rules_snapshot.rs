@@ -47,7 +47,11 @@ fn rule_sets(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     }
     let mut out = Vec::new();
     walk(dir, &mut out).with_context(|| format!("reading {}", dir.display()))?;
-    anyhow::ensure!(!out.is_empty(), "{}: no *.toml rule files here", dir.display());
+    anyhow::ensure!(
+        !out.is_empty(),
+        "{}: no *.toml rule files here",
+        dir.display()
+    );
     out.sort();
     Ok(out)
 }
@@ -84,7 +88,10 @@ fn pins(
             .map(|c| c.as_os_str().to_string_lossy())
             .collect::<Vec<_>>();
         for (path, file) in &files {
-            let stem = path.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default();
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy())
+                .unwrap_or_default();
             let rows = scenario::simulate(&rules, file).map_err(anyhow::Error::msg)?;
             let unmet = scenario::unmet_expectations(&rules, file).map_err(anyhow::Error::msg)?;
             out.push(Pin {
@@ -129,7 +136,10 @@ fn print_changes(path: &Path, old_body: &str, rows: &[scenario::Row]) {
                 c.subject.clone(),
                 c.old.clone().unwrap_or_else(|| "-".into()),
                 c.new.clone().unwrap_or_else(|| "-".into()),
-                c.new_rule.clone().or(c.old_rule.clone()).unwrap_or_default(),
+                c.new_rule
+                    .clone()
+                    .or(c.old_rule.clone())
+                    .unwrap_or_default(),
             ]
         })
         .collect();
@@ -232,7 +242,11 @@ pub(super) fn verify(
                 failures += 1;
             }
             Some(old) if old != snapfile::body(&pin.rows) => {
-                println!("decisions changed: {} ({})", pin.path.display(), pin.description);
+                println!(
+                    "decisions changed: {} ({})",
+                    pin.path.display(),
+                    pin.description
+                );
                 print_changes(&pin.path, &old, &pin.rows);
                 failures += 1;
             }

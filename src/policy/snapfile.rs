@@ -76,7 +76,10 @@ pub fn parse(body: &str) -> Result<Vec<Row>, String> {
         let (key, value) = entry
             .split_once(": ")
             .ok_or_else(|| format!("line {at}: expected `key: value`"))?;
-        fields.push((key.to_string(), unscalar(value).map_err(|e| format!("line {at}: {e}"))?));
+        fields.push((
+            key.to_string(),
+            unscalar(value).map_err(|e| format!("line {at}: {e}"))?,
+        ));
     }
     if !fields.is_empty() {
         rows.push(row_of(fields, body.lines().count())?);
@@ -215,7 +218,10 @@ mod tests {
             row("plain", "tab\there: and \\ back\u{1}"),
         ];
         let text = render("orch rules snapshot", "rules × s.toml", &rows);
-        assert!(text.starts_with("---\nsource: orch rules snapshot\n"), "{text}");
+        assert!(
+            text.starts_with("---\nsource: orch rules snapshot\n"),
+            "{text}"
+        );
         assert!(text.ends_with("\n"));
         let back = parse(body_of(&text).unwrap()).unwrap();
         assert_eq!(back, rows);

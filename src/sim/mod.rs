@@ -316,8 +316,11 @@ impl People {
                 plane.human_comments(i.seq, "The simple way, please.").await;
             }
         }
-        self.answering
-            .retain(|seq| items.iter().any(|i| i.seq == *seq && shows(&s.needs_input, i)));
+        self.answering.retain(|seq| {
+            items
+                .iter()
+                .any(|i| i.seq == *seq && shows(&s.needs_input, i))
+        });
         // A person cancels the chosen items once development has started (orch shows it as
         // In Progress after the approval).
         if let Some(cancel) = &s.cancel {
@@ -340,8 +343,11 @@ impl People {
                     plane.human_sets(i.seq, approve).await;
                 }
             }
-            self.approving
-                .retain(|seq| items.iter().any(|i| i.seq == *seq && shows(&s.awaiting_human, i)));
+            self.approving.retain(|seq| {
+                items
+                    .iter()
+                    .any(|i| i.seq == *seq && shows(&s.awaiting_human, i))
+            });
         }
         // CI runs on every new head of a task branch.
         for (branch, sha) in gitea.heads().await {
@@ -420,7 +426,12 @@ impl Sim<'_> {
     /// their final stage in orch.
     async fn done(&self) -> anyhow::Result<usize> {
         Ok(match &self.people.script.states.done {
-            Some(done) => self.plane.items().iter().filter(|i| &i.state == done).count(),
+            Some(done) => self
+                .plane
+                .items()
+                .iter()
+                .filter(|i| &i.state == done)
+                .count(),
             None => checks::ended_done(&self.engine.state).await?,
         })
     }

@@ -43,7 +43,11 @@ pub(super) struct Script {
 
 /// A Plane state that means `action` under `rules`: one of `states` when one does (by name,
 /// else by group), else the name the rules map, added to `states`.
-fn state_for(rules: &RuleSet, states: &mut Vec<(String, String)>, action: PlaneAction) -> Option<String> {
+fn state_for(
+    rules: &RuleSet,
+    states: &mut Vec<(String, String)>,
+    action: PlaneAction,
+) -> Option<String> {
     if let Some((n, _)) = states
         .iter()
         .find(|(n, g)| rules.inbound_plane_action(n, Some(g)) == Some(action))
