@@ -171,6 +171,19 @@ fn the_same_rules_change_nothing_and_a_missing_database_is_an_error() {
         "{text}"
     );
 
+    // Without a path: the configured database (ORCH_DB_PATH here).
+    let out = Command::new(env!("CARGO_BIN_EXE_orch"))
+        .args([
+            "rules", "diff", "rules", "rules", "--format", "json", "--db",
+        ])
+        .env("ORCH_DB_PATH", &db)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["open_tasks"], 5);
+
     let missing = dir.path().join("nope.db");
     let out = Command::new(env!("CARGO_BIN_EXE_orch"))
         .args(["rules", "diff", "rules", "rules", "--db"])

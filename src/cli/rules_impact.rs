@@ -33,11 +33,8 @@ pub(super) fn markdown(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// The database `--db` names, or the configured one when it names none.
-fn db_path(db: Option<PathBuf>, config: Option<&Path>) -> anyhow::Result<PathBuf> {
-    let path = match db {
-        Some(p) => p,
-        None => crate::config::Config::load(config)?.db_path,
-    };
+fn db_path(db: Option<PathBuf>, cfg: &crate::config::Config) -> anyhow::Result<PathBuf> {
+    let path = db.unwrap_or_else(|| cfg.db_path.clone());
     anyhow::ensure!(
         path.exists(),
         "no database at {} (pass --db PATH, or set db_path / ORCH_DB_PATH)",
@@ -53,9 +50,9 @@ pub(super) fn run(
     at: Option<&str>,
     format: DiffFormat,
 ) -> anyhow::Result<ExitCode> {
-    let path = db_path(db, config)?;
-    // The operator's kill switches and grace overrides apply to both sets, as in the sweep.
     let cfg = crate::config::Config::load(config)?;
+    let path = db_path(db, &cfg)?;
+    // The operator's kill switches and grace overrides apply to both sets, as in the sweep.
     let ov = crate::reconciler::overrides_from_config(&cfg.reconcile);
     let now = match at {
         Some(t) => Timestamp::parse_rfc3339(t).with_context(|| format!("--at {t:?}"))?,
