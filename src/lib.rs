@@ -29,6 +29,7 @@ modules! {
     git,
     http,
     http_client,
+    impact,
     inbox,
     integrations,
     metrics,

@@ -14,6 +14,7 @@ const ONLY: &[(&str, &[&str])] = &[
     ("store", &["clock"]),
     ("config", &["clock", "duration", "secret"]),
     ("policy", &["clock", "duration", "config"]),
+    ("impact", &["clock", "policy", "store"]),
     (
         "integrations",
         &["clock", "config", "secret", "http_client"],

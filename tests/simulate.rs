@@ -112,3 +112,92 @@ async fn questions_are_answered_and_rejected_reviews_redone_when_webhooks_are_lo
     );
     assert_eq!(report.webhooks_rejected, 0, "{report:#?}");
 }
+
+fn fast_track() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/examples/fast-track")
+}
+
+/// A reshaped pipeline, end to end: the fast-track rules have no testing stage and a review
+/// gate of `review_approved && ci_green`; the agents and the people follow them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fast_track_rules_without_a_testing_stage_finish_every_item() {
+    let report = run(&SimOptions {
+        items: 12,
+        drop_rate: 0.3,
+        reject_rate: 0.3,
+        ask_rate: 0.3,
+        seed: 5,
+        rules: Some(fast_track()),
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.done, 12, "Plane shows Done: {report:#?}");
+    assert_eq!(report.done_in_orch, 12, "{report:#?}");
+    assert!(report.rejections > 0, "{report:#?}");
+    assert_eq!(report.answered, report.questions, "{report:#?}");
+    assert_eq!(report.duplicates, 0, "{report:#?}");
+    assert_eq!(report.webhooks_rejected, 0, "{report:#?}");
+}
+
+#[test]
+fn orch_simulate_with_the_fast_track_rules_ends_with_every_item_done() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_orch"))
+        .args(["simulate", "--items", "4", "--drop-rate", "0.2", "--rules"])
+        .arg(fast_track())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("items done                  4 / 4"), "{text}");
+}
+
+#[test]
+fn orch_simulate_refuses_an_invalid_rule_set_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in orch::policy::EMBEDDED {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let pipeline = dir.path().join("pipeline.toml");
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    std::fs::write(
+        &pipeline,
+        text.replace("next = \"done\"", "next = \"nowhere\""),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_orch"))
+        .args(["simulate", "--items", "1", "--rules"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pipeline.toml:"), "{err}");
+    assert!(err.contains("nowhere"), "{err}");
+}
+
+/// Another pipeline with names of its own: two human gates (triage, signoff), its own agents
+/// and its own Plane states ("Doing" starts, "LGTM" approves, "Waiting on you" asks a person).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reshaped_pipeline_with_two_human_gates_and_its_own_states_finishes() {
+    let report = run(&SimOptions {
+        items: 8,
+        drop_rate: 0.3,
+        cancel_rate: 0.25,
+        ask_rate: 0.25,
+        seed: 2,
+        rules: Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rules/reshaped")),
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
+    assert!(report.cancel_requested > 0, "{report:#?}");
+    assert_eq!(report.done + report.cancelled, 8, "{report:#?}");
+    assert_eq!(
+        report.done_in_orch, report.done,
+        "Plane shows Shipped: {report:#?}"
+    );
+    assert_eq!(report.cancels_not_honoured, 0, "{report:#?}");
+    assert_eq!(report.answered, report.questions, "{report:#?}");
+    assert_eq!(report.duplicates, 0, "{report:#?}");
+}

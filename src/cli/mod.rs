@@ -12,6 +12,8 @@ use crate::telemetry::LogFormat;
 mod decisions;
 mod outbox;
 mod rules;
+mod rules_impact;
+mod rules_snapshot;
 mod shadow;
 
 #[derive(Debug, Parser)]
@@ -115,6 +117,10 @@ pub struct SimulateArgs {
     /// Give up after this long.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub timeout: std::time::Duration,
+    /// Run this rule set (a directory) instead of the embedded default rules: its stages,
+    /// human gates, Plane states and agents drive the people and the scripted agents.
+    #[arg(long, value_name = "DIR")]
+    pub rules: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,
     /// A candidate rule set evaluated beside the live one, never acting; its divergences are
@@ -302,6 +308,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         timeout: args.timeout,
         progress: args.format == OutputFormat::Text,
         shadow_rules: args.shadow_rules,
+        rules: args.rules,
         ..crate::sim::SimOptions::default()
     };
     let report = runtime()?.block_on(crate::sim::run(&opts))?;

@@ -14,11 +14,13 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Timestamp;
 
 mod eval;
+pub mod impact;
 mod ruleset;
 mod sandbox;
 pub mod scenario;
 mod schema;
 pub mod shadow;
+pub mod snapfile;
 mod watch;
 
 pub use eval::{answer_check_due, decide_plane_item, decide_task, grace_for};

@@ -30,6 +30,9 @@ pub struct ScenarioFile {
     pub task: Vec<TaskScenario>,
     #[serde(default)]
     pub plane: Vec<PlaneScenario>,
+    /// The file it was read from, for errors that name `file:line`.
+    #[serde(skip)]
+    pub path: String,
 }
 
 fn default_now() -> String {
@@ -63,6 +66,9 @@ pub struct TaskScenario {
     pub labels: Vec<String>,
     /// `green` or `red`: the gate's result, when the scenario is past the check.
     pub gate: Option<String>,
+    /// What the decision must be (see [`Expectation`]); `orch rules verify` asserts it.
+    #[serde(default)]
+    pub expect: Option<Expectation>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +89,77 @@ pub struct PlaneScenario {
     /// The Plane change happened seconds ago (its webhook may still be on its way).
     #[serde(default)]
     pub recent: bool,
+    /// What the decision must be (see [`Expectation`]); `orch rules verify` asserts it.
+    #[serde(default)]
+    pub expect: Option<Expectation>,
+}
+
+/// A subject's expected decision, as written: a decision's leading words (`"skip"`,
+/// `"check gate"`, `"wait"`) or the whole of it (`"advance review -> testing"`,
+/// `"skip (human_gate)"`). It holds when the decision is the text or starts with it followed by
+/// a space, so `"wait"` accepts any wait and `"wait 570s"` only that one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Expectation {
+    text: toml::Spanned<String>,
+    /// The line of `expect` in its file, set by [`read`].
+    #[serde(skip)]
+    line: usize,
+}
+
+impl Expectation {
+    pub fn text(&self) -> &str {
+        self.text.get_ref()
+    }
+
+    pub fn line(&self) -> usize {
+        self.line
+    }
+
+    fn holds_for(&self, decision: &str) -> bool {
+        let want = self.text();
+        decision == want
+            || decision
+                .strip_prefix(want)
+                .is_some_and(|rest| rest.starts_with(' '))
+    }
+}
+
+/// The decisions a task subject can have, by their leading words.
+const TASK_DECISIONS: &[&str] = &["skip", "wait", "check gate", "advance", "hold", "error"];
+/// The decisions a Plane subject can have.
+const PLANE_DECISIONS: &[&str] = &["in sync", "replay", "ignore"];
+
+/// Whether `text` names a decision of `kinds` (alone, or followed by its details).
+fn known_expectation(text: &str, kinds: &[&str]) -> bool {
+    kinds.iter().any(|k| {
+        text == *k
+            || text
+                .strip_prefix(k)
+                .is_some_and(|rest| rest.starts_with(' ') && rest.trim() != "")
+    })
+}
+
+/// An expectation that did not hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unmet {
+    /// `file:line` of the `expect`.
+    pub at: String,
+    pub scenario: String,
+    pub subject: String,
+    pub expected: String,
+    pub decision: String,
+    pub rule: String,
+}
+
+impl std::fmt::Display for Unmet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: scenario {:?} ({}): expected {:?}, decided {:?} by {}",
+            self.at, self.scenario, self.subject, self.expected, self.decision, self.rule
+        )
+    }
 }
 
 fn yes() -> bool {
@@ -122,7 +199,7 @@ pub fn read(path: &Path) -> Result<ScenarioFile, ScenarioError> {
         path: path.display().to_string(),
         source,
     })?;
-    toml::from_str(&text).map_err(|e| {
+    let mut file: ScenarioFile = toml::from_str(&text).map_err(|e| {
         let (line, col) = e
             .span()
             .map(|s| crate::config::line_col(&text, s.start))
@@ -131,7 +208,31 @@ pub fn read(path: &Path) -> Result<ScenarioFile, ScenarioError> {
             path: format!("{}:{line}:{col}", path.display()),
             message: e.message().trim().to_string(),
         }
-    })
+    })?;
+    file.path = path.display().to_string();
+    let task_expectations = file
+        .task
+        .iter_mut()
+        .filter_map(|t| t.expect.as_mut().map(|e| (e, TASK_DECISIONS)));
+    let plane_expectations = file
+        .plane
+        .iter_mut()
+        .filter_map(|p| p.expect.as_mut().map(|e| (e, PLANE_DECISIONS)));
+    for (expect, kinds) in task_expectations.chain(plane_expectations) {
+        let (line, col) = crate::config::line_col(&text, expect.text.span().start);
+        expect.line = line;
+        if !known_expectation(expect.text(), kinds) {
+            return Err(ScenarioError::Parse {
+                path: format!("{}:{line}:{col}", path.display()),
+                message: format!(
+                    "unknown expectation {:?}: it must start with one of {}",
+                    expect.text(),
+                    kinds.join(", ")
+                ),
+            });
+        }
+    }
+    Ok(file)
 }
 
 /// A scenario's duration: bare digits are seconds.
@@ -142,7 +243,8 @@ fn dur(s: &str) -> Result<Duration, String> {
     })
 }
 
-fn describe(outcome: &Outcome) -> String {
+/// A task decision in one line, as tables and diffs show it (`wait 570s`, `advance a -> b`).
+pub fn describe(outcome: &Outcome) -> String {
     match outcome {
         Outcome::Skip { why } => format!(
             "skip ({})",
@@ -177,6 +279,32 @@ fn stages_for<'a>(rules: &'a RuleSet, spec: &'a str) -> Vec<String> {
 
 /// Runs every scenario against `rules`.
 pub fn simulate(rules: &RuleSet, file: &ScenarioFile) -> Result<Vec<Row>, String> {
+    Ok(evaluate(rules, file)?.into_iter().map(|(r, _)| r).collect())
+}
+
+/// The expectations of `file` that do not hold under `rules`, in file order.
+pub fn unmet_expectations(rules: &RuleSet, file: &ScenarioFile) -> Result<Vec<Unmet>, String> {
+    Ok(evaluate(rules, file)?
+        .into_iter()
+        .filter_map(|(row, expect)| {
+            let expect = expect?;
+            (!expect.holds_for(&row.decision)).then(|| Unmet {
+                at: format!("{}:{}", file.path, expect.line()),
+                scenario: row.scenario,
+                subject: row.subject,
+                expected: expect.text().to_string(),
+                decision: row.decision,
+                rule: row.rule,
+            })
+        })
+        .collect())
+}
+
+/// Every scenario's rows, each with the expectation it must meet.
+fn evaluate<'f>(
+    rules: &RuleSet,
+    file: &'f ScenarioFile,
+) -> Result<Vec<(Row, Option<&'f Expectation>)>, String> {
     let now =
         Timestamp::parse_rfc3339(&file.now).map_err(|e| format!("now = {:?}: {e}", file.now))?;
     let ov = Overrides {
@@ -229,13 +357,14 @@ pub fn simulate(rules: &RuleSet, file: &ScenarioFile) -> Result<Vec<Row>, String
             if let (Outcome::CheckGate { .. }, Some(g)) = (&d.outcome, &gate) {
                 d = decide_task(rules, &ov, &task, Some(g), now);
             }
-            rows.push(Row {
+            let row = Row {
                 scenario: sc.name.clone(),
                 subject: stage,
                 decision: describe(&d.outcome),
                 rule: d.rule,
                 reason: d.reason,
-            });
+            };
+            rows.push((row, sc.expect.as_ref()));
         }
     }
     for sc in &file.plane {
@@ -268,13 +397,14 @@ pub fn simulate(rules: &RuleSet, file: &ScenarioFile) -> Result<Vec<Row>, String
                 first_seen_at: None,
             };
             let d = decide_plane_item(rules, &ov, &item, now);
-            rows.push(Row {
+            let row = Row {
                 scenario: sc.name.clone(),
                 subject: format!("{} / {}", sc.state, stage.as_deref().unwrap_or("no task")),
                 decision: describe_plane(&d.outcome),
                 rule: d.rule,
                 reason: d.reason,
-            });
+            };
+            rows.push((row, sc.expect.as_ref()));
         }
     }
     Ok(rows)

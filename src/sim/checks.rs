@@ -52,11 +52,12 @@ pub(super) async fn ended_cancelled(state: &AppState) -> anyhow::Result<usize> {
 }
 
 /// Cancelled items orch did not honour: the task is not in the cancel stage, still has a job
-/// queued or running, or orch moved the Plane item away from Cancelled afterwards.
+/// queued or running, or orch moved the Plane item away from the cancel state afterwards.
 pub(super) async fn cancels_not_honoured(
     state: &AppState,
     items: &[fakes::PlaneItem],
     cancelled: &HashSet<i64>,
+    cancel_state: Option<&str>,
 ) -> anyhow::Result<u64> {
     let stage = cancel_stage(state);
     let mut bad = 0;
@@ -71,7 +72,7 @@ pub(super) async fn cancels_not_honoured(
                 Ok(Some(&t.stage) == stage.as_ref() && !crate::store::jobs::has_active(c, t.id)?)
             })
             .await?;
-        if !honoured || item.state != "Cancelled" {
+        if !honoured || Some(item.state.as_str()) != cancel_state {
             bad += 1;
         }
     }

@@ -11,6 +11,9 @@
 //! to development once. With `kills`, the engine is killed (no graceful stop, everything in
 //! flight dropped) and restarted on the same database that many times during the run; every
 //! item must still end Done in orch *and* in Plane.
+//!
+//! With `rules`, the run uses that rule set instead of the embedded one: the people's Plane
+//! states, the human gates they approve and the agents' parts come from it (`script.rs`).
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -28,12 +31,14 @@ mod checks;
 mod engine;
 pub mod fakes;
 mod report;
+mod script;
 mod workspace;
 
 pub use report::SimReport;
 
 use engine::Engine;
 use fakes::{FakeGitea, FakePlane, Hooks};
+use script::{Role, Script};
 
 const PROJECT_ID: &str = "00000000-0000-4000-8000-000000000001";
 const REPO: &str = "acme/widget";
@@ -64,6 +69,8 @@ pub struct SimOptions {
     /// the report. The grace then goes into the live rules' `grace.default` instead of the
     /// environment override, which would win over both sets and hide every grace difference.
     pub shadow_rules: Option<PathBuf>,
+    /// The rule set to run (a directory); `None`: the embedded default rules.
+    pub rules: Option<PathBuf>,
 }
 
 impl Default for SimOptions {
@@ -83,6 +90,7 @@ impl Default for SimOptions {
             timeout: Duration::from_secs(180),
             progress: false,
             shadow_rules: None,
+            rules: None,
         }
     }
 }
@@ -93,10 +101,32 @@ struct Workspace {
     rules: PathBuf,
     to_ask: HashSet<i64>,
     agents: Vec<(String, PathBuf)>,
+    script: Script,
 }
 
-/// A bare remote with one commit (as Gitea would hold it), the default rules as shipped,
-/// and the scripted agents with the lists of whose analysts ask and whose reviewers reject.
+/// The rule files to run: `opts.rules` (validated whole first), or the embedded defaults.
+fn rule_files(opts: &SimOptions) -> anyhow::Result<Vec<(String, String)>> {
+    let Some(dir) = &opts.rules else {
+        return Ok(crate::policy::EMBEDDED
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect());
+    };
+    crate::policy::load_dir(dir)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("rules {}", dir.display()))?;
+    let files = crate::policy::read_dir(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(files
+        .into_iter()
+        .map(|(p, t)| {
+            let name = p.file_name().map(|n| n.to_string_lossy().to_string());
+            (name.unwrap_or_default(), t)
+        })
+        .collect())
+}
+
+/// A bare remote with one commit (as Gitea would hold it), the rules, and the scripted
+/// agents with the lists of whose analysts ask and whose reviewers reject.
 fn prepare(root: &Path, opts: &SimOptions) -> anyhow::Result<Workspace> {
     let bare = root.join("remote/widget.git");
     std::fs::create_dir_all(&bare)?;
@@ -110,25 +140,36 @@ fn prepare(root: &Path, opts: &SimOptions) -> anyhow::Result<Workspace> {
     workspace::git(&seed, &["push", "-q", &bare.to_string_lossy(), "main"])?;
     let rules = root.join("rules");
     std::fs::create_dir_all(&rules)?;
-    for (name, text) in crate::policy::EMBEDDED {
-        let text = if opts.shadow_rules.is_some() && *name == "reconcile.toml" {
-            workspace::with_grace_default(text, opts.grace)?
+    for (name, text) in rule_files(opts)? {
+        let text = if opts.shadow_rules.is_some() && name == "reconcile.toml" {
+            workspace::with_grace_default(&text, opts.grace)?
         } else {
-            text.to_string()
+            text
         };
         std::fs::write(rules.join(name), text)?;
+    }
+    let set = crate::policy::load_dir(&rules).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let script = Script::of(&set)?;
+    if opts.cancel_rate > 0.0 && script.cancel.is_none() {
+        anyhow::bail!("--cancel-rate: the rules map no Plane state to cancel");
     }
     let to_ask = workspace::chosen(opts.items, opts.ask_rate, opts.seed ^ 0xA5C0_0000);
     let to_reject = workspace::chosen(opts.items, opts.reject_rate, opts.seed ^ 0x0BAD_C0DE);
     let (ask_list, reject_list) = (root.join("ask.txt"), root.join("reject.txt"));
     workspace::write_list(&ask_list, &to_ask)?;
     workspace::write_list(&reject_list, &to_reject)?;
-    let agents = workspace::write_agents(&root.join("agents"), &ask_list, &reject_list)?;
+    let agents = workspace::write_agents(
+        &root.join("agents"),
+        &script.agents,
+        &ask_list,
+        &reject_list,
+    )?;
     Ok(Workspace {
         bare,
         rules,
         to_ask,
         agents,
+        script,
     })
 }
 
@@ -180,7 +221,11 @@ fn config(
             AgentConfig {
                 command: vec![path.to_string_lossy().to_string()],
                 timeout: Duration::from_secs(60),
-                push: name == "developer",
+                push: ws
+                    .script
+                    .agents
+                    .iter()
+                    .any(|(a, r)| a == name && *r == Role::Developer),
             },
         );
     }
@@ -205,7 +250,7 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
         opts.drop_rate,
         opts.seed,
     )?);
-    let plane = FakePlane::new(PROJECT_ID, Arc::clone(&hooks));
+    let plane = FakePlane::with_states(PROJECT_ID, Arc::clone(&hooks), ws.script.states.clone());
     let gitea = FakeGitea::new(REPO, ws.bare.clone(), Arc::clone(&hooks));
     let (plane_router, gitea_router) = (plane.router(), gitea.router());
     let fake_servers = [
@@ -221,7 +266,7 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
         plane.create(seq, &format!("Simulated feature {seq}"));
     }
     for seq in 1..=opts.items as i64 {
-        plane.human_sets(seq, "In Progress").await;
+        plane.human_sets(seq, &ws.script.states.start).await;
     }
     let mut sim = Sim {
         opts,
@@ -230,7 +275,7 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
         hooks,
         plane,
         gitea,
-        people: People::new(opts),
+        people: People::new(opts, ws.script.clone()),
         kills: 0,
         started,
     };
@@ -245,22 +290,30 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
 
 /// What the simulated people have done so far.
 struct People {
+    script: Script,
     /// Which items a person will cancel once their development has started.
     to_cancel: HashSet<i64>,
     cancel_sent: HashSet<i64>,
     answered: HashSet<i64>,
     approved: HashSet<i64>,
+    /// Items a person approved that orch has not moved on yet (approved once per wait).
+    approving: HashSet<i64>,
+    /// Items whose question a person answered while orch still shows it (once per question).
+    answering: HashSet<i64>,
     /// Heads CI already ran on.
     ci_seen: HashSet<String>,
 }
 
 impl People {
-    fn new(opts: &SimOptions) -> People {
+    fn new(opts: &SimOptions, script: Script) -> People {
         People {
+            script,
             to_cancel: workspace::chosen(opts.items, opts.cancel_rate, opts.seed ^ 0xC0FF_EE00),
             cancel_sent: HashSet::new(),
             answered: HashSet::new(),
             approved: HashSet::new(),
+            approving: HashSet::new(),
+            answering: HashSet::new(),
             ci_seen: HashSet::new(),
         }
     }
@@ -268,28 +321,48 @@ impl People {
     /// One look at Plane and Gitea, and what the people do about it.
     async fn act(&mut self, plane: &FakePlane, gitea: &FakeGitea, ci_delay: Duration) {
         let items = plane.items();
+        let s = &self.script;
+        let shows = |state: &Option<String>, i: &fakes::PlaneItem| state.as_ref() == Some(&i.state);
         // A person answers every question orch shows (Needs Input) in a comment.
-        for i in items.iter().filter(|i| i.state == "Needs Input") {
-            if self.answered.insert(i.seq) {
+        // (An agent that asks at more than one human gate is answered each time.)
+        for i in items.iter().filter(|i| shows(&s.needs_input, i)) {
+            self.answered.insert(i.seq);
+            if self.answering.insert(i.seq) {
                 plane.human_comments(i.seq, "The simple way, please.").await;
             }
         }
+        self.answering.retain(|seq| {
+            items
+                .iter()
+                .any(|i| i.seq == *seq && shows(&s.needs_input, i))
+        });
         // A person cancels the chosen items once development has started (orch shows it as
         // In Progress after the approval).
-        for i in items.iter().filter(|i| {
-            self.to_cancel.contains(&i.seq)
-                && self.approved.contains(&i.seq)
-                && i.state == "In Progress"
-        }) {
-            if self.cancel_sent.insert(i.seq) {
-                plane.human_sets(i.seq, "Cancelled").await;
+        if let Some(cancel) = &s.cancel {
+            for i in items.iter().filter(|i| {
+                self.to_cancel.contains(&i.seq)
+                    && (self.approved.contains(&i.seq) || !s.has_human_gate)
+                    && shows(&s.cancel_after, i)
+            }) {
+                if self.cancel_sent.insert(i.seq) {
+                    plane.human_sets(i.seq, cancel).await;
+                }
             }
         }
-        // A person approves every analysis that waits in review.
-        for i in items.iter().filter(|i| i.state == "In Review") {
-            if self.approved.insert(i.seq) {
-                plane.human_sets(i.seq, "Approved").await;
+        // A person approves every stage that waits for one (at every human gate). A task
+        // that comes back to a human gate is approved again.
+        if let Some(approve) = &s.approve {
+            for i in items.iter().filter(|i| shows(&s.awaiting_human, i)) {
+                self.approved.insert(i.seq);
+                if self.approving.insert(i.seq) {
+                    plane.human_sets(i.seq, approve).await;
+                }
             }
+            self.approving.retain(|seq| {
+                items
+                    .iter()
+                    .any(|i| i.seq == *seq && shows(&s.awaiting_human, i))
+            });
         }
         // CI runs on every new head of a task branch.
         for (branch, sha) in gitea.heads().await {
@@ -323,12 +396,7 @@ impl Sim<'_> {
         let deadline = Instant::now() + self.opts.timeout;
         let mut last_progress = Instant::now();
         loop {
-            let done = self
-                .plane
-                .items()
-                .iter()
-                .filter(|i| i.state == "Done")
-                .count();
+            let done = self.done().await?;
             let cancelled = if self.people.cancel_sent.is_empty() {
                 0
             } else {
@@ -369,6 +437,20 @@ impl Sim<'_> {
         Ok(())
     }
 
+    /// Items done: showing the rules' done state in Plane, or, when the rules set none, in
+    /// their final stage in orch.
+    async fn done(&self) -> anyhow::Result<usize> {
+        Ok(match &self.people.script.states.done {
+            Some(done) => self
+                .plane
+                .items()
+                .iter()
+                .filter(|i| &i.state == done)
+                .count(),
+            None => checks::ended_done(&self.engine.state).await?,
+        })
+    }
+
     fn progress(&self, done: usize) {
         let m = &self.engine.state.metrics;
         eprint!(
@@ -394,7 +476,7 @@ impl Sim<'_> {
         let per_item = self.plane.requests.item.load(Ordering::Relaxed);
         Ok(SimReport {
             items: self.opts.items,
-            done: items.iter().filter(|i| i.state == "Done").count(),
+            done: self.done().await?,
             done_in_orch: checks::ended_done(state).await?,
             kills: self.kills,
             plane_requests_per_item: per_item as f64 / self.opts.items as f64,
@@ -408,6 +490,7 @@ impl Sim<'_> {
                 state,
                 &items,
                 &self.people.cancel_sent,
+                self.people.script.cancel.as_deref(),
             )
             .await?,
             time_to_done_p50_ms: report::percentile(&ttd, 0.5),

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use super::script::Role;
+
 pub(super) fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
     let out = std::process::Command::new("git")
         .args(["-c", "user.name=sim", "-c", "user.email=sim@example.com"])
@@ -40,8 +42,10 @@ pub(super) fn write_list(path: &Path, seqs: &HashSet<i64>) -> anyhow::Result<()>
 /// (verdict `needs_input`) and analyses once it has an answer in `ORCH_FEEDBACK`; the
 /// reviewer of an item listed in `reject_list` rejects its first review (it leaves a mark in
 /// the worktree, which lives until the task is done).
+/// One script per agent of `agents`, playing its [`Role`]; each is `<agent>.sh` in `dir`.
 pub(super) fn write_agents(
     dir: &Path,
+    agents: &[(String, Role)],
     ask_list: &Path,
     reject_list: &Path,
 ) -> anyhow::Result<Vec<(String, PathBuf)>> {
@@ -63,25 +67,25 @@ pub(super) fn write_agents(
          printf '{{\"verdict\": \"approve\", \"summary\": \"ok\"}}' > \"$ORCH_RESULT_FILE\"\n",
         reject_list.display()
     );
-    let scripts = [
-        ("analyst", analyst.as_str()),
-        (
-            "developer",
-            "echo \"$ORCH_WORK_ITEM\" >> CHANGES.txt\ngit add CHANGES.txt\ngit -c user.name=sim -c user.email=sim@example.com commit -q -m \"$ORCH_WORK_ITEM\"\n",
-        ),
-        ("reviewer", reviewer.as_str()),
-        (
-            "tester",
-            "printf '{\"verdict\": \"pass\", \"summary\": \"ok\"}' > \"$ORCH_RESULT_FILE\"\n",
-        ),
-    ];
+    let developer = "echo \"$ORCH_WORK_ITEM\" >> CHANGES.txt\ngit add CHANGES.txt\ngit -c user.name=sim -c user.email=sim@example.com commit -q -m \"$ORCH_WORK_ITEM\"\n";
+    let tester = "printf '{\"verdict\": \"pass\", \"summary\": \"ok\"}' > \"$ORCH_RESULT_FILE\"\n";
     std::fs::create_dir_all(dir)?;
     let mut out = Vec::new();
-    for (name, body) in scripts {
+    for (name, role) in agents {
+        let body = match role {
+            Role::Analyst => analyst.as_str(),
+            Role::Developer => developer,
+            Role::Reviewer => reviewer.as_str(),
+            Role::Tester => tester,
+        };
+        anyhow::ensure!(
+            !name.is_empty() && !name.contains(['/', '\\']) && !name.starts_with('.'),
+            "agent {name:?}: not usable as a file name for its script"
+        );
         let path = dir.join(format!("{name}.sh"));
         std::fs::write(&path, format!("#!/bin/sh\nset -eu\n{body}"))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
-        out.push((name.to_string(), path));
+        out.push((name.clone(), path));
     }
     Ok(out)
 }

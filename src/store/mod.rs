@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+pub use rusqlite::Connection;
+use rusqlite::OpenFlags;
 
 pub mod decisions;
 pub mod gate_readings;
@@ -49,6 +50,10 @@ pub enum StoreError {
         "database schema version {found} is newer than this orch supports ({supported}); upgrade orch"
     )]
     TooNew { found: i64, supported: i64 },
+    #[error(
+        "database schema version {found} is older than this orch's ({supported}); run orch serve once to migrate it"
+    )]
+    TooOld { found: i64, supported: i64 },
     #[error("schema migration to version {version} failed: {source}")]
     Migration {
         version: i64,
@@ -73,6 +78,30 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("path", &self.path).finish()
     }
+}
+
+/// Opens the database at `path` for reading only: no migration, no write, no file created.
+/// For commands that must not change what they look at (`orch rules diff --db`); the schema
+/// must be this orch's.
+pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let supported = migrations::LATEST;
+    if found > supported {
+        return Err(StoreError::TooNew { found, supported });
+    }
+    if found < supported {
+        return Err(StoreError::TooOld { found, supported });
+    }
+    Ok(conn)
 }
 
 impl Store {

@@ -166,6 +166,38 @@ impl RuleSet {
             .copied()
     }
 
+    /// The Plane state names (lower-cased, as matched) and the state groups mapped to `action`.
+    pub fn inbound_for(&self, action: PlaneAction) -> (Vec<&str>, Vec<&str>) {
+        fn of(m: &BTreeMap<String, PlaneAction>, action: PlaneAction) -> Vec<&str> {
+            m.iter()
+                .filter(|(_, a)| **a == action)
+                .map(|(k, _)| k.as_str())
+                .collect()
+        }
+        (
+            of(&self.plane.inbound_states, action),
+            of(&self.plane.inbound_groups, action),
+        )
+    }
+
+    /// Every Plane state name orch may set (entered stages, awaiting a person, needs input,
+    /// blocked), each once.
+    pub fn outbound_states(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self.plane.entered.values().map(String::as_str).collect();
+        out.extend(
+            [
+                &self.plane.awaiting_human,
+                &self.plane.needs_input,
+                &self.plane.blocked,
+            ]
+            .into_iter()
+            .filter_map(|s| s.as_deref()),
+        );
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// A Gitea pull-request review in `stage` as a verdict, when the stage takes them.
     pub fn gitea_review_action(&self, stage: &str, approved: bool) -> Option<PlaneAction> {
         let s = self.stage(stage)?;

@@ -32,19 +32,43 @@ pub fn state_id(name: &str) -> String {
     format!("state-{}", name.to_lowercase().replace(' ', "-"))
 }
 
-pub(super) fn state_name(id: &str) -> Option<&'static str> {
-    STATES
-        .iter()
-        .find(|(n, _)| state_id(n) == id)
-        .map(|(n, _)| *n)
+/// The states a fake Plane project has (name, group), and the two the fake marks on an item:
+/// the one a person starts work with and the one a finished task shows.
+#[derive(Debug, Clone)]
+pub struct PlaneStates {
+    pub all: Vec<(String, String)>,
+    pub start: String,
+    pub done: Option<String>,
 }
 
-pub(super) fn group_of(name: &str) -> &'static str {
-    STATES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, g)| *g)
-        .unwrap_or("started")
+impl Default for PlaneStates {
+    /// Plane's states as the default rules name them.
+    fn default() -> Self {
+        PlaneStates {
+            all: STATES
+                .iter()
+                .map(|(n, g)| (n.to_string(), g.to_string()))
+                .collect(),
+            start: "In Progress".into(),
+            done: Some("Done".into()),
+        }
+    }
+}
+
+impl PlaneStates {
+    pub(super) fn name_of(&self, id: &str) -> Option<String> {
+        self.all
+            .iter()
+            .find(|(n, _)| state_id(n) == id)
+            .map(|(n, _)| n.clone())
+    }
+
+    pub(super) fn group_of(&self, name: &str) -> String {
+        self.all
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or_else(|| "started".to_string(), |(_, g)| g.clone())
+    }
 }
 
 /// Sends webhooks to orch, dropping some on purpose.

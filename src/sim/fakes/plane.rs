@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::clock::{Clock, SystemClock, Timestamp};
 
-use super::{Hooks, STATES, group_of, state_id, state_name};
+use super::{Hooks, PlaneStates, state_id};
 
 async fn count_plane_request(
     State(requests): State<Arc<PlaneRequests>>,
@@ -77,16 +77,25 @@ pub struct FakePlane {
     pub requests: Arc<PlaneRequests>,
     hooks: Arc<Hooks>,
     clock: Arc<dyn Clock>,
+    states: Arc<PlaneStates>,
 }
 
 impl FakePlane {
+    /// A project with Plane's states as the default rules name them.
+    #[cfg_attr(orch_audit, allow(dead_code))]
     pub fn new(project: &str, hooks: Arc<Hooks>) -> FakePlane {
+        FakePlane::with_states(project, hooks, PlaneStates::default())
+    }
+
+    /// A project with `states` (a rule set's own state names).
+    pub fn with_states(project: &str, hooks: Arc<Hooks>, states: PlaneStates) -> FakePlane {
         FakePlane {
             project: project.to_string(),
             data: Arc::new(Mutex::new(PlaneData::default())),
             requests: Arc::default(),
             hooks,
             clock: Arc::new(SystemClock),
+            states: Arc::new(states),
         }
     }
 
@@ -139,7 +148,7 @@ impl FakePlane {
             };
             item.state = state.to_string();
             item.updated_at = now;
-            if state == "In Progress" && item.started.is_none() {
+            if state == self.states.start && item.started.is_none() {
                 item.started = Some(Instant::now());
             }
             item.clone()
@@ -148,7 +157,7 @@ impl FakePlane {
             "event": "issue", "action": "updated", "webhook_id": "sim", "workspace_id": "sim",
             "data": {
                 "id": item.id, "name": item.name, "sequence_id": item.seq, "project": self.project,
-                "state": {"id": state_id(state), "name": state, "color": "#000", "group": group_of(state)},
+                "state": {"id": state_id(state), "name": state, "color": "#000", "group": self.states.group_of(state)},
                 "labels": [], "updated_at": now.to_rfc3339()
             },
             "activity": {"field": "state_id", "new_value": state_id(state), "old_value": null,
@@ -224,8 +233,10 @@ fn envelope(results: Vec<Value>, per_page: usize, page: usize, more: bool) -> Va
     })
 }
 
-async fn plane_states(State(_): State<FakePlane>) -> Json<Value> {
-    let results = STATES
+async fn plane_states(State(p): State<FakePlane>) -> Json<Value> {
+    let results = p
+        .states
+        .all
         .iter()
         .map(|(n, g)| json!({"id": state_id(n), "name": n, "group": g}))
         .collect();
@@ -255,7 +266,7 @@ async fn plane_list(
         .take(per_page)
         .map(|i| {
             json!({"id": i.id, "name": i.name, "sequence_id": i.seq, "project": p.project,
-                   "state": {"id": state_id(&i.state), "name": i.state, "group": group_of(&i.state)},
+                   "state": {"id": state_id(&i.state), "name": i.state, "group": p.states.group_of(&i.state)},
                    "labels": [], "updated_at": i.updated_at.to_rfc3339()})
         })
         .collect();
@@ -271,7 +282,7 @@ async fn plane_patch(
     let Some(name) = body
         .get("state")
         .and_then(|s| s.as_str())
-        .and_then(state_name)
+        .and_then(|id| p.states.name_of(id))
     else {
         return (
             StatusCode::BAD_REQUEST,
@@ -290,10 +301,10 @@ async fn plane_patch(
     };
     item.state = name.to_string();
     item.updated_at = now;
-    if name == "Done" && item.done.is_none() {
+    if p.states.done.as_deref() == Some(name.as_str()) && item.done.is_none() {
         item.done = Some(Instant::now());
     }
-    Json(json!({"id": id, "state": state_id(name)})).into_response()
+    Json(json!({"id": id, "state": state_id(&name)})).into_response()
 }
 
 async fn plane_get(
@@ -308,7 +319,7 @@ async fn plane_get(
         )
             .into_response();
     };
-    let state = json!({"id": state_id(&item.state), "name": item.state, "color": "#000", "group": group_of(&item.state)});
+    let state = json!({"id": state_id(&item.state), "name": item.state, "color": "#000", "group": p.states.group_of(&item.state)});
     Json(json!({"id": item.id, "state": state})).into_response()
 }
 

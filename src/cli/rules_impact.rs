@@ -1,0 +1,165 @@
+//! `orch rules diff OLD NEW --db [PATH]`: the decisions an edit would change for the tasks
+//! open in a database now, as text, JSON or Markdown (for pasting into a review). The work is
+//! [`crate::impact`]; this file loads the inputs and prints.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::impact::Impact;
+use crate::policy::{RuleSet, scenario};
+
+/// How `orch rules diff` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DiffFormat {
+    Text,
+    Json,
+    /// A Markdown table, for a pull request or a review comment.
+    Markdown,
+}
+
+/// A Markdown table; `|` in a cell is escaped so it cannot split the row.
+pub(super) fn markdown(header: &[&str], rows: &[Vec<String>]) -> String {
+    let cell = |s: &str| s.replace('|', "\\|");
+    let mut out = format!("| {} |\n", header.join(" | "));
+    out.push_str(&format!("|{}\n", "---|".repeat(header.len())));
+    for row in rows {
+        let cells: Vec<String> = row.iter().map(|c| cell(c)).collect();
+        out.push_str(&format!("| {} |\n", cells.join(" | ")));
+    }
+    out
+}
+
+/// The database `--db` names, or the configured one when it names none.
+fn db_path(db: Option<PathBuf>, cfg: &crate::config::Config) -> anyhow::Result<PathBuf> {
+    let path = db.unwrap_or_else(|| cfg.db_path.clone());
+    anyhow::ensure!(
+        path.exists(),
+        "no database at {} (pass --db PATH, or set db_path / ORCH_DB_PATH)",
+        path.display()
+    );
+    Ok(path)
+}
+
+pub(super) fn run(
+    (old, new): (&RuleSet, &RuleSet),
+    db: Option<PathBuf>,
+    config: Option<&Path>,
+    at: Option<&str>,
+    format: DiffFormat,
+) -> anyhow::Result<ExitCode> {
+    let cfg = crate::config::Config::load(config)?;
+    let path = db_path(db, &cfg)?;
+    // The operator's kill switches and grace overrides apply to both sets, as in the sweep.
+    let ov = crate::reconciler::overrides_from_config(&cfg.reconcile);
+    let now = match at {
+        Some(t) => Timestamp::parse_rfc3339(t).with_context(|| format!("--at {t:?}"))?,
+        None => SystemClock.now(),
+    };
+    let impact = crate::impact::over_db(&path, old, new, &ov, now)?;
+    match format {
+        DiffFormat::Json => println!("{}", serde_json::to_string_pretty(&impact)?),
+        DiffFormat::Text => print!("{}", text(&impact)),
+        DiffFormat::Markdown => print!("{}", markdown_report(&impact)),
+    }
+    Ok(if impact.changes.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn cells(impact: &Impact) -> Vec<Vec<String>> {
+    impact
+        .changes
+        .iter()
+        .map(|c| {
+            vec![
+                c.work_item.clone(),
+                c.stage.clone(),
+                c.old_text(),
+                c.new_text(),
+                if c.old.rule == c.new.rule {
+                    c.new.rule.clone()
+                } else {
+                    format!("{} -> {}", c.old.rule, c.new.rule)
+                },
+            ]
+        })
+        .collect()
+}
+
+const HEADER: [&str; 5] = ["WORK ITEM", "STAGE", "OLD", "NEW", "RULE"];
+
+fn summary(impact: &Impact) -> String {
+    format!(
+        "{} of {} open task(s) change at {} ({} -> {})",
+        impact.changes.len(),
+        impact.open_tasks,
+        impact.at.to_rfc3339(),
+        impact.old_version,
+        impact.new_version
+    )
+}
+
+fn text(impact: &Impact) -> String {
+    if impact.changes.is_empty() {
+        return format!("no decision changes: {}\n", summary(impact));
+    }
+    let mut out = crate::report::table(&HEADER, &cells(impact));
+    out.push('\n');
+    let counts: Vec<Vec<String>> = impact
+        .counts
+        .iter()
+        .map(|(k, n)| vec![k.clone(), n.to_string()])
+        .collect();
+    out.push_str(&crate::report::table(&["CHANGE", "TASKS"], &counts));
+    out.push_str(&summary(impact));
+    out.push('\n');
+    out
+}
+
+fn markdown_report(impact: &Impact) -> String {
+    let mut out = format!("**Decision changes**: {}\n\n", summary(impact));
+    if impact.changes.is_empty() {
+        return out;
+    }
+    let counts: Vec<Vec<String>> = impact
+        .counts
+        .iter()
+        .map(|(k, n)| vec![format!("`{k}`"), n.to_string()])
+        .collect();
+    out.push_str(&markdown(&["change", "tasks"], &counts));
+    out.push('\n');
+    out.push_str(&markdown(
+        &["work item", "stage", "old", "new", "rule"],
+        &cells(impact),
+    ));
+    out
+}
+
+/// The scenario diff (`--scenarios`) as Markdown.
+pub(super) fn scenario_markdown(changes: &[scenario::Change]) -> String {
+    let rows: Vec<Vec<String>> = changes
+        .iter()
+        .map(|c| {
+            vec![
+                c.scenario.clone(),
+                c.subject.clone(),
+                c.old.clone().unwrap_or_else(|| "-".into()),
+                c.new.clone().unwrap_or_else(|| "-".into()),
+                c.new_rule
+                    .clone()
+                    .or(c.old_rule.clone())
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    format!(
+        "**Decision changes**: {}\n\n{}",
+        changes.len(),
+        markdown(&["scenario", "subject", "old", "new", "rule"], &rows)
+    )
+}

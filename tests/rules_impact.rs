@@ -1,0 +1,200 @@
+//! `orch rules diff OLD NEW --db`: the decisions a rule edit changes for the tasks open in a
+//! database, black-box on a small database, and read-only.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use orch::clock::Timestamp;
+use orch::store::{self, NewTask, Trigger};
+
+const AT: &str = "2026-01-01T12:00:00Z";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shipped rules with review's grace raised from the default 10 minutes to an hour.
+fn review_grace_1h(dir: &Path) -> PathBuf {
+    let new = dir.join("new-rules");
+    std::fs::create_dir_all(&new).unwrap();
+    for entry in std::fs::read_dir(root().join("rules")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().and_then(|e| e.to_str()) == Some("toml") {
+            let mut text = std::fs::read_to_string(&p).unwrap();
+            if p.ends_with("reconcile.toml") {
+                assert!(text.contains("# review = \"2h\""));
+                text = text.replace("# review = \"2h\"", "review = \"1h\"");
+            }
+            std::fs::write(new.join(p.file_name().unwrap()), text).unwrap();
+        }
+    }
+    new
+}
+
+/// Seven tasks: review ones quiet 45 m, 2 h and 5 m, one busy; one in analysis; one done.
+fn database(dir: &Path) -> PathBuf {
+    let path = dir.join("orch.db");
+    let store = store::Store::open(&path).unwrap();
+    let now = Timestamp::parse_rfc3339(AT).unwrap();
+    let tasks: &[(&str, &str, u64, Option<&str>)] = &[
+        ("ET-1", "review", 45 * 60, None),
+        ("ET-3", "review", 2 * 3600, None),
+        ("ET-4", "review", 5 * 60, None),
+        ("ET-5", "review", 45 * 60, Some("reviewer")),
+        ("ET-6", "done", 2 * 3600, None),
+        ("ET-7", "analysis", 2 * 3600, None),
+    ];
+    for (wi, stage, age, agent) in tasks {
+        let new = NewTask {
+            work_item: wi.to_string(),
+            title: format!("Work item {wi}"),
+            repo: "acme/widget".into(),
+            branch: format!("feature/{wi}-work"),
+            stage: stage.to_string(),
+            ..NewTask::default()
+        };
+        let at = now.minus(Duration::from_secs(*age));
+        store
+            .call_sync(|c| store::tasks::create_atomic(c, &new, *agent, "v", Trigger::Manual, at))
+            .unwrap();
+    }
+    path
+}
+
+fn diff(dir: &Path, db: &Path, format: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_orch"))
+        .args(["rules", "diff"])
+        .arg(root().join("rules"))
+        .arg(review_grace_1h(dir))
+        .arg("--db")
+        .arg(db)
+        .args(["--at", AT, "--format", format])
+        .current_dir(dir)
+        .env_remove("ORCH_RECONCILE_GRACE_DEFAULT_S")
+        .env_remove("ORCH_RECONCILE_GRACE_OVERRIDES_JSON")
+        .env_remove("ORCH_RECONCILE_ENABLED")
+        .output()
+        .unwrap()
+}
+
+fn digest(db: &Path) -> Vec<u8> {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let rows: Vec<(String, String, i64)> = c
+        .prepare("SELECT work_item, stage, updated_at FROM tasks ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let jobs: i64 = c
+        .query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get(0))
+        .unwrap();
+    format!("{rows:?} {jobs}").into_bytes()
+}
+
+#[test]
+fn only_the_changed_decisions_of_open_tasks_with_counts_per_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(dir.path());
+    let before = digest(&db);
+    let out = diff(dir.path(), &db, "text");
+    assert_eq!(out.status.code(), Some(1), "changes exit 1: {out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let version_line = text.lines().last().unwrap().to_string();
+    let expected = format!(
+        "\
+WORK ITEM  STAGE   OLD                           NEW         RULE
+ET-1       review  check gate [review_approved]  wait 900s   stage.review.gate -> grace.stages.review
+ET-4       review  wait 300s                     wait 3300s  grace.default -> grace.stages.review
+
+CHANGE              TASKS
+check gate -> wait  1
+wait -> wait        1
+{version_line}
+"
+    );
+    assert_eq!(text, expected);
+    assert!(
+        version_line.starts_with("2 of 5 open task(s) change at 2026-01-01T12:00:00"),
+        "{version_line}"
+    );
+    assert_eq!(digest(&db), before, "read-only");
+}
+
+#[test]
+fn markdown_and_json_carry_the_same_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(dir.path());
+    let out = diff(dir.path(), &db, "markdown");
+    let md = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        md.starts_with("**Decision changes**: 2 of 5 open task(s)"),
+        "{md}"
+    );
+    assert!(md.contains("| `check gate -> wait` | 1 |"), "{md}");
+    assert!(
+        md.contains("| ET-1 | review | check gate [review_approved] | wait 900s | stage.review.gate -> grace.stages.review |"),
+        "{md}"
+    );
+
+    let out = diff(dir.path(), &db, "json");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["open_tasks"], 5);
+    assert_eq!(v["counts"]["wait -> wait"], 1);
+    let items: Vec<&str> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["work_item"].as_str().unwrap())
+        .collect();
+    // Oldest update first, as the sweep takes them.
+    assert_eq!(items, ["ET-1", "ET-4"]);
+    assert_eq!(v["changes"][0]["old"]["outcome"]["kind"], "check_gate");
+    assert_eq!(v["changes"][0]["new"]["outcome"]["kind"], "wait");
+}
+
+#[test]
+fn the_same_rules_change_nothing_and_a_missing_database_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_orch"))
+        .args(["rules", "diff", "rules", "rules", "--db"])
+        .arg(&db)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("no decision changes: 0 of 5 open task(s)"),
+        "{text}"
+    );
+
+    // Without a path: the configured database (ORCH_DB_PATH here).
+    let out = Command::new(env!("CARGO_BIN_EXE_orch"))
+        .args([
+            "rules", "diff", "rules", "rules", "--format", "json", "--db",
+        ])
+        .env("ORCH_DB_PATH", &db)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["open_tasks"], 5);
+
+    let missing = dir.path().join("nope.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_orch"))
+        .args(["rules", "diff", "rules", "rules", "--db"])
+        .arg(&missing)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no database at"),
+        "{out:?}"
+    );
+    assert!(!missing.exists(), "nothing created");
+}
