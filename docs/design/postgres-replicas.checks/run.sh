@@ -5,7 +5,7 @@
 #   3. every statement of pg-statements.sql PREPAREd (parses and type-checks);
 #   4. a lease scenario (acquire, refuse, renew, expire, take over, fence, release);
 #   5. SKIP LOCKED: a second claimer is not blocked by a claimed row;
-#   6. the fence: a takeover waits for the old holder's fenced transaction;
+#   6. the fence: a takeover waits for the old holder's fenced transaction (6b: not with KEY SHARE);
 #   7. .ci/pg stop.
 # Run from the repository root: docs/design/postgres-replicas.checks/run.sh
 set -euo pipefail
@@ -77,5 +77,16 @@ psql "$url" -XAtq -c "SELECT 'B tries at', clock_timestamp()" \
   -c "INSERT INTO leases AS l (name, holder, token, acquired_at, renewed_at, expires_at) VALUES ('sweep', 'B', 1, $now, $now, $now + 15000) ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = l.token + 1, acquired_at = excluded.acquired_at, renewed_at = excluded.renewed_at, expires_at = excluded.expires_at WHERE l.holder IS NULL OR l.expires_at <= excluded.acquired_at RETURNING 'B acquired token', token, clock_timestamp()"
 wait
 grep . "$dir/a2.out"
+
+echo "== 6b. the same with FOR KEY SHARE does not fence (the takeover does not wait)"
+psql "$url" -XAtq -c "UPDATE leases SET holder = 'A', token = 20, expires_at = $now + 500 WHERE name = 'sweep'"
+(psql "$url" -XAtq -c "BEGIN" \
+  -c "SELECT 'A key-share lock at', clock_timestamp() FROM leases WHERE name = 'sweep' FOR KEY SHARE" \
+  -c "SELECT pg_sleep(2)" -c "COMMIT" -c "SELECT 'A committed at', clock_timestamp()" >"$dir/a3.out") &
+sleep 1
+psql "$url" -XAtq -c "SELECT 'B tries at', clock_timestamp()" \
+  -c "INSERT INTO leases AS l (name, holder, token, acquired_at, renewed_at, expires_at) VALUES ('sweep', 'B', 1, $now, $now, $now + 15000) ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = l.token + 1, acquired_at = excluded.acquired_at, renewed_at = excluded.renewed_at, expires_at = excluded.expires_at WHERE l.holder IS NULL OR l.expires_at <= excluded.acquired_at RETURNING 'B acquired token', token, clock_timestamp()"
+wait
+grep . "$dir/a3.out"
 
 echo "== 7. stop"
