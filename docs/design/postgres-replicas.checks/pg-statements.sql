@@ -91,7 +91,7 @@ PREPARE l4 AS SELECT 1 FROM leases WHERE name = $1 AND holder = $2 AND token = $
  AND expires_at > (extract(epoch from clock_timestamp()) * 1000)::BIGINT FOR SHARE;
 -- jobs whose replica stopped heartbeating go back to the queue (run by the sweep holder)
 PREPARE l5 AS UPDATE jobs SET status = 'queued', started_at = NULL, not_before = NULL, claimed_by = NULL
- WHERE status = 'running' AND (claimed_by IS NULL OR claimed_by IN (SELECT id FROM replicas
+ WHERE status = 'running' AND stop_requested_at IS NULL AND (claimed_by IS NULL OR claimed_by IN (SELECT id FROM replicas
        WHERE seen_at < (extract(epoch from clock_timestamp()) * 1000)::BIGINT - $1))
  RETURNING id, task_id, claimed_by;
 -- replicas: heartbeat
@@ -101,3 +101,11 @@ PREPARE l6 AS INSERT INTO replicas (id, host, pid, version, listen, started_at, 
 -- /queue
 PREPARE l7 AS SELECT r.id, r.host, r.seen_at, COUNT(j.id) AS running FROM replicas r LEFT JOIN jobs j ON j.claimed_by = r.id AND j.status = 'running'
  WHERE r.stopped_at IS NULL GROUP BY r.id, r.host, r.seen_at ORDER BY r.started_at;
+-- cancel across replicas: T19 as a stop request, the owner's poll, silent owners' stop-requested jobs
+PREPARE l8 AS UPDATE jobs SET stop_requested_at = $2 WHERE task_id = $1 AND status = 'running' RETURNING id;
+PREPARE l9 AS SELECT id FROM jobs WHERE claimed_by = $1 AND status = 'running' AND stop_requested_at IS NOT NULL;
+PREPARE l10 AS UPDATE jobs SET status = 'failed', error = 'cancelled', finished_at = $2
+ WHERE status = 'running' AND stop_requested_at IS NOT NULL
+   AND (claimed_by IS NULL OR claimed_by IN (SELECT id FROM replicas
+        WHERE seen_at < (extract(epoch from clock_timestamp()) * 1000)::BIGINT - $1))
+ RETURNING id;

@@ -23,6 +23,7 @@ CREATE TABLE leases (
 CREATE INDEX leases_holder ON leases(holder);
 ALTER TABLE jobs ADD COLUMN claimed_by TEXT;
 ALTER TABLE jobs ADD COLUMN claim INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN stop_requested_at INTEGER;
 CREATE INDEX jobs_running_by ON jobs(claimed_by) WHERE status = 'running';
 """
 c = sqlite3.connect(":memory:", isolation_level=None)
@@ -97,5 +98,13 @@ assert q("""UPDATE jobs SET status = 'queued', started_at = NULL, not_before = N
 q("UPDATE replicas SET seen_at = 0")
 assert q("""UPDATE jobs SET status = 'queued', started_at = NULL, not_before = NULL, claimed_by = NULL
  WHERE status = 'running' AND (claimed_by IS NULL OR claimed_by IN (SELECT id FROM replicas WHERE seen_at < NOW_MS - ?1)) RETURNING id""", 15000) == [(2,)]
+# T19 as a stop request, the owner's stop query, the twin statement for silent owners
+q("INSERT INTO jobs (task_id, agent, stage, status, created_at, claimed_by, claim) VALUES (1,'c','dev','running',0,'A',1)")
+assert q("UPDATE jobs SET stop_requested_at = ?2 WHERE task_id = ?1 AND status = 'running' RETURNING id", 1, 50) == [(3,)]
+assert q("SELECT id FROM jobs WHERE claimed_by = ?1 AND status = 'running' AND stop_requested_at IS NOT NULL", "A") == [(3,)]
+assert q("""UPDATE jobs SET status = 'queued', started_at = NULL, not_before = NULL, claimed_by = NULL
+ WHERE status = 'running' AND stop_requested_at IS NULL AND (claimed_by IS NULL OR claimed_by IN (SELECT id FROM replicas WHERE seen_at < NOW_MS - ?1)) RETURNING id""", 15000) == []
+assert q("""UPDATE jobs SET status = 'failed', error = 'cancelled', finished_at = ?2
+ WHERE status = 'running' AND stop_requested_at IS NOT NULL AND (claimed_by IS NULL OR claimed_by IN (SELECT id FROM replicas WHERE seen_at < NOW_MS - ?1)) RETURNING id""", 15000, 60) == [(3,)]
 print("now_ms =", q("SELECT NOW_MS")[0][0])
 print("all SQLite checks passed")
