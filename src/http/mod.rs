@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 pub mod auth;
+pub mod board;
 mod state;
 pub mod status;
 
@@ -29,6 +30,7 @@ pub fn router(state: AppState) -> Router {
         .route("/explain/{work_item}", get(status::explain))
         .route("/webhooks/plane", post(webhooks::plane))
         .route("/webhooks/gitea", post(webhooks::gitea))
+        .merge(board::routes())
         .layer(DefaultBodyLimit::max(webhooks::MAX_BODY_BYTES))
         // Over every route and the fallback: a route added later is protected by default.
         .layer(middleware::from_fn_with_state(

@@ -24,6 +24,7 @@ pub mod jobs;
 pub mod kv;
 pub mod migrations;
 pub mod outbox;
+pub mod stamp;
 pub mod tasks;
 pub mod verdicts;
 
