@@ -178,8 +178,9 @@ pub(crate) async fn render_main(
         }
         Page::Rules => {
             let health = health::read(state, now).await?;
-            let r = policy::view(state);
-            let html = templates::render("rules.html", context! { r, health })?;
+            let (r, svg) = policy::view(state);
+            let svg = templates::markup(svg);
+            let html = templates::render("rules.html", context! { r, health, svg })?;
             Ok(Some(("Rules".into(), html)))
         }
     }

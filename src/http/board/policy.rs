@@ -21,8 +21,6 @@ pub(super) struct RulesView {
     pub(super) switches: Vec<SwitchView>,
     pub(super) stages: Vec<StageView>,
     pub(super) grace_expr: bool,
-    /// The graph, already markup (see [`svg::draw`]).
-    pub(super) svg: minijinja::Value,
 }
 
 #[derive(Debug, Serialize)]
@@ -62,7 +60,8 @@ fn grace_of(rules: &RuleSet, ov: &Overrides, stage: &Stage) -> Option<String> {
     Some(human(d))
 }
 
-pub(super) fn view(state: &AppState) -> RulesView {
+/// The page's data and its graph (markup, see [`svg::draw`]).
+pub(super) fn view(state: &AppState) -> (RulesView, String) {
     let rules = state.rules.current();
     let status = state.rules.status();
     let ov = state.reconciler.overrides();
@@ -103,7 +102,7 @@ pub(super) fn view(state: &AppState) -> RulesView {
         })
         .collect();
     let graph = svg::draw(&rules, |s| grace_of(&rules, ov, s).unwrap_or_default());
-    RulesView {
+    let view = RulesView {
         version: status.version,
         loaded_at: status.loaded_at.to_rfc3339(),
         dir: status.dir.display().to_string(),
@@ -118,6 +117,6 @@ pub(super) fn view(state: &AppState) -> RulesView {
         switches,
         stages,
         grace_expr: rules.has_grace_expr(),
-        svg: super::templates::markup(graph),
-    }
+    };
+    (view, graph)
 }

@@ -12,7 +12,7 @@ use super::BoardError;
 use super::cards::{self, BadgeView, BoardInput, Filter, PlaneLinks, human};
 use crate::clock::Timestamp;
 use crate::http::AppState;
-use crate::policy::{Outcome, SkipReason};
+use crate::policy::{self, Outcome, Overrides, RuleSet, SkipReason, TaskSnapshot};
 use crate::reconciler::{Explanation, GateView};
 use crate::store::{self, HistoryRow, Job, Task};
 
@@ -115,6 +115,33 @@ pub(super) fn words(outcome: &Outcome) -> String {
         Outcome::Hold { reason } => format!("Held: {reason}."),
         Outcome::Error { message } => format!("The rules cannot decide: {message}."),
     }
+}
+
+/// The decision in words. When the kill switch is what holds the task, also what the sweep
+/// would decide with it on: "why is it not moving?" has two answers then, and both matter.
+fn sentence(rules: &RuleSet, ov: &Overrides, x: &Explanation, now: Timestamp) -> String {
+    let first = words(&x.decision.outcome);
+    if x.decision.outcome
+        != (Outcome::Skip {
+            why: SkipReason::Disabled,
+        })
+    {
+        return first;
+    }
+    let on = Overrides {
+        reconcile_enabled: Some(true),
+        ..ov.clone()
+    };
+    let snapshot = TaskSnapshot {
+        work_item: x.work_item.clone(),
+        stage: x.stage.clone(),
+        labels: x.facts.labels.clone(),
+        updated_at: x.facts.updated_at,
+        has_active_job: x.facts.has_active_job,
+        awaiting_input: x.facts.awaiting_input,
+    };
+    let would = policy::decide_task(rules, &on, &snapshot, None, now);
+    format!("{first} With it on: {}", words(&would.outcome))
 }
 
 fn facts(x: &Explanation) -> Vec<(String, String)> {
@@ -296,7 +323,12 @@ fn view(
             .unwrap_or_default(),
         badges: card.map(|c| c.badges).unwrap_or_default(),
         decision: DecisionView {
-            words: words(&x.decision.outcome),
+            words: sentence(
+                &state.rules.current(),
+                state.reconciler.overrides(),
+                &x,
+                now,
+            ),
             rule: x.decision.rule.clone(),
             reason: x.decision.reason.clone(),
             grace_left: x.grace_left_s.map(|s| human(Duration::from_secs(s))),
