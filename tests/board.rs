@@ -344,7 +344,7 @@ async fn the_task_page_says_why_and_shows_history_jobs_and_the_question() {
     // The sweep is off in these tests: the page says so, and what it would decide.
     assert_eq!(
         page["words"],
-        "The sweep is switched off (kill switch). With it on: Waits for an answer to its agent's question."
+        "The sweep is switched off (kill switch). With it on: waits for an answer to its agent's question."
     );
     assert_eq!(page["question"], "Which database should the tests use?");
     assert!(page["history"].as_u64().unwrap() >= 1, "{page}");

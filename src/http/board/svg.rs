@@ -51,7 +51,8 @@ fn role(stage: &Stage) -> String {
     parts.join(" · ")
 }
 
-/// Draws `rules`; `grace` gives the grace shown in each non-terminal stage's box.
+/// Draws `rules`; `grace` gives the grace shown in each non-terminal stage's box (empty:
+/// none, as for a human gate, which the sweep never times).
 pub(super) fn draw(rules: &RuleSet, grace: impl Fn(&Stage) -> String) -> String {
     let stages = rules.stages();
     let height = top_of(stages.len()) + TOP;
@@ -93,13 +94,17 @@ pub(super) fn draw(rules: &RuleSet, grace: impl Fn(&Stage) -> String) -> String 
         );
         if !stage.terminal {
             let gate = stage.gate.as_deref().unwrap_or("no gate");
+            let mut line = format!("gate {}", shorten(gate, GATE_CHARS));
+            let grace = grace(stage);
+            if !grace.is_empty() {
+                line.push_str(&format!(" · grace {grace}"));
+            }
             let _ = write!(
                 out,
-                r#"<text x="{tx}" y="{y3}" class="gate">gate {gate} · grace {grace}</text>"#,
+                r#"<text x="{tx}" y="{y3}" class="gate">{line}</text>"#,
                 tx = BOX_X + 10,
                 y3 = y + 56,
-                gate = esc(&shorten(gate, GATE_CHARS)),
-                grace = esc(&grace(stage)),
+                line = esc(&line),
             );
         }
         out.push_str("</g>\n");

@@ -141,7 +141,13 @@ fn sentence(rules: &RuleSet, ov: &Overrides, x: &Explanation, now: Timestamp) ->
         awaiting_input: x.facts.awaiting_input,
     };
     let would = policy::decide_task(rules, &on, &snapshot, None, now);
-    format!("{first} With it on: {}", words(&would.outcome))
+    let would = words(&would.outcome);
+    let mut chars = would.chars();
+    let would: String = chars
+        .next()
+        .map(|c| c.to_lowercase().chain(chars).collect())
+        .unwrap_or_default();
+    format!("{first} With it on: {would}")
 }
 
 fn facts(x: &Explanation) -> Vec<(String, String)> {
