@@ -653,6 +653,11 @@ async fn untrusted_text_is_escaped_in_the_html() {
 async fn the_live_endpoint_answers_with_the_fingerprint_and_html_only_after_a_change() {
     let (app, _clock) = spawn(|_| {}).await;
     seed(&app).await;
+    // The loops' states are part of the fingerprint: start from one taken once they all run.
+    eventually("every loop runs", Duration::from_secs(10), || async {
+        app.state.loops_down().is_empty()
+    })
+    .await;
     let first = get_json(&app, "/live/board").await;
     let fp = first["fp"].as_str().unwrap().to_string();
     assert!(
