@@ -381,7 +381,7 @@ pub fn build(
             let total = tasks.len();
             if terminal {
                 // The latest to finish first.
-                tasks.sort_by(|a, b| b.0.updated_at.cmp(&a.0.updated_at));
+                tasks.sort_by_key(|t| std::cmp::Reverse(t.0.updated_at));
             } else {
                 // The longest in the stage first: the likeliest to be stuck.
                 let entered = |t: &Task| input.entered.get(&t.id).copied().unwrap_or(t.created_at);
