@@ -6,6 +6,7 @@
 //! are missing, [`Browser::start`] returns `None` with a message saying so, and the test
 //! skips, unless the environment variable `CI` is set: under CI a missing browser fails.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -64,7 +65,10 @@ impl Browser {
             return None;
         };
         let port = free_port();
+        // A process group of its own, Chromium included, so that dropping the browser (a test
+        // that panicked before `quit`) ends them all rather than orphaning Chromium.
         let child = Command::new(driver)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -89,6 +93,7 @@ impl Browser {
                 "binary": chromium,
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
                          "--disable-dev-shm-usage", "--hide-scrollbars",
+                         "--disable-crash-reporter", "--disable-breakpad",
                          format!("--window-size={},{}", size.0, size.1)],
             }
         }}});
@@ -208,6 +213,10 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        if let Ok(pgid) = i32::try_from(self.driver.id()) {
+            // SAFETY: a plain signal to the process group this helper started.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
