@@ -13,6 +13,7 @@ use axum::{Json, Router};
 
 pub mod auth;
 mod shadow;
+pub mod board;
 mod state;
 pub mod status;
 
@@ -31,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .route("/shadow", get(shadow::shadow))
         .route("/webhooks/plane", post(webhooks::plane))
         .route("/webhooks/gitea", post(webhooks::gitea))
+        .merge(board::routes())
         .layer(DefaultBodyLimit::max(webhooks::MAX_BODY_BYTES))
         // Over every route and the fallback: a route added later is protected by default.
         .layer(middleware::from_fn_with_state(

@@ -51,3 +51,21 @@ pub fn latest(conn: &Connection, task_id: i64) -> Result<Option<GateReading>, St
         })
         .transpose()
 }
+
+/// Every task's last reading, by task id; one query for the whole board. A value that does
+/// not parse is left out (it is a cache: the next evaluation overwrites it).
+pub fn all(conn: &Connection) -> Result<std::collections::HashMap<i64, GateReading>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT key, value FROM kv WHERE key LIKE 'gate.last.%'")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = std::collections::HashMap::new();
+    for row in rows {
+        let (key, value) = row?;
+        let id = key
+            .strip_prefix("gate.last.")
+            .and_then(|id| id.parse().ok());
+        if let (Some(id), Ok(reading)) = (id, serde_json::from_str(&value)) {
+            out.insert(id, reading);
+        }
+    }
+    Ok(out)
+}

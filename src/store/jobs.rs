@@ -447,3 +447,17 @@ pub fn counts_by_status(conn: &Connection) -> Result<Vec<(JobStatus, i64)>, Stor
     }
     Ok(out)
 }
+
+/// Each task's newest job, by task id; one query for the whole board.
+pub fn latest_per_task(
+    conn: &Connection,
+) -> Result<std::collections::HashMap<i64, Job>, StoreError> {
+    let jobs = query_all(
+        conn,
+        &format!(
+            "SELECT {COLUMNS} FROM jobs WHERE id IN (SELECT MAX(id) FROM jobs GROUP BY task_id)"
+        ),
+        [],
+    )?;
+    Ok(jobs.into_iter().map(|j| (j.task_id, j)).collect())
+}

@@ -27,6 +27,7 @@ pub mod kv;
 pub mod migrations;
 pub mod outbox;
 pub mod shadow;
+pub mod stamp;
 pub mod tasks;
 pub mod verdicts;
 

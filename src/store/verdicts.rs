@@ -104,3 +104,22 @@ pub fn claim_notice_owing(
     tx.commit()?;
     Ok(claimed)
 }
+
+/// Every verdict given for the task, oldest first (the board's task page).
+pub fn for_task(conn: &Connection, task_id: i64) -> Result<Vec<VerdictRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT task_id, stage, verdict, source, feedback, at FROM verdicts
+         WHERE task_id = ?1 ORDER BY id",
+    )?;
+    let rows = stmt.query_map([task_id], |r| {
+        Ok(VerdictRow {
+            task_id: r.get(0)?,
+            stage: r.get(1)?,
+            verdict: r.get(2)?,
+            source: r.get(3)?,
+            feedback: r.get(4)?,
+            at: Timestamp::from_millis(r.get(5)?),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

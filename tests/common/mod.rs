@@ -2,6 +2,8 @@
 //! tempdir.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, KeyInit, Mac};

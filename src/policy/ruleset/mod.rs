@@ -149,6 +149,21 @@ impl RuleSet {
         self.switches
     }
 
+    /// The grace a stage gets as written (`grace.stages.<stage>`, else `grace.default`),
+    /// before operator overrides and the grace expression.
+    pub fn stage_grace(&self, stage: &str) -> Duration {
+        self.grace
+            .stages
+            .get(stage)
+            .copied()
+            .unwrap_or(self.grace.default)
+    }
+
+    /// Whether a `grace.expr` may set a task's grace instead of its stage's.
+    pub fn has_grace_expr(&self) -> bool {
+        self.grace.expr.is_some()
+    }
+
     pub fn agent_policy(&self, agent: &str) -> Option<&AgentPolicy> {
         self.agents.get(agent)
     }

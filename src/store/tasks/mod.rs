@@ -296,3 +296,42 @@ pub fn counts_by_stage(conn: &Connection) -> Result<Vec<(String, i64)>, StoreErr
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// Every task, oldest update first: the board reads them all at once.
+pub fn list_all(conn: &Connection) -> Result<Vec<Task>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM tasks ORDER BY updated_at, id"
+    ))?;
+    let rows = stmt.query_map([], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// When each task last entered its current stage (its newest history row into that stage);
+/// one query for the whole board.
+pub fn entered_current_stage(
+    conn: &Connection,
+) -> Result<std::collections::HashMap<i64, Timestamp>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT h.task_id, MAX(h.at) FROM task_history h
+         JOIN tasks t ON t.id = h.task_id AND h.to_stage = t.stage
+         GROUP BY h.task_id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, i64>(0)?, Timestamp::from_millis(r.get(1)?)))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// How many stage changes `trigger` made at or after `since` (the reconciler's unblocks of
+/// the day, for the board's health strip).
+pub fn moves_since(
+    conn: &Connection,
+    trigger: Trigger,
+    since: Timestamp,
+) -> Result<i64, StoreError> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FROM task_history WHERE trigger = ?1 AND at >= ?2 AND from_stage IS NOT NULL",
+        params![trigger.as_str(), since.as_millis()],
+        |r| r.get(0),
+    )?)
+}
