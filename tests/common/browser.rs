@@ -94,6 +94,10 @@ impl Browser {
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
                          "--disable-dev-shm-usage", "--hide-scrollbars",
                          "--disable-crash-reporter", "--disable-breakpad",
+                         // This machine has no network: without these Chromium keeps
+                         // dialling Google's services and logs refused connections.
+                         "--disable-background-networking", "--disable-component-update",
+                         "--disable-sync", "--disable-quic", "--no-first-run",
                          format!("--window-size={},{}", size.0, size.1)],
             }
         }}});
