@@ -27,7 +27,8 @@ use crate::policy::{self, Decision, GateOutcome, RuleSet, SkipReason};
 use crate::store::outbox::NewEffect;
 use crate::store::{self, Task, Trigger};
 
-use super::{DecisionError, Mode, Reconciler, Sides, SweepReport, TaskReport, snapshot_of};
+use super::due::{Context, Due, DueQueue, PAGE, Pass, label};
+use super::{DecisionError, Mode, Reconciler, Rows, Sides, SweepReport, TaskReport};
 
 /// After this many consecutive gate errors a task is reported once as needing a human.
 pub const GATE_ERROR_CAP: u32 = 5;
@@ -55,7 +56,7 @@ impl Reconciler {
     /// The gate side alone, applied: lets a test watch F-1 without the Plane side acting in
     /// the same pass.
     pub async fn reconcile_gate_once(&self) -> SweepReport {
-        self.run_sides(Sides::Gate, Mode::Apply, &CancellationToken::new())
+        self.run_sides(Sides::Gate, Mode::Apply, Rows::All, &CancellationToken::new())
             .await
     }
 
@@ -63,73 +64,91 @@ impl Reconciler {
         &self,
         rules: &Arc<RuleSet>,
         mode: Mode,
+        rows: Rows,
         cancel: &CancellationToken,
         report: &mut SweepReport,
     ) {
-        let Some((tasks, active, awaiting, waiting)) = self.load_open(rules, report).await else {
+        let Some(ctx) = self.load_context(report).await else {
             return;
         };
-        // Deliveries still waiting in the inbox: a task they concern is late, not lost, and
-        // advancing it here would count an unblock for a webhook that was never lost.
-        let late = Subjects::of(&waiting);
-        let now = self.pipeline.clock.now();
+        let Some(stages) = self.open_stages(rules, report).await else {
+            return;
+        };
+        let mut pass = Pass {
+            rules,
+            mode,
+            rows,
+            now: self.pipeline.clock.now(),
+            ctx: &ctx,
+            due: DueQueue::new(self.max_gate_checks),
+            unannounced: Vec::new(),
+        };
+        'stages: for stage in stages {
+            let mut after = 0;
+            loop {
+                if cancel.is_cancelled() {
+                    break 'stages;
+                }
+                let st = stage.clone();
+                let page = self
+                    .pipeline
+                    .store
+                    .call(move |c| store::tasks::open_page(c, &st, after, PAGE))
+                    .await;
+                let page = match page {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!(stage = %stage, error = %e, "reconciler: cannot read open tasks");
+                        report.errors.push(format!("reading tasks in {stage}: {e}"));
+                        continue 'stages;
+                    }
+                };
+                let full = page.len() == PAGE;
+                for (task, streak) in page {
+                    after = task.id;
+                    self.triage(&mut pass, task, streak.as_ref(), report);
+                }
+                if !full {
+                    break;
+                }
+            }
+        }
+        let (now, due, unannounced) = (pass.now, pass.due, pass.unannounced);
+        if !cancel.is_cancelled() {
+            self.check_due(rules, mode, rows, now, due.into_sorted(), report)
+                .await;
+        }
+        if mode == Mode::Apply {
+            self.announce_human_gates(rules, unannounced, cancel, report)
+                .await;
+        }
+        report.tasks.sort_by(|a, b| a.work_item.cmp(&b.work_item));
+    }
+
+    /// Reads the gates of the tasks this sweep's budget took, `reconcile.gate_concurrency`
+    /// at a time, and records what they said: red readings extend the backoff, green ones
+    /// end it (in one transaction for the sweep).
+    async fn check_due(
+        &self,
+        rules: &Arc<RuleSet>,
+        mode: Mode,
+        rows: Rows,
+        now: Timestamp,
+        due: Vec<Due>,
+        report: &mut SweepReport,
+    ) {
         let semaphore = Arc::new(tokio::sync::Semaphore::new(self.concurrency.max(1)));
         let mut set = tokio::task::JoinSet::new();
-        let mut unannounced = Vec::new();
-        for task in tasks {
-            if cancel.is_cancelled() {
-                break;
-            }
-            let snapshot = snapshot_of(
-                &task,
-                active.contains(&task.id),
-                awaiting.contains(&task.id),
-            );
-            let decision = policy::decide_task(rules, &self.overrides, &snapshot, None, now);
-            self.note_decision_error(rules, mode, &task, &decision, report);
-            if matches!(
-                decision.outcome,
-                Decided::Skip {
-                    why: SkipReason::HumanGate
-                }
-            ) && !snapshot.has_active_job
-                && !snapshot.awaiting_input
-                && now.since(task.updated_at) >= self.interval
-            {
-                unannounced.push(task.clone());
-            }
-            if !matches!(decision.outcome, Decided::CheckGate { .. })
-                || self.backing_off(task.id, now)
-            {
-                report.tasks.push(TaskReport {
-                    work_item: task.work_item.clone(),
-                    stage: task.stage.clone(),
-                    decision,
-                    action: None,
-                });
-                continue;
-            }
-            if late.concern(&task) {
-                if mode == Mode::Apply {
-                    self.pipeline.metrics.reconcile_late.inc();
-                }
-                report.tasks.push(TaskReport {
-                    work_item: task.work_item.clone(),
-                    stage: task.stage.clone(),
-                    decision,
-                    action: Some("left to a delivery waiting in the inbox (late, not lost)".into()),
-                });
-                continue;
-            }
-            let extra = self.unblock_effects(rules, &task);
+        for d in due {
+            let extra = self.unblock_effects(rules, &d.task);
             let check = check_one(
                 self.pipeline.clone(),
                 Arc::clone(rules),
                 self.overrides.clone(),
                 mode,
-                task,
-                snapshot,
-                decision,
+                d.task,
+                d.snapshot,
+                d.decision,
                 extra,
             );
             let permit = Arc::clone(&semaphore);
@@ -138,20 +157,35 @@ impl Reconciler {
                 check.await
             });
         }
+        let mut readings = Readings::default();
         while let Some(joined) = set.join_next().await {
             match joined {
-                Ok(checked) => self.record(rules, mode, checked, report).await,
+                Ok(checked) => {
+                    self.record(rules, mode, rows, checked, &mut readings, report)
+                        .await;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "reconciler: a task check panicked");
                     report.errors.push(format!("task check panicked: {e}"));
                 }
             }
         }
-        if mode == Mode::Apply {
-            self.announce_human_gates(rules, unannounced, cancel, report)
+        if mode == Mode::Apply && !(readings.reds.is_empty() && readings.green.is_empty()) {
+            let Readings { reds, green } = readings;
+            let written = self
+                .pipeline
+                .store
+                .call(move |c| {
+                    store::gate_backoff::record_reds(c, &reds, now)?;
+                    store::gate_backoff::clear_many(c, &green)
+                })
                 .await;
+            if let Err(e) = written {
+                // Only costs checks: without a streak a task is simply due again.
+                tracing::warn!(error = %e, "reconciler: cannot record the red-gate backoff");
+                report.errors.push(format!("recording the red-gate backoff: {e}"));
+            }
         }
-        report.tasks.sort_by(|a, b| a.work_item.cmp(&b.work_item));
     }
 
     /// Human gates whose "ready for review" notice was never written (a crash between the
@@ -181,21 +215,14 @@ impl Reconciler {
         }
     }
 
-    /// The open tasks, which have an active job, which wait for an answer, and the
-    /// deliveries still waiting in the inbox: one read for the whole sweep.
-    async fn load_open(&self, rules: &RuleSet, report: &mut SweepReport) -> Option<Loaded> {
-        let terminal: Vec<String> = rules
-            .stages()
-            .iter()
-            .filter(|s| s.terminal)
-            .map(|s| s.name.clone())
-            .collect();
+    /// Which tasks have an active job, which wait for an answer, and the deliveries still
+    /// waiting in the inbox: one read for the whole sweep.
+    async fn load_context(&self, report: &mut SweepReport) -> Option<Context> {
         let loaded = self
             .pipeline
             .store
             .call(move |c| {
                 Ok((
-                    store::tasks::list_open(c, &terminal)?,
                     store::jobs::tasks_with_active_jobs(c)?,
                     store::jobs::tasks_awaiting_input(c)?,
                     store::inbox::pending(
@@ -209,7 +236,29 @@ impl Reconciler {
             })
             .await;
         match loaded {
-            Ok(v) => Some(v),
+            Ok((active, awaiting, waiting)) => Some(Context {
+                active,
+                awaiting,
+                late: Subjects::of(&waiting),
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "reconciler: cannot load open tasks");
+                report.errors.push(format!("loading tasks: {e}"));
+                None
+            }
+        }
+    }
+
+    /// The stages tasks are in that are not terminal (stages the rules do not have
+    /// included: their tasks are decision errors to report).
+    async fn open_stages(&self, rules: &RuleSet, report: &mut SweepReport) -> Option<Vec<String>> {
+        match self.pipeline.store.call(|c| store::tasks::stages_in_use(c)).await {
+            Ok(stages) => Some(
+                stages
+                    .into_iter()
+                    .filter(|s| rules.stage(s).is_none_or(|st| !st.terminal))
+                    .collect(),
+            ),
             Err(e) => {
                 tracing::error!(error = %e, "reconciler: cannot load open tasks");
                 report.errors.push(format!("loading tasks: {e}"));
@@ -246,7 +295,9 @@ impl Reconciler {
         &self,
         rules: &Arc<RuleSet>,
         mode: Mode,
+        rows: Rows,
         checked: Checked,
+        readings: &mut Readings,
         report: &mut SweepReport,
     ) {
         let Checked {
@@ -262,7 +313,8 @@ impl Reconciler {
             decision: decided.unwrap_or(first),
             action: None,
         };
-        match gate {
+        report.gate_checks += 1;
+        match &gate {
             Err(e) => {
                 tracing::warn!(work_item = %task.work_item, stage = %task.stage, error = %e, "reconciler: gate check failed");
                 report.errors.push(format!("{}: {e}", task.work_item));
@@ -271,11 +323,24 @@ impl Reconciler {
                     self.gate_error(rules, &task, &e.to_string()).await;
                 }
             }
-            Ok(_) => {
+            Ok(g) => {
                 self.backoff
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&task.id);
+                if g.green {
+                    readings.green.push(task.id);
+                } else {
+                    readings.reds.push(store::gate_backoff::Red {
+                        task_id: task.id,
+                        stage: task.stage.clone(),
+                        gate: rules
+                            .stage(&task.stage)
+                            .and_then(|s| s.gate.clone())
+                            .unwrap_or_default(),
+                        reason: g.reason.clone(),
+                    });
+                }
             }
         }
         match applied {
@@ -302,14 +367,27 @@ impl Reconciler {
             }
             None => {}
         }
-        report.tasks.push(line);
+        let what = if gate.is_err() {
+            "error"
+        } else {
+            label(&line.decision.outcome)
+        };
+        report.count(&task.stage, what);
+        let notable = line.action.is_some()
+            || matches!(
+                line.decision.outcome,
+                Decided::Advance { .. } | Decided::Error { .. }
+            );
+        if rows == Rows::All || notable {
+            report.tasks.push(line);
+        }
     }
 
     /// A decision that errors, or a task in a stage the rules no longer have, leaves the task
     /// stuck until the rules are fixed: it goes in the report (and `/queue`, and the exit code
     /// of `orch reconcile --once`) every sweep, but is logged and counted once per rule-set
     /// version, so a broken rule is loud without filling the log.
-    fn note_decision_error(
+    pub(super) fn note_decision_error(
         &self,
         rules: &RuleSet,
         mode: Mode,
@@ -354,7 +432,7 @@ impl Reconciler {
         });
     }
 
-    fn backing_off(&self, task_id: i64, now: Timestamp) -> bool {
+    pub(super) fn backing_off(&self, task_id: i64, now: Timestamp) -> bool {
         self.backoff
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -421,13 +499,12 @@ impl Reconciler {
     }
 }
 
-/// What [`Reconciler::load_open`] reads.
-type Loaded = (
-    Vec<Task>,
-    std::collections::HashSet<i64>,
-    std::collections::HashSet<i64>,
-    Vec<store::InboxItem>,
-);
+/// What a sweep's gate readings change in the red-gate backoff, written together.
+#[derive(Default)]
+struct Readings {
+    reds: Vec<store::gate_backoff::Red>,
+    green: Vec<i64>,
+}
 
 /// One task's gate check, on a tokio task of its own: evaluate (noting the reading unless
 /// it is a dry run), decide again with the gate, and advance when the decision says so.

@@ -24,7 +24,7 @@ use crate::pipeline::{Outcome, WorkItem};
 use crate::policy::{self, PlaneOutcome, RuleSet};
 use crate::store::{self, Task, Trigger};
 
-use super::{Mode, PlaneReport, ReconcileError, Reconciler, Sides, SweepReport, snapshot_of};
+use super::{Mode, PlaneReport, ReconcileError, Reconciler, Rows, Sides, SweepReport, snapshot_of};
 
 const PLANE_PAGE_SIZE: u32 = 100;
 /// Safety net against a server that never ends its pages.
@@ -47,7 +47,7 @@ impl Reconciler {
     /// The Plane side alone, applied and muted by the Plane switch: lets a test watch F-2
     /// without gates advancing in the same pass.
     pub async fn reconcile_plane_once(&self) -> SweepReport {
-        self.run_sides(Sides::Plane, Mode::Apply, &CancellationToken::new())
+        self.run_sides(Sides::Plane, Mode::Apply, Rows::All, &CancellationToken::new())
             .await
     }
 

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+pub mod gate_backoff;
 pub mod gate_readings;
 pub mod inbox;
 pub mod jobs;
