@@ -64,6 +64,9 @@ fn outcome_kind(v: &impl serde::Serialize) -> String {
         .unwrap_or_default()
 }
 
+/// A sweep for people: the counts per stage and decision, then the task lines the report
+/// kept (every open task with `orch reconcile --once --all`; otherwise the tasks that advance
+/// or would, and errors), then the unblocks and errors.
 pub fn sweep_table(r: &SweepReport, dry_run: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -77,6 +80,27 @@ pub fn sweep_table(r: &SweepReport, dry_run: bool) -> String {
         if r.gate_enabled { "on" } else { "off" },
         if r.plane_enabled { "on" } else { "off" },
     );
+    let _ = writeln!(
+        out,
+        "gate checks {}, over budget {} (checked in a later sweep), red gates backing off {}",
+        r.gate_checks, r.over_budget, r.backing_off
+    );
+    let counts: Vec<Vec<String>> = r
+        .summary
+        .iter()
+        .flat_map(|(stage, per)| {
+            per.iter()
+                .map(move |(decision, n)| vec![stage.clone(), decision.clone(), n.to_string()])
+        })
+        .collect();
+    if !counts.is_empty() {
+        out.push('\n');
+        out.push_str(&table(&["STAGE", "DECISION", "TASKS"], &counts));
+    }
+    if r.tasks.is_empty() {
+        return sweep_tail(out, r);
+    }
+    out.push('\n');
     let rows: Vec<Vec<String>> = r
         .tasks
         .iter()
@@ -115,6 +139,10 @@ pub fn sweep_table(r: &SweepReport, dry_run: bool) -> String {
             &rows,
         ));
     }
+    sweep_tail(out, r)
+}
+
+fn sweep_tail(mut out: String, r: &SweepReport) -> String {
     for line in &r.unblocked {
         let _ = writeln!(out, "{line}");
     }

@@ -122,6 +122,10 @@ pub struct ReconcileArgs {
     /// Decide and print, but change nothing anywhere.
     #[arg(long)]
     pub dry_run: bool,
+    /// Print a line for every open task, not only the counts, the tasks that advance (or
+    /// would) and the errors. `--format json` always has every line.
+    #[arg(long)]
+    pub all: bool,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,
     #[command(flatten)]
@@ -332,7 +336,12 @@ fn reconcile(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
         } else {
             Mode::Apply
         };
-        let report = parts.state.reconciler.sweep(mode).await;
+        let rows = if args.all || args.format == OutputFormat::Json {
+            crate::reconciler::Rows::All
+        } else {
+            crate::reconciler::Rows::Notable
+        };
+        let report = parts.state.reconciler.sweep_rows(mode, rows).await;
         if mode == Mode::Apply {
             // What the sweep owes its peers is delivered now (a running server would too).
             if let Err(e) = parts.state.drain_outbox().await {

@@ -23,6 +23,7 @@ use crate::policy::{Overrides, TaskSnapshot};
 use crate::service::Background;
 use crate::store::Task;
 
+mod check;
 mod due;
 mod explain;
 mod gate;
