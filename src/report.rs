@@ -199,6 +199,9 @@ pub fn explanation(x: &Explanation) -> String {
     if let Some(g) = &x.facts.gate {
         let _ = writeln!(out, "gate        {g}");
     }
+    if let Some(n) = &x.next_check {
+        let _ = writeln!(out, "next check  {} ({})", n.at.to_rfc3339(), n.why);
+    }
     out
 }
 

@@ -163,7 +163,11 @@ async fn reconcile_once_dry_run_changes_nothing_and_a_real_run_advances() {
     .unwrap();
     assert_eq!(code, 0, "{err}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(report["tasks"].as_array().unwrap().len(), 2, "JSON has every line");
+    assert_eq!(
+        report["tasks"].as_array().unwrap().len(),
+        2,
+        "JSON has every line"
+    );
     assert_eq!(report["summary"]["analysis"]["skip:human_gate"], 1);
     assert_eq!(report["gate_checks"], 1);
     assert_eq!(

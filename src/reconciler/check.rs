@@ -84,11 +84,12 @@ impl Reconciler {
             if let Err(e) = written {
                 // Only costs checks: without a streak a task is simply due again.
                 tracing::warn!(error = %e, "reconciler: cannot record the red-gate backoff");
-                report.errors.push(format!("recording the red-gate backoff: {e}"));
+                report
+                    .errors
+                    .push(format!("recording the red-gate backoff: {e}"));
             }
         }
     }
-
 }
 
 /// What a sweep's gate readings change in the red-gate backoff, written together.

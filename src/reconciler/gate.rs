@@ -20,8 +20,8 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Timestamp;
-use crate::pipeline::subjects::Subjects;
 use crate::pipeline::Outcome;
+use crate::pipeline::subjects::Subjects;
 use crate::policy::Outcome as Decided;
 use crate::policy::{Decision, RuleSet, SkipReason};
 use crate::store::outbox::NewEffect;
@@ -47,8 +47,13 @@ impl Reconciler {
     /// The gate side alone, applied: lets a test watch F-1 without the Plane side acting in
     /// the same pass.
     pub async fn reconcile_gate_once(&self) -> SweepReport {
-        self.run_sides(Sides::Gate, Mode::Apply, Rows::All, &CancellationToken::new())
-            .await
+        self.run_sides(
+            Sides::Gate,
+            Mode::Apply,
+            Rows::All,
+            &CancellationToken::new(),
+        )
+        .await
     }
 
     pub(super) async fn gate_side(
@@ -180,7 +185,12 @@ impl Reconciler {
     /// The stages tasks are in that are not terminal (stages the rules do not have
     /// included: their tasks are decision errors to report).
     async fn open_stages(&self, rules: &RuleSet, report: &mut SweepReport) -> Option<Vec<String>> {
-        match self.pipeline.store.call(|c| store::tasks::stages_in_use(c)).await {
+        match self
+            .pipeline
+            .store
+            .call(|c| store::tasks::stages_in_use(c))
+            .await
+        {
             Ok(stages) => Some(
                 stages
                     .into_iter()
@@ -358,6 +368,15 @@ impl Reconciler {
             stage: task.stage.clone(),
             message,
         });
+    }
+
+    /// Until when the task's gate errors back off, if they do.
+    pub(super) fn error_backoff_until(&self, task_id: i64) -> Option<Timestamp> {
+        self.backoff
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&task_id)
+            .map(|b| b.next_at)
     }
 
     pub(super) fn backing_off(&self, task_id: i64, now: Timestamp) -> bool {

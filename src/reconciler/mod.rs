@@ -31,7 +31,7 @@ mod plane;
 mod report;
 mod sync;
 
-pub use explain::{Explanation, Facts, GateView, Question};
+pub use explain::{Explanation, Facts, GateView, NextCheck, Question};
 pub use gate::GATE_ERROR_CAP;
 pub use report::{DecisionError, PlaneReport, Rows, SweepReport, TaskReport};
 
@@ -229,7 +229,8 @@ impl Reconciler {
     /// [`Reconciler::sweep`] keeping only the task lines `rows` asks for (the counts are
     /// always complete).
     pub async fn sweep_rows(&self, mode: Mode, rows: Rows) -> SweepReport {
-        self.sweep_until(mode, rows, &CancellationToken::new()).await
+        self.sweep_until(mode, rows, &CancellationToken::new())
+            .await
     }
 
     async fn sweep_until(&self, mode: Mode, rows: Rows, cancel: &CancellationToken) -> SweepReport {
@@ -260,7 +261,8 @@ impl Reconciler {
             ..SweepReport::default()
         };
         if report.gate_enabled {
-            self.gate_side(&rules, mode, rows, cancel, &mut report).await;
+            self.gate_side(&rules, mode, rows, cancel, &mut report)
+                .await;
             if mode == Mode::Apply {
                 let errors = report.decision_errors.clone();
                 self.with_state(|s| s.decision_errors = errors);

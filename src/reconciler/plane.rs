@@ -47,8 +47,13 @@ impl Reconciler {
     /// The Plane side alone, applied and muted by the Plane switch: lets a test watch F-2
     /// without gates advancing in the same pass.
     pub async fn reconcile_plane_once(&self) -> SweepReport {
-        self.run_sides(Sides::Plane, Mode::Apply, Rows::All, &CancellationToken::new())
-            .await
+        self.run_sides(
+            Sides::Plane,
+            Mode::Apply,
+            Rows::All,
+            &CancellationToken::new(),
+        )
+        .await
     }
 
     pub(super) async fn plane_side(

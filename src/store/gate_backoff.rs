@@ -66,7 +66,13 @@ pub fn record_reds(conn: &mut Connection, reds: &[Red], at: Timestamp) -> Result
                 last_at = excluded.last_at, reason = excluded.reason",
         )?;
         for r in reds {
-            stmt.execute(params![r.task_id, r.stage, r.gate, at.as_millis(), r.reason])?;
+            stmt.execute(params![
+                r.task_id,
+                r.stage,
+                r.gate,
+                at.as_millis(),
+                r.reason
+            ])?;
         }
     }
     tx.commit()?;
