@@ -1112,6 +1112,15 @@ async fn a_red_gate_is_read_on_the_backoff_schedule_and_at_once_after_an_event()
     let outcome = h.state.pipeline.handle_delivery(&push_of("ET-7")).await;
     assert!(outcome.is_ok(), "{outcome:?}");
     assert_eq!(h.gitea_calls_for("ET-7").await, before + 1);
+    let x = h
+        .state
+        .reconciler
+        .explain_with("ET-7", orch::reconciler::GateView::LastKnown)
+        .await
+        .unwrap()
+        .unwrap();
+    let next = x.next_check.expect("a next check");
+    assert!(next.why.contains("an event about the task"), "{}", next.why);
     h.clock.advance(Duration::from_secs(60));
     h.state.reconciler.reconcile_gate_once().await;
     assert_eq!(
@@ -1204,6 +1213,13 @@ async fn the_budget_reads_the_oldest_due_first_and_leaves_no_task_behind() {
     h.clock.advance(Duration::from_secs(60));
     let r3 = h.state.reconciler.reconcile_gate_once().await;
     assert_eq!(checked(&r3), ["ET-11", "ET-15"]);
+    // A push to ET-14's branch is news: read in the next sweep ahead of ET-13, which has
+    // waited as long.
+    let pushed = h.state.pipeline.handle_delivery(&push_of("ET-14")).await;
+    assert!(pushed.is_ok(), "{pushed:?}");
+    h.clock.advance(Duration::from_secs(60));
+    let r4 = h.state.reconciler.reconcile_gate_once().await;
+    assert_eq!(checked(&r4), ["ET-12", "ET-14"]);
 
     // The background loop keeps the counts but not the lines of tasks that only hold.
     h.clock.advance(Duration::from_secs(600));

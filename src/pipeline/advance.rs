@@ -90,12 +90,13 @@ impl Pipeline {
             .await
     }
 
-    /// Forgets the sweep's red-gate backoff of the task (best-effort: a failure only costs
-    /// a wait the sweep would have saved).
+    /// Ends the sweep's red-gate backoff of the task: the next sweep reads its gate first
+    /// (best-effort: a failure only costs a wait the sweep would have saved).
     pub(crate) async fn clear_red_backoff(&self, task_id: i64) {
+        let now = self.clock.now();
         if let Err(e) = self
             .store
-            .call(move |c| store::gate_backoff::clear(c, task_id))
+            .call(move |c| store::gate_backoff::news(c, task_id, now))
             .await
         {
             tracing::warn!(task_id, error = %e, "cannot reset the red-gate backoff");

@@ -5,7 +5,7 @@
 //! ([`Reconciler::triage`]); a task the policy says to check waits when its gate was red on
 //! the sweep's last reads (the red-gate backoff, `policy::next_gate_check`) and otherwise
 //! queues for this sweep's budget ([`DueQueue`]): at most `reconcile.max_gate_checks`, the
-//! oldest-due first. A task the budget leaves out is counted and stays due, so it only moves
+//! tasks with news first (an event since their last red reading), then the oldest-due. A task the budget leaves out is counted and stays due, so it only moves
 //! up: every due task is read within `due tasks / budget` sweeps.
 
 use std::cmp::Ordering;
@@ -46,6 +46,8 @@ pub(super) struct Pass<'a> {
 
 /// A task due for a gate check.
 pub(super) struct Due {
+    /// An event about the task since its last red reading: read before the others.
+    pub(super) news: bool,
     pub(super) due_at: Timestamp,
     pub(super) task: Task,
     pub(super) snapshot: TaskSnapshot,
@@ -53,8 +55,8 @@ pub(super) struct Due {
 }
 
 impl Due {
-    fn key(&self) -> (Timestamp, i64) {
-        (self.due_at, self.task.id)
+    fn key(&self) -> (bool, Timestamp, i64) {
+        (!self.news, self.due_at, self.task.id)
     }
 }
 
@@ -123,10 +125,16 @@ pub(super) fn red_due_at(
     task: &Task,
     streak: Option<&RedStreak>,
 ) -> Option<Timestamp> {
-    let s = streak?;
+    let s = streak.filter(|s| s.reds > 0)?;
     let gate = rules.stage(&task.stage)?.gate.as_deref().unwrap_or("");
     (s.stage == task.stage && s.gate == gate)
         .then(|| policy::next_gate_check(rules, s.last_at, s.reds, interval))
+}
+
+/// Whether an event about the task came after the sweep's last red reading of its gate in
+/// this stage (`store::gate_backoff::news`).
+pub(super) fn has_news(task: &Task, streak: Option<&RedStreak>) -> bool {
+    streak.is_some_and(|s| s.reds == 0 && s.stage == task.stage)
 }
 
 /// A sweep starts at least one interval after the previous one began, but the clock it reads
@@ -224,6 +232,7 @@ impl Reconciler {
             policy::grace_for(rules, &self.overrides, &snapshot, now).unwrap_or(Duration::ZERO);
         let due_at = red_due.unwrap_or_else(|| task.updated_at.plus(grace));
         let queued = Due {
+            news: has_news(&task, streak),
             due_at,
             task,
             snapshot,

@@ -19,7 +19,7 @@ use crate::policy::Outcome as Decided;
 use crate::policy::{self, Decision};
 use crate::store;
 
-use super::due::{is_due, red_due_at};
+use super::due::{has_news, is_due, red_due_at};
 use super::{Reconciler, snapshot_of};
 
 /// Where an explanation takes the gate from.
@@ -159,6 +159,13 @@ impl Reconciler {
                             s.last_at.to_rfc3339(),
                             s.reason
                         ),
+                    },
+                    _ if has_news(task, streak) => NextCheck {
+                        at: now,
+                        why:
+                            "an event about the task came after the sweep last read the gate red: \
+                              the next sweep reads it, before the tasks that only waited"
+                                .into(),
                     },
                     _ => NextCheck {
                         at: now,

@@ -4,8 +4,9 @@
 //! The sweep reads it with the task (`tasks::open_page`) and asks again only when the
 //! backoff says so (`policy::next_gate_check`). A row holds only for the stage and gate it
 //! was written for: a task that moved on, or whose stage's gate a rule reload changed, is due
-//! at once. An event about the task (a delivery, a job ending, a verdict) deletes its row
-//! ([`clear`]), so a red gate that may have turned green is read on the next sweep.
+//! at once. An event about the task (a delivery, a job ending, a verdict) ends the streak
+//! ([`news`]): a red gate that may have turned green is read by the next sweep, ahead of the
+//! tasks that only waited.
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -19,9 +20,10 @@ pub struct RedStreak {
     pub stage: String,
     /// The stage's gate as written when it was read red.
     pub gate: String,
-    /// Consecutive red readings by the sweep (at least 1).
+    /// Consecutive red readings by the sweep; 0 after an event about the task (news: read
+    /// first).
     pub reds: u32,
-    /// The sweep that read the last one.
+    /// The sweep that read the last red one, or the event.
     pub last_at: Timestamp,
     pub reason: String,
 }
@@ -45,7 +47,7 @@ pub(crate) fn from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<
     Ok(Some(RedStreak {
         stage,
         gate: r.get(first + 1)?,
-        reds: r.get::<_, i64>(first + 2)?.clamp(1, i64::from(u32::MAX)) as u32,
+        reds: r.get::<_, i64>(first + 2)?.clamp(0, i64::from(u32::MAX)) as u32,
         last_at: Timestamp::from_millis(r.get(first + 3)?),
         reason: r.get(first + 4)?,
     }))
@@ -96,9 +98,17 @@ pub fn clear_many(conn: &mut Connection, task_ids: &[i64]) -> Result<(), StoreEr
     Ok(())
 }
 
-/// An event concerns the task: its next sweep reads the gate again.
-pub fn clear(conn: &Connection, task_id: i64) -> Result<(), StoreError> {
-    conn.execute("DELETE FROM gate_backoff WHERE task_id = ?1", [task_id])?;
+/// An event concerns the task (at `at`): its red streak ends, and the next sweep that finds
+/// it due reads its gate before the tasks that only waited (`reds = 0`: news).
+pub fn news(conn: &Connection, task_id: i64, at: Timestamp) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO gate_backoff (task_id, stage, gate, reds, last_at, reason)
+         SELECT id, stage, '', 0, ?2, 'an event about the task' FROM tasks WHERE id = ?1
+         ON CONFLICT(task_id) DO UPDATE SET
+            reds = 0, stage = excluded.stage, gate = excluded.gate,
+            last_at = excluded.last_at, reason = excluded.reason",
+        params![task_id, at.as_millis()],
+    )?;
     Ok(())
 }
 
