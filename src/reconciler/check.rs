@@ -23,6 +23,8 @@ pub(super) struct Checked {
     pub(super) gate: Result<GateOutcome, PipelineError>,
     pub(super) decided: Option<Decision>,
     pub(super) applied: Option<Result<Outcome, PipelineError>>,
+    /// The reading to keep (applied sweeps only).
+    pub(super) reading: Option<store::gate_readings::GateReading>,
 }
 
 impl Reconciler {
@@ -71,32 +73,40 @@ impl Reconciler {
                 }
             }
         }
-        if mode == Mode::Apply && !(readings.reds.is_empty() && readings.green.is_empty()) {
-            let Readings { reds, green } = readings;
+        if mode == Mode::Apply && !readings.notes.is_empty() {
+            let Readings { reds, green, notes } = readings;
             let written = self
                 .pipeline
                 .store
                 .call(move |c| {
-                    store::gate_backoff::record_reds(c, &reds, now)?;
-                    store::gate_backoff::clear_many(c, &green)
+                    let tx = c.transaction()?;
+                    for (id, reading) in &notes {
+                        store::gate_readings::record(&tx, *id, reading)?;
+                    }
+                    store::gate_backoff::record_reds(&tx, &reds, now)?;
+                    store::gate_backoff::clear_many(&tx, &green)?;
+                    Ok(tx.commit()?)
                 })
                 .await;
             if let Err(e) = written {
-                // Only costs checks: without a streak a task is simply due again.
-                tracing::warn!(error = %e, "reconciler: cannot record the red-gate backoff");
+                // Only costs checks (without a streak a task is simply due again) and what
+                // `GET /explain` shows.
+                tracing::warn!(error = %e, "reconciler: cannot record the gate readings");
                 report
                     .errors
-                    .push(format!("recording the red-gate backoff: {e}"));
+                    .push(format!("recording the gate readings: {e}"));
             }
         }
     }
 }
 
-/// What a sweep's gate readings change in the red-gate backoff, written together.
+/// What a sweep's gate readings change, written together at its end: the red-gate backoff
+/// and each task's last reading (for `GET /explain`); one transaction, not one per check.
 #[derive(Default)]
 pub(super) struct Readings {
     pub(super) reds: Vec<store::gate_backoff::Red>,
     pub(super) green: Vec<i64>,
+    pub(super) notes: Vec<(i64, store::gate_readings::GateReading)>,
 }
 
 /// One task's gate check, on a tokio task of its own: evaluate (noting the reading unless
@@ -112,12 +122,9 @@ async fn check_one(
     first: Decision,
     extra: Vec<NewEffect>,
 ) -> Checked {
+    let gate = pipeline.evaluate_gate(&rules, &task).await;
     // A dry run changes nothing, the last gate reading included.
-    let gate = if mode == Mode::Apply {
-        pipeline.evaluate_gate_noted(&rules, &task).await
-    } else {
-        pipeline.evaluate_gate(&rules, &task).await
-    };
+    let reading = (mode == Mode::Apply).then(|| pipeline.gate_reading(&task, &gate));
     let decided = gate
         .as_ref()
         .ok()
@@ -138,5 +145,6 @@ async fn check_one(
         gate,
         decided,
         applied,
+        reading,
     }
 }

@@ -244,7 +244,11 @@ impl Reconciler {
             gate,
             decided,
             applied,
+            reading,
         } = checked;
+        if let Some(r) = reading {
+            readings.notes.push((task.id, r));
+        }
         let mut line = TaskReport {
             work_item: task.work_item.clone(),
             stage: task.stage.clone(),

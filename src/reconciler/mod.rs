@@ -29,6 +29,7 @@ mod explain;
 mod gate;
 mod plane;
 mod report;
+mod share;
 mod sync;
 
 pub use explain::{Explanation, Facts, GateView, NextCheck, Question};
@@ -105,6 +106,8 @@ pub struct Reconciler {
     pub concurrency: usize,
     /// At most this many gate checks per sweep (`reconcile.max_gate_checks`).
     pub max_gate_checks: usize,
+    /// The sweep's share of Plane's request budget while effects wait.
+    plane_share: share::PlaneShare,
 }
 
 impl Reconciler {
@@ -118,6 +121,7 @@ impl Reconciler {
         let overrides = overrides_from_config(cfg);
         let interval = cfg.interval;
         let (concurrency, max_gate_checks) = (cfg.gate_concurrency, cfg.max_gate_checks);
+        let plane_share = share::PlaneShare::new(pipeline.config.plane.requests_per_minute);
         Arc::new(Reconciler {
             pipeline,
             overrides,
@@ -133,6 +137,7 @@ impl Reconciler {
             last_sync: Mutex::new(None),
             concurrency,
             max_gate_checks,
+            plane_share,
         })
     }
 
@@ -214,6 +219,19 @@ impl Reconciler {
             .unwrap_or_else(|p| p.into_inner())
             .clear();
         !first
+    }
+
+    /// Waits for the sweep's turn before a Plane request: at most every other slot of the
+    /// Plane client while effects owed to Plane wait in the outbox (see `share.rs`).
+    async fn plane_turn(&self) {
+        let waiting = self
+            .pipeline
+            .store
+            .call(|c| crate::store::outbox::owed(c, crate::store::outbox::Peer::Plane))
+            .await
+            // Not knowing, leave the dispatcher its half.
+            .map_or(true, |n| n > 0);
+        self.plane_share.turn(waiting).await;
     }
 
     fn with_state(&self, f: impl FnOnce(&mut ReconcileState)) {

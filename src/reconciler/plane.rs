@@ -149,6 +149,7 @@ impl Reconciler {
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(task.id, now);
             }
+            self.plane_turn().await;
             let comments = match self
                 .pipeline
                 .tracker
@@ -229,6 +230,7 @@ impl Reconciler {
         let mut oldest_deferred: Option<Timestamp> = None;
         let mut complete = false;
         for _ in 0..MAX_PAGES_PER_PROJECT {
+            self.plane_turn().await;
             let page = self
                 .pipeline
                 .tracker

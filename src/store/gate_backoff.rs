@@ -53,12 +53,11 @@ pub(crate) fn from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<
     }))
 }
 
-/// Records red readings read at `at`, in one transaction: a task red again for the same
-/// stage and gate counts one more; anything else starts a new streak at 1.
-pub fn record_reds(conn: &mut Connection, reds: &[Red], at: Timestamp) -> Result<(), StoreError> {
-    let tx = conn.transaction()?;
+/// Records red readings read at `at` (call inside the sweep's transaction): a task red again
+/// for the same stage and gate counts one more; anything else starts a new streak at 1.
+pub fn record_reds(conn: &Connection, reds: &[Red], at: Timestamp) -> Result<(), StoreError> {
     {
-        let mut stmt = tx.prepare_cached(
+        let mut stmt = conn.prepare_cached(
             "INSERT INTO gate_backoff (task_id, stage, gate, reds, last_at, reason)
              VALUES (?1, ?2, ?3, 1, ?4, ?5)
              ON CONFLICT(task_id) DO UPDATE SET
@@ -77,24 +76,16 @@ pub fn record_reds(conn: &mut Connection, reds: &[Red], at: Timestamp) -> Result
             ])?;
         }
     }
-    tx.commit()?;
     Ok(())
 }
 
-/// Forgets the backoff of these tasks (their gate was green, or could not be read), in one
+/// Forgets the backoff of these tasks (their gate was green); call inside the sweep's
 /// transaction.
-pub fn clear_many(conn: &mut Connection, task_ids: &[i64]) -> Result<(), StoreError> {
-    if task_ids.is_empty() {
-        return Ok(());
+pub fn clear_many(conn: &Connection, task_ids: &[i64]) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached("DELETE FROM gate_backoff WHERE task_id = ?1")?;
+    for id in task_ids {
+        stmt.execute([id])?;
     }
-    let tx = conn.transaction()?;
-    {
-        let mut stmt = tx.prepare_cached("DELETE FROM gate_backoff WHERE task_id = ?1")?;
-        for id in task_ids {
-            stmt.execute([id])?;
-        }
-    }
-    tx.commit()?;
     Ok(())
 }
 
