@@ -8,7 +8,7 @@
 //! does (applied, keeping only the notable task lines), `SWEEP_SWEEPS` times (default 30),
 //! with an injected clock advanced by the 60 s interval between sweeps; shipped rules (red
 //! backoff capped at 1 h), `reconcile.max_gate_checks` 1,000 and `reconcile.gate_concurrency`
-//! `SWEEP_CONCURRENCY` (default 100).
+//! `SWEEP_CONCURRENCY` (default 200).
 //!
 //! Then a push to one stuck task's branch is handled (its CI still red, so the push's own
 //! check holds it), CI turns green with its status webhook lost, and the next sweep must read
@@ -19,7 +19,9 @@
 //! `max_gate_checks`; from the second sweep on, the slowest sweep < 0.5 s, ≤ 1,000 gate
 //! checks per sweep, RSS < 100 MB; the pushed task advanced by the next sweep.
 //!
-//! Run: `cargo bench --bench sweep_scale`
+//! Run: `cargo bench --bench sweep_scale` (env: `SWEEP_TASKS`, `SWEEP_SWEEPS`,
+//! `SWEEP_CONCURRENCY`, `SWEEP_LATENCY_MS`, `SWEEP_BUDGET` — `reconcile.max_gate_checks`,
+//! default 1,000).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,7 +40,6 @@ use orch::store::InboxItem;
 const T0: Timestamp = Timestamp::from_millis(1_800_000_000_000);
 const REPO: &str = "acme/widget";
 const INTERVAL: Duration = Duration::from_secs(60);
-const BUDGET: usize = 1000;
 
 fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -189,8 +190,9 @@ fn main() {
 async fn run() -> bool {
     let tasks: usize = env_num("SWEEP_TASKS", 100_000);
     let sweeps: usize = env_num("SWEEP_SWEEPS", 30);
-    let concurrency: usize = env_num("SWEEP_CONCURRENCY", 100);
+    let concurrency: usize = env_num("SWEEP_CONCURRENCY", 200);
     let latency = Duration::from_millis(env_num("SWEEP_LATENCY_MS", 20));
+    let budget: usize = env_num("SWEEP_BUDGET", 1000);
     let (double, url) = start_double(latency).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = Config {
@@ -204,7 +206,7 @@ async fn run() -> bool {
     cfg.reconcile.plane_enabled = Some(false);
     cfg.reconcile.interval = INTERVAL;
     cfg.reconcile.gate_concurrency = concurrency;
-    cfg.reconcile.max_gate_checks = BUDGET;
+    cfg.reconcile.max_gate_checks = budget;
     cfg.reconcile
         .grace_overrides
         .insert("review".into(), Duration::from_secs(30 * 24 * 3600));
@@ -213,7 +215,7 @@ async fn run() -> bool {
     let started = Instant::now();
     seed(&dir.path().join("orch.db"), tasks);
     println!(
-        "seeded {tasks} tasks in {:.1} s; gate concurrency {concurrency}, budget {BUDGET}, \
+        "seeded {tasks} tasks in {:.1} s; gate concurrency {concurrency}, budget {budget}, \
          Gitea latency {} ms per request",
         started.elapsed().as_secs_f64(),
         latency.as_millis()
@@ -234,7 +236,7 @@ async fn run() -> bool {
             "{s:>5}  {took:>7.3}  {:>6}  {requests:>8}  {:>11}  {:>11}  {rss:>6.1}",
             report.gate_checks, report.over_budget, report.backing_off
         );
-        if s == 1 && report.gate_checks > BUDGET as u64 {
+        if s == 1 && report.gate_checks > budget as u64 {
             println!("FAIL: the first sweep checked {} gates", report.gate_checks);
             ok = false;
         }

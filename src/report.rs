@@ -67,7 +67,7 @@ fn outcome_kind(v: &impl serde::Serialize) -> String {
 /// A sweep for people: the counts per stage and decision, then the task lines the report
 /// kept (every open task with `orch reconcile --once --all`; otherwise the tasks that advance
 /// or would, and errors), then the unblocks and errors.
-pub fn sweep_table(r: &SweepReport, dry_run: bool) -> String {
+pub fn sweep_table(r: &SweepReport, dry_run: bool, every_task: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -96,6 +96,13 @@ pub fn sweep_table(r: &SweepReport, dry_run: bool) -> String {
     if !counts.is_empty() {
         out.push('\n');
         out.push_str(&table(&["STAGE", "DECISION", "TASKS"], &counts));
+    }
+    if !every_task {
+        let _ = writeln!(
+            out,
+            "\n{} task line(s) worth reading (advancing or would, errors); --all prints every task",
+            r.tasks.len()
+        );
     }
     if r.tasks.is_empty() {
         return sweep_tail(out, r);

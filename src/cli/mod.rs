@@ -350,7 +350,7 @@ fn reconcile(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
         }
         match args.format {
             OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-            OutputFormat::Text => print!("{}", crate::report::sweep_table(&report, args.dry_run)),
+            OutputFormat::Text => print!("{}", crate::report::sweep_table(&report, args.dry_run, args.all)),
         }
         // A task the rules cannot decide is as much a failure as a peer that did not answer:
         // a cron job or CI gate running this must see it.

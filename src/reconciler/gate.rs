@@ -24,6 +24,7 @@ use crate::pipeline::Outcome;
 use crate::pipeline::subjects::Subjects;
 use crate::policy::Outcome as Decided;
 use crate::policy::{Decision, RuleSet, SkipReason};
+use crate::store::gate_backoff::RedStreak;
 use crate::store::outbox::NewEffect;
 use crate::store::{self, Task};
 
@@ -80,32 +81,33 @@ impl Reconciler {
             unannounced: Vec::new(),
         };
         'stages: for stage in stages {
-            let mut after = 0;
-            loop {
+            // The next page is read while this one is decided: the store's thread and the
+            // sweep's overlap.
+            let mut next = Some(self.read_page(&stage, 0));
+            while let Some(reading) = next.take() {
                 if cancel.is_cancelled() {
                     break 'stages;
                 }
-                let st = stage.clone();
-                let page = self
-                    .pipeline
-                    .store
-                    .call(move |c| store::tasks::open_page(c, &st, after, PAGE))
-                    .await;
-                let page = match page {
-                    Ok(p) => p,
-                    Err(e) => {
+                let page = match reading.await {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(e)) => {
                         tracing::error!(stage = %stage, error = %e, "reconciler: cannot read open tasks");
                         report.errors.push(format!("reading tasks in {stage}: {e}"));
                         continue 'stages;
                     }
+                    Err(e) => {
+                        tracing::error!(stage = %stage, error = %e, "reconciler: reading open tasks panicked");
+                        report.errors.push(format!("reading tasks in {stage}: {e}"));
+                        continue 'stages;
+                    }
                 };
-                let full = page.len() == PAGE;
-                for (task, streak) in page {
-                    after = task.id;
-                    self.triage(&mut pass, task, streak.as_ref(), report);
+                if page.len() == PAGE
+                    && let Some((last, _)) = page.last()
+                {
+                    next = Some(self.read_page(&stage, last.id));
                 }
-                if !full {
-                    break;
+                for (task, streak) in page {
+                    self.triage(&mut pass, task, streak.as_ref(), report);
                 }
             }
         }
@@ -119,6 +121,20 @@ impl Reconciler {
                 .await;
         }
         report.tasks.sort_by(|a, b| a.work_item.cmp(&b.work_item));
+    }
+
+    /// Starts reading the page of `stage` after task `after` (see `store::tasks::open_page`).
+    fn read_page(
+        &self,
+        stage: &str,
+        after: i64,
+    ) -> tokio::task::JoinHandle<Result<Vec<(Task, Option<RedStreak>)>, store::StoreError>> {
+        let (store, stage) = (self.pipeline.store.clone(), stage.to_string());
+        tokio::spawn(async move {
+            store
+                .call(move |c| store::tasks::open_page(c, &stage, after, PAGE))
+                .await
+        })
     }
 
     /// Human gates whose "ready for review" notice was never written (a crash between the
