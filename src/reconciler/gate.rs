@@ -34,6 +34,8 @@ use super::{DecisionError, Mode, Reconciler, Rows, Sides, SweepReport, TaskRepor
 
 /// After this many consecutive gate errors a task is reported once as needing a human.
 pub const GATE_ERROR_CAP: u32 = 5;
+/// One page of open tasks, each with its red-gate streak.
+type Page = Vec<(Task, Option<RedStreak>)>;
 /// How many waiting inbox deliveries a sweep looks at to tell a late webhook from a lost one.
 const INBOX_LOOKAHEAD: usize = 10_000;
 
@@ -128,7 +130,7 @@ impl Reconciler {
         &self,
         stage: &str,
         after: i64,
-    ) -> tokio::task::JoinHandle<Result<Vec<(Task, Option<RedStreak>)>, store::StoreError>> {
+    ) -> tokio::task::JoinHandle<Result<Page, store::StoreError>> {
         let (store, stage) = (self.pipeline.store.clone(), stage.to_string());
         tokio::spawn(async move {
             store
