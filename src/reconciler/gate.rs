@@ -24,7 +24,6 @@ use crate::pipeline::Outcome;
 use crate::pipeline::subjects::Subjects;
 use crate::policy::Outcome as Decided;
 use crate::policy::{Decision, RuleSet, SkipReason};
-use crate::store::gate_backoff::RedStreak;
 use crate::store::outbox::NewEffect;
 use crate::store::{self, Task};
 
@@ -34,8 +33,6 @@ use super::{DecisionError, Mode, Reconciler, Rows, Sides, SweepReport, TaskRepor
 
 /// After this many consecutive gate errors a task is reported once as needing a human.
 pub const GATE_ERROR_CAP: u32 = 5;
-/// One page of open tasks, each with its red-gate streak.
-type Page = Vec<(Task, Option<RedStreak>)>;
 /// How many waiting inbox deliveries a sweep looks at to tell a late webhook from a lost one.
 const INBOX_LOOKAHEAD: usize = 10_000;
 
@@ -83,33 +80,32 @@ impl Reconciler {
             unannounced: Vec::new(),
         };
         'stages: for stage in stages {
-            // The next page is read while this one is decided: the store's thread and the
-            // sweep's overlap.
-            let mut next = Some(self.read_page(&stage, 0));
-            while let Some(reading) = next.take() {
+            let mut after = 0;
+            loop {
                 if cancel.is_cancelled() {
                     break 'stages;
                 }
-                let page = match reading.await {
-                    Ok(Ok(p)) => p,
-                    Ok(Err(e)) => {
+                let st = stage.clone();
+                let page = self
+                    .pipeline
+                    .store
+                    .call(move |c| store::tasks::open_page(c, &st, after, PAGE))
+                    .await;
+                let page = match page {
+                    Ok(p) => p,
+                    Err(e) => {
                         tracing::error!(stage = %stage, error = %e, "reconciler: cannot read open tasks");
                         report.errors.push(format!("reading tasks in {stage}: {e}"));
                         continue 'stages;
                     }
-                    Err(e) => {
-                        tracing::error!(stage = %stage, error = %e, "reconciler: reading open tasks panicked");
-                        report.errors.push(format!("reading tasks in {stage}: {e}"));
-                        continue 'stages;
-                    }
                 };
-                if page.len() == PAGE
-                    && let Some((last, _)) = page.last()
-                {
-                    next = Some(self.read_page(&stage, last.id));
-                }
+                let full = page.len() == PAGE;
                 for (task, streak) in page {
+                    after = task.id;
                     self.triage(&mut pass, task, streak.as_ref(), report);
+                }
+                if !full {
+                    break;
                 }
             }
         }
@@ -123,20 +119,6 @@ impl Reconciler {
                 .await;
         }
         report.tasks.sort_by(|a, b| a.work_item.cmp(&b.work_item));
-    }
-
-    /// Starts reading the page of `stage` after task `after` (see `store::tasks::open_page`).
-    fn read_page(
-        &self,
-        stage: &str,
-        after: i64,
-    ) -> tokio::task::JoinHandle<Result<Page, store::StoreError>> {
-        let (store, stage) = (self.pipeline.store.clone(), stage.to_string());
-        tokio::spawn(async move {
-            store
-                .call(move |c| store::tasks::open_page(c, &stage, after, PAGE))
-                .await
-        })
     }
 
     /// Human gates whose "ready for review" notice was never written (a crash between the
