@@ -64,7 +64,10 @@ fn outcome_kind(v: &impl serde::Serialize) -> String {
         .unwrap_or_default()
 }
 
-pub fn sweep_table(r: &SweepReport, dry_run: bool) -> String {
+/// A sweep for people: the counts per stage and decision, then the task lines the report
+/// kept (every open task with `orch reconcile --once --all`; otherwise the tasks that advance
+/// or would, and errors), then the unblocks and errors.
+pub fn sweep_table(r: &SweepReport, dry_run: bool, every_task: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -77,6 +80,34 @@ pub fn sweep_table(r: &SweepReport, dry_run: bool) -> String {
         if r.gate_enabled { "on" } else { "off" },
         if r.plane_enabled { "on" } else { "off" },
     );
+    let _ = writeln!(
+        out,
+        "gate checks {}, over budget {} (checked in a later sweep), red gates backing off {}",
+        r.gate_checks, r.over_budget, r.backing_off
+    );
+    let counts: Vec<Vec<String>> = r
+        .summary
+        .iter()
+        .flat_map(|(stage, per)| {
+            per.iter()
+                .map(move |(decision, n)| vec![stage.clone(), decision.clone(), n.to_string()])
+        })
+        .collect();
+    if !counts.is_empty() {
+        out.push('\n');
+        out.push_str(&table(&["STAGE", "DECISION", "TASKS"], &counts));
+    }
+    if !every_task {
+        let _ = writeln!(
+            out,
+            "\n{} task line(s) worth reading (advancing or would, errors); --all prints every task",
+            r.tasks.len()
+        );
+    }
+    if r.tasks.is_empty() {
+        return sweep_tail(out, r);
+    }
+    out.push('\n');
     let rows: Vec<Vec<String>> = r
         .tasks
         .iter()
@@ -115,6 +146,10 @@ pub fn sweep_table(r: &SweepReport, dry_run: bool) -> String {
             &rows,
         ));
     }
+    sweep_tail(out, r)
+}
+
+fn sweep_tail(mut out: String, r: &SweepReport) -> String {
     for line in &r.unblocked {
         let _ = writeln!(out, "{line}");
     }
@@ -170,6 +205,9 @@ pub fn explanation(x: &Explanation) -> String {
     }
     if let Some(g) = &x.facts.gate {
         let _ = writeln!(out, "gate        {g}");
+    }
+    if let Some(n) = &x.next_check {
+        let _ = writeln!(out, "next check  {} ({})", n.at.to_rfc3339(), n.why);
     }
     for (i, d) in x.last_decisions.iter().enumerate() {
         let label = if i == 0 { "decided" } else { "" };

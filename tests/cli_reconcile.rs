@@ -119,6 +119,27 @@ async fn reconcile_once_dry_run_changes_nothing_and_a_real_run_advances() {
             .any(|l| l.starts_with("ET-1") && l.contains("advance")),
         "{out}"
     );
+    // Without --all: the counts, and only the lines worth reading (ET-1 would advance).
+    assert!(
+        out.lines().any(|l| l.starts_with("analysis")
+            && l.contains("skip:human_gate")
+            && l.trim_end().ends_with(" 1")),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with("development")
+            && l.contains("advance")
+            && l.trim_end().ends_with(" 1")),
+        "{out}"
+    );
+    assert!(!out.lines().any(|l| l.starts_with("ET-2")), "{out}");
+    let (code, out, err) = tokio::task::spawn_blocking({
+        let c = cfg_s.clone();
+        move || orch(&["reconcile", "--once", "--dry-run", "--all", "--config", &c])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
     assert!(
         out.lines()
             .any(|l| l.starts_with("ET-2") && l.contains("stage.analysis.human_gate")),
@@ -142,6 +163,13 @@ async fn reconcile_once_dry_run_changes_nothing_and_a_real_run_advances() {
     .unwrap();
     assert_eq!(code, 0, "{err}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        report["tasks"].as_array().unwrap().len(),
+        2,
+        "JSON has every line"
+    );
+    assert_eq!(report["summary"]["analysis"]["skip:human_gate"], 1);
+    assert_eq!(report["gate_checks"], 1);
     assert_eq!(
         report["unblocked"][0],
         "reconciler: ET-1 development unblocked (lost webhook)"

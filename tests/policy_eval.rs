@@ -397,3 +397,19 @@ fn a_lost_answer_is_looked_for_after_the_grace_and_then_once_per_grace() {
         NOW
     ));
 }
+
+#[test]
+fn a_red_gate_waits_one_two_four_intervals_up_to_the_cap() {
+    let rules = orch::policy::load_embedded().unwrap();
+    assert_eq!(rules.red_backoff_cap(), Duration::from_secs(3600));
+    let t0 = Timestamp::from_millis(1_800_000_000_000);
+    let minute = Duration::from_secs(60);
+    let waits: Vec<u64> = (1..=8)
+        .map(|reds| {
+            orch::policy::next_gate_check(&rules, t0, reds, minute)
+                .since(t0)
+                .as_secs()
+        })
+        .collect();
+    assert_eq!(waits, [60, 120, 240, 480, 960, 1920, 3600, 3600]);
+}

@@ -402,3 +402,19 @@ fn the_cancel_stage_counts_as_reachable_and_needs_no_plane_state() {
         Some("cancelled")
     );
 }
+
+#[test]
+fn a_red_backoff_cap_that_is_not_a_duration_is_located() {
+    let errs = errors_after(&[(
+        "reconcile.toml",
+        "red_backoff_cap = \"1h\"",
+        "red_backoff_cap = \"an hour\"",
+    )]);
+    let line = line_of("reconcile.toml", "red_backoff_cap");
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with(&format!("reconcile.toml:{line}:"))
+                && e.contains("reconcile.red_backoff_cap: \"an hour\" is not a duration")),
+        "{errs:?}"
+    );
+}

@@ -315,8 +315,9 @@ async fn tc06_red_gate_never_advances_and_never_notifies() {
     assert_eq!(h.state.metrics.reconcile_unblocked.get(), 0);
     assert_eq!(
         h.gitea_calls_for("ET-6").await,
-        5,
-        "one gate evaluation per sweep"
+        3,
+        "at most one gate evaluation per sweep, and fewer as the red gate backs off \
+         (sweeps 1, 2 and 4 of 5)"
     );
 }
 
@@ -1029,4 +1030,206 @@ async fn plane_side_loses_nothing_and_repeats_nothing_with_plane_ten_minutes_off
         "development",
         "the lost approval was replayed: {report:#?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The red-gate backoff and the budget per sweep (issue 16).
+
+/// Gitea now reports CI `status` for `wi`'s head, over what `H::ci` mounted before.
+async fn ci_now(h: &H, wi: &str, status: &str) {
+    let sha = format!("sha{}", wi.replace('-', ""));
+    Mock::given(method("GET"))
+        .and(path(format!("/api/v1/repos/{REPO}/commits/{sha}/statuses")))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("X-Total-Count", "1")
+                .set_body_json(
+                    serde_json::json!([{"id": 2, "status": status, "context": "ci/build"}]),
+                ),
+        )
+        .with_priority(1)
+        .mount(&h.peers.gitea)
+        .await;
+}
+
+/// The push webhook of `wi`'s branch, as the inbox hands it to the pipeline.
+fn push_of(wi: &str) -> store::InboxItem {
+    let body = serde_json::json!({
+        "ref": format!("refs/heads/feature/{wi}-x"),
+        "repository": {"full_name": REPO},
+    });
+    store::InboxItem {
+        id: 1,
+        source: "gitea".into(),
+        event: "push".into(),
+        body: serde_json::to_vec(&body).unwrap(),
+        body_hash: "push".into(),
+        received_at: T0,
+        processed_at: None,
+        error: None,
+        attempts: 0,
+    }
+}
+
+#[tokio::test]
+async fn a_red_gate_is_read_on_the_backoff_schedule_and_at_once_after_an_event() {
+    let h = harness(|c, _| c.reconcile.interval = Duration::from_secs(60)).await;
+    let t = h.task("ET-7", "development", 3600).await;
+    h.ci("ET-7", "failure").await;
+    let mut read_on = Vec::new();
+    for sweep in 1..=20 {
+        let before = h.gitea_calls_for("ET-7").await;
+        let report = h.state.reconciler.reconcile_gate_once().await;
+        if h.gitea_calls_for("ET-7").await > before {
+            read_on.push(sweep);
+            assert_eq!(report.gate_checks, 1);
+        } else {
+            assert_eq!(report.backing_off, 1, "sweep {sweep}");
+            assert_eq!(report.summary["development"]["backoff"], 1);
+        }
+        h.clock.advance(Duration::from_secs(60));
+    }
+    // Red after 1, 2, 4, 8 … intervals.
+    assert_eq!(read_on, [1, 2, 4, 8, 16]);
+    assert_eq!(h.stage_of(t.id).await, "development");
+
+    // `explain` says when the next read is due, and why.
+    let x = h
+        .state
+        .reconciler
+        .explain_with("ET-7", orch::reconciler::GateView::LastKnown)
+        .await
+        .unwrap()
+        .unwrap();
+    let next = x.next_check.expect("a next check");
+    // The fifth red (sweep 16, at T0 + 15 min) waits 16 intervals.
+    assert_eq!(next.at, T0.plus(Duration::from_secs(15 * 60 + 16 * 60)));
+    assert!(next.why.contains("red 5 time(s) in a row"), "{}", next.why);
+
+    // A push to the branch is news: its own advance reads the gate (still red), and the very
+    // next sweep reads it again instead of waiting out the backoff.
+    let before = h.gitea_calls_for("ET-7").await;
+    let outcome = h.state.pipeline.handle_delivery(&push_of("ET-7")).await;
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert_eq!(h.gitea_calls_for("ET-7").await, before + 1);
+    let x = h
+        .state
+        .reconciler
+        .explain_with("ET-7", orch::reconciler::GateView::LastKnown)
+        .await
+        .unwrap()
+        .unwrap();
+    let next = x.next_check.expect("a next check");
+    assert!(next.why.contains("an event about the task"), "{}", next.why);
+    h.clock.advance(Duration::from_secs(60));
+    h.state.reconciler.reconcile_gate_once().await;
+    assert_eq!(
+        h.gitea_calls_for("ET-7").await,
+        before + 2,
+        "read right after the event"
+    );
+    // CI finishes green and its status webhook is lost: one interval later the sweep reads
+    // it (a fresh streak of one red) and advances the task.
+    ci_now(&h, "ET-7", "success").await;
+    h.clock.advance(Duration::from_secs(60));
+    let report = h.state.reconciler.reconcile_gate_once().await;
+    assert_eq!(h.stage_of(t.id).await, "review", "{report:?}");
+    assert_eq!(report.unblocked.len(), 1);
+}
+
+#[tokio::test]
+async fn a_rule_change_to_the_gate_ends_its_backoff() {
+    let h = harness(|c, _| c.reconcile.interval = Duration::from_secs(60)).await;
+    let t = h.task("ET-8", "development", 3600).await;
+    h.ci("ET-8", "failure").await;
+    for _ in 0..2 {
+        h.state.reconciler.reconcile_gate_once().await;
+        h.clock.advance(Duration::from_secs(60));
+    }
+    // Red on sweeps 1 and 2; the third waits (two intervals after the second red).
+    let waits = h.state.reconciler.reconcile_gate_once().await;
+    assert_eq!((waits.gate_checks, waits.backing_off), (0, 1));
+    let streak = h
+        .state
+        .store
+        .call(move |c| store::gate_backoff::get(c, t.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((streak.reds, streak.gate.as_str()), (2, "ci_green"));
+    // The stored gate is not the one the rules now write: due at once.
+    let changed = "ci_green || tests_passed".to_string();
+    h.state
+        .store
+        .call(move |c| {
+            c.execute("UPDATE gate_backoff SET gate = ?1", [changed])?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let report = h.state.reconciler.reconcile_gate_once().await;
+    assert_eq!(report.gate_checks, 1, "{report:?}");
+}
+
+#[tokio::test]
+async fn the_budget_reads_the_oldest_due_first_and_leaves_no_task_behind() {
+    let h = harness(|c, _| {
+        c.reconcile.interval = Duration::from_secs(60);
+        c.reconcile.max_gate_checks = 2;
+    })
+    .await;
+    // Five red tasks, ET-11 stuck longest.
+    for (i, age) in [(11, 5000), (12, 4000), (13, 3000), (14, 2000), (15, 1000)] {
+        let wi = format!("ET-{i}");
+        h.task(&wi, "development", age).await;
+        h.ci(&wi, "failure").await;
+    }
+    let checked = |r: &orch::reconciler::SweepReport| {
+        let mut v: Vec<String> = r
+            .tasks
+            .iter()
+            .filter(|t| matches!(t.decision.outcome, orch::policy::Outcome::Hold { .. }))
+            .map(|t| t.work_item.clone())
+            .collect();
+        v.sort();
+        v
+    };
+    let r1 = h.state.reconciler.reconcile_gate_once().await;
+    assert_eq!((r1.gate_checks, r1.over_budget), (2, 3));
+    assert_eq!(checked(&r1), ["ET-11", "ET-12"]);
+    assert_eq!(r1.summary["development"]["hold"], 2);
+    assert_eq!(r1.summary["development"]["over_budget"], 3);
+    assert!(
+        r1.tasks
+            .iter()
+            .filter(|t| t.action.as_deref().is_some_and(|a| a.contains("budget")))
+            .count()
+            == 3
+    );
+    h.clock.advance(Duration::from_secs(60));
+    let r2 = h.state.reconciler.reconcile_gate_once().await;
+    // ET-11 and ET-12 are due again, but ET-13 and ET-14 have been due for longer.
+    assert_eq!(checked(&r2), ["ET-13", "ET-14"]);
+    h.clock.advance(Duration::from_secs(60));
+    let r3 = h.state.reconciler.reconcile_gate_once().await;
+    assert_eq!(checked(&r3), ["ET-11", "ET-15"]);
+    // A push to ET-14's branch is news: read in the next sweep ahead of ET-13, which has
+    // waited as long.
+    let pushed = h.state.pipeline.handle_delivery(&push_of("ET-14")).await;
+    assert!(pushed.is_ok(), "{pushed:?}");
+    h.clock.advance(Duration::from_secs(60));
+    let r4 = h.state.reconciler.reconcile_gate_once().await;
+    assert_eq!(checked(&r4), ["ET-12", "ET-14"]);
+
+    // The background loop keeps the counts but not the lines of tasks that only hold.
+    h.clock.advance(Duration::from_secs(600));
+    let quiet = h
+        .state
+        .reconciler
+        .sweep_rows(Mode::DryRun, orch::reconciler::Rows::Notable)
+        .await;
+    assert_eq!(quiet.gate_checks, 2);
+    assert!(quiet.tasks.is_empty(), "{:?}", quiet.tasks);
+    let counted: u64 = quiet.summary["development"].values().sum();
+    assert_eq!(counted, 5);
 }

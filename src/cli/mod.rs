@@ -137,6 +137,10 @@ pub struct ReconcileArgs {
     /// Decide and print, but change nothing anywhere.
     #[arg(long)]
     pub dry_run: bool,
+    /// Print a line for every open task, not only the counts, the tasks that advance (or
+    /// would) and the errors. `--format json` always has every line.
+    #[arg(long)]
+    pub all: bool,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,
     #[command(flatten)]
@@ -358,7 +362,12 @@ fn reconcile(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
         } else {
             Mode::Apply
         };
-        let report = parts.state.reconciler.sweep(mode).await;
+        let rows = if args.all || args.format == OutputFormat::Json {
+            crate::reconciler::Rows::All
+        } else {
+            crate::reconciler::Rows::Notable
+        };
+        let report = parts.state.reconciler.sweep_rows(mode, rows).await;
         if mode == Mode::Apply {
             // What the sweep owes its peers is delivered now (a running server would too).
             if let Err(e) = parts.state.drain_outbox().await {
@@ -367,7 +376,7 @@ fn reconcile(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
         }
         match args.format {
             OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-            OutputFormat::Text => print!("{}", crate::report::sweep_table(&report, args.dry_run)),
+            OutputFormat::Text => print!("{}", crate::report::sweep_table(&report, args.dry_run, args.all)),
         }
         // A task the rules cannot decide is as much a failure as a peer that did not answer:
         // a cron job or CI gate running this must see it.

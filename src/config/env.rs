@@ -101,6 +101,12 @@ pub(super) fn overlay(
         cfg.reconcile.plane_since =
             Some(super::PlaneSince::parse("ORCH_RECONCILE_PLANE_SINCE", &v)?);
     }
+    if let Some(v) = get("ORCH_RECONCILE_GATE_CONCURRENCY") {
+        cfg.reconcile.gate_concurrency = parse_positive("ORCH_RECONCILE_GATE_CONCURRENCY", &v)?;
+    }
+    if let Some(v) = get("ORCH_RECONCILE_MAX_GATE_CHECKS") {
+        cfg.reconcile.max_gate_checks = parse_positive("ORCH_RECONCILE_MAX_GATE_CHECKS", &v)?;
+    }
     if let Some(v) = get("ORCH_RECONCILE_GRACE_OVERRIDES_JSON") {
         match parse_grace_overrides_json(&v) {
             Ok(map) => cfg.reconcile.grace_overrides = map,

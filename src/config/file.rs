@@ -109,6 +109,8 @@ struct FileReconcile {
     #[serde(default)]
     grace_overrides: BTreeMap<String, TomlDuration>,
     plane_since: Option<String>,
+    gate_concurrency: Option<usize>,
+    max_gate_checks: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -277,6 +279,12 @@ impl FileReconcile {
         }
         if let Some(v) = self.plane_since {
             reconcile.plane_since = Some(super::PlaneSince::parse("reconcile.plane_since", &v)?);
+        }
+        if let Some(n) = self.gate_concurrency {
+            reconcile.gate_concurrency = positive("reconcile.gate_concurrency", n)?;
+        }
+        if let Some(n) = self.max_gate_checks {
+            reconcile.max_gate_checks = positive("reconcile.max_gate_checks", n)?;
         }
         Ok(())
     }

@@ -50,6 +50,11 @@ impl Pipeline {
         hold: Hold,
         by: By,
     ) -> Result<Outcome, PipelineError> {
+        // An event about the task (a push, a CI status, a verdict, an agent's end): whatever
+        // it finds, the sweep reads the gate again next time rather than keep backing off.
+        if trigger != Trigger::Reconciler {
+            self.clear_red_backoff(task_id).await;
+        }
         if hold == Hold::WhileAwaitingInput
             && self
                 .store
@@ -83,6 +88,19 @@ impl Pipeline {
         let gate = self.evaluate_gate_noted(&rules, &task).await?;
         self.leave_if(&rules, &task, &gate, trigger, by, Vec::new())
             .await
+    }
+
+    /// Ends the sweep's red-gate backoff of the task: the next sweep reads its gate first
+    /// (best-effort: a failure only costs a wait the sweep would have saved).
+    pub(crate) async fn clear_red_backoff(&self, task_id: i64) {
+        let now = self.clock.now();
+        if let Err(e) = self
+            .store
+            .call(move |c| store::gate_backoff::news(c, task_id, now))
+            .await
+        {
+            tracing::warn!(task_id, error = %e, "cannot reset the red-gate backoff");
+        }
     }
 
     /// The second half of [`Pipeline::advance`], for callers that already evaluated the gate

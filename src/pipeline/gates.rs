@@ -53,13 +53,7 @@ impl Pipeline {
         task: &Task,
     ) -> Result<policy::GateOutcome, PipelineError> {
         let result = self.evaluate_gate(rules, task).await;
-        let reading = store::gate_readings::GateReading {
-            stage: task.stage.clone(),
-            green: result.as_ref().ok().map(|g| g.green),
-            reason: result.as_ref().ok().map(|g| g.reason.clone()),
-            error: result.as_ref().err().map(|e| e.to_string()),
-            read_at: self.clock.now(),
-        };
+        let reading = self.gate_reading(task, &result);
         let id = task.id;
         if let Err(e) = self
             .store
@@ -70,6 +64,22 @@ impl Pipeline {
             tracing::warn!(work_item = %task.work_item, error = %e, "cannot keep the gate reading");
         }
         result
+    }
+
+    /// What [`Pipeline::evaluate_gate`] said, as the task's last reading (for a caller that
+    /// stores many at once: the sweep).
+    pub fn gate_reading(
+        &self,
+        task: &Task,
+        result: &Result<policy::GateOutcome, PipelineError>,
+    ) -> store::gate_readings::GateReading {
+        store::gate_readings::GateReading {
+            stage: task.stage.clone(),
+            green: result.as_ref().ok().map(|g| g.green),
+            reason: result.as_ref().ok().map(|g| g.reason.clone()),
+            error: result.as_ref().err().map(|e| e.to_string()),
+            read_at: self.clock.now(),
+        }
     }
 
     /// Gitea's combined status of the branch head; pending or no status is red.

@@ -61,6 +61,8 @@ impl Pipeline {
             });
         };
         let rules = self.rules.current();
+        // A job ending is news about the task: the sweep reads its gate again next time.
+        self.clear_red_backoff(task_id).await;
         if let Some(error) = failure {
             return self.job_failed(&rules, job, &task, result, &error).await;
         }

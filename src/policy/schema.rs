@@ -57,6 +57,8 @@ pub(crate) struct RawReconcile {
     pub enabled: Option<bool>,
     pub plane_enabled: Option<bool>,
     pub notify_unblock: Option<bool>,
+    /// The longest the sweep waits before reading a red gate again.
+    pub red_backoff_cap: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -19,6 +19,7 @@ use crate::policy::Outcome as Decided;
 use crate::policy::{self, Decision};
 use crate::store;
 
+use super::due::{has_news, is_due, red_due_at};
 use super::{Reconciler, snapshot_of};
 
 /// Where an explanation takes the gate from.
@@ -58,10 +59,11 @@ impl Reconciler {
                 let question = store::jobs::open_question(c, t.id)?;
                 let reading = store::gate_readings::latest(c, t.id)?;
                 let logged = store::decisions::list(c, Some(&wi), None, LAST_DECISIONS)?;
-                Ok(Some((t, busy, question, reading, logged)))
+                let streak = store::gate_backoff::get(c, t.id)?;
+                Ok(Some((t, busy, question, reading, logged, streak)))
             })
             .await?;
-        let Some((task, busy, question, reading, mut logged)) = loaded else {
+        let Some((task, busy, question, reading, mut logged, streak)) = loaded else {
             return Ok(None);
         };
         let awaiting = question.is_some();
@@ -69,6 +71,7 @@ impl Reconciler {
         let now = self.pipeline.clock.now();
         let snapshot = snapshot_of(&task, busy, awaiting);
         let mut decision = policy::decide_task(&rules, &self.overrides, &snapshot, None, now);
+        let next_check = self.next_check(&rules, &task, &decision, streak.as_ref(), now);
         let mut gate = None;
         if matches!(decision.outcome, Decided::CheckGate { .. }) {
             match view {
@@ -116,6 +119,7 @@ impl Reconciler {
                 gate,
             },
             decision,
+            next_check,
             now,
             last_decisions: {
                 logged.reverse();
@@ -123,6 +127,70 @@ impl Reconciler {
             },
         }))
     }
+
+    /// When the sweep reads the task's gate next, and why then.
+    fn next_check(
+        &self,
+        rules: &policy::RuleSet,
+        task: &store::Task,
+        decision: &Decision,
+        streak: Option<&store::gate_backoff::RedStreak>,
+        now: Timestamp,
+    ) -> Option<NextCheck> {
+        match decision.outcome {
+            Decided::Wait { remaining_s } => Some(NextCheck {
+                at: now.plus(std::time::Duration::from_secs(remaining_s)),
+                why: "when the task's grace ends; the gate is not read before".into(),
+            }),
+            Decided::CheckGate { .. } => {
+                if let Some(at) = self.error_backoff_until(task.id).filter(|at| now < *at) {
+                    return Some(NextCheck {
+                        at,
+                        why: "the gate could not be read; the sweep backs off before asking again"
+                            .into(),
+                    });
+                }
+                let red = red_due_at(rules, self.interval, task, streak)
+                    .filter(|at| !is_due(*at, now, self.interval));
+                Some(match (red, streak) {
+                    (Some(at), Some(s)) => NextCheck {
+                        at,
+                        why: format!(
+                            "the sweep read the gate red {} time(s) in a row (last at {}: {}); it \
+                             waits 1, 2, 4 … intervals up to reconcile.red_backoff_cap, or reads it \
+                             at the next sweep after an event about the task (a push, a CI status, \
+                             a verdict, a job ending)",
+                            s.reds,
+                            s.last_at.to_rfc3339(),
+                            s.reason
+                        ),
+                    },
+                    _ if has_news(task, streak) => NextCheck {
+                        at: now,
+                        why:
+                            "an event about the task came after the sweep last read the gate red: \
+                              the next sweep reads it, before the tasks that only waited"
+                                .into(),
+                    },
+                    _ => NextCheck {
+                        at: now,
+                        why: format!(
+                            "due: the next sweep reads the gate (oldest-due first, at most {} per sweep)",
+                            self.max_gate_checks
+                        ),
+                    },
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// When the sweep reads a task's gate next.
+#[derive(Debug, Clone, Serialize)]
+pub struct NextCheck {
+    pub at: Timestamp,
+    pub why: String,
 }
 
 /// How many logged decisions an explanation shows (`orch decisions` has them all).
@@ -135,6 +203,8 @@ pub struct Explanation {
     pub decision: Decision,
     pub facts: Facts,
     pub grace_left_s: Option<u64>,
+    /// When the sweep reads the gate next, and why (absent when it does not read it).
+    pub next_check: Option<NextCheck>,
     pub now: Timestamp,
     /// The latest decisions that acted on the task (the decision log), newest first: the
     /// history of why it moved.

@@ -1,7 +1,7 @@
 //! F-1, the gate side: advances tasks whose exit gate is green but whose webhook was lost.
 //!
 //! Every open task that is quiet for longer than its grace and has no active job gets its
-//! exit gate evaluated, once per sweep; green is advanced through [`Pipeline::apply_gate_owing`]
+//! exit gate evaluated, once per sweep; green is advanced through [`Pipeline::apply_gate`]
 //! exactly as a webhook would, with trigger `reconciler`, so a sweep and a late webhook
 //! cannot both move a task. Red is silence. Invariant: what is eligible is the policy's
 //! decision ([`policy::decide_task`]), never code here, so human gates, grace and kill
@@ -13,21 +13,23 @@
 //! is counted for `/queue` and `/metrics` (F-4): a healed task must be visible, or a lost
 //! webhook goes unnoticed.
 //!
-//! [`Pipeline::apply_gate_owing`]: crate::pipeline::Pipeline::apply_gate_owing
+//! [`Pipeline::apply_gate`]: crate::pipeline::Pipeline::apply_gate
 
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Timestamp;
+use crate::pipeline::Outcome;
 use crate::pipeline::subjects::Subjects;
-use crate::pipeline::{Outcome, PipelineError};
 use crate::policy::Outcome as Decided;
-use crate::policy::{self, Decision, GateOutcome, RuleSet, SkipReason};
+use crate::policy::{Decision, RuleSet, SkipReason};
 use crate::store::outbox::NewEffect;
-use crate::store::{self, Task, Trigger};
+use crate::store::{self, Task};
 
-use super::{DecisionError, Mode, Reconciler, Sides, SweepReport, TaskReport, snapshot_of};
+use super::check::{Checked, Readings};
+use super::due::{Context, DueQueue, PAGE, Pass, label};
+use super::{DecisionError, Mode, Reconciler, Rows, Sides, SweepReport, TaskReport};
 
 /// After this many consecutive gate errors a task is reported once as needing a human.
 pub const GATE_ERROR_CAP: u32 = 5;
@@ -41,117 +43,78 @@ pub(super) struct ErrorBackoff {
     next_at: Timestamp,
 }
 
-/// What one task's check brought back from its own tokio task.
-struct Checked {
-    task: Task,
-    /// The decision before the gate was evaluated; reported when the gate could not be.
-    first: Decision,
-    gate: Result<GateOutcome, PipelineError>,
-    decided: Option<Decision>,
-    applied: Option<Result<Outcome, PipelineError>>,
-}
-
 impl Reconciler {
     /// The gate side alone, applied: lets a test watch F-1 without the Plane side acting in
     /// the same pass.
     #[cfg_attr(orch_audit, allow(dead_code))]
     pub async fn reconcile_gate_once(&self) -> SweepReport {
-        self.run_sides(Sides::Gate, Mode::Apply, &CancellationToken::new())
-            .await
+        self.run_sides(
+            Sides::Gate,
+            Mode::Apply,
+            Rows::All,
+            &CancellationToken::new(),
+        )
+        .await
     }
 
     pub(super) async fn gate_side(
         &self,
         rules: &Arc<RuleSet>,
         mode: Mode,
+        rows: Rows,
         cancel: &CancellationToken,
         report: &mut SweepReport,
     ) {
-        let Some((tasks, active, awaiting, waiting)) = self.load_open(rules, report).await else {
+        let Some(ctx) = self.load_context(report).await else {
             return;
         };
-        // Deliveries still waiting in the inbox: a task they concern is late, not lost, and
-        // advancing it here would count an unblock for a webhook that was never lost.
-        let late = Subjects::of(&waiting);
-        let now = self.pipeline.clock.now();
-        let semaphore = Arc::new(tokio::sync::Semaphore::new(self.concurrency.max(1)));
-        let mut set = tokio::task::JoinSet::new();
-        let mut unannounced = Vec::new();
-        for task in tasks {
-            if cancel.is_cancelled() {
-                break;
-            }
-            let snapshot = snapshot_of(
-                &task,
-                active.contains(&task.id),
-                awaiting.contains(&task.id),
-            );
-            let decision = policy::decide_task(rules, &self.overrides, &snapshot, None, now);
-            self.note_decision_error(rules, mode, &task, &decision, report);
-            if mode == Mode::Apply {
-                self.pipeline
-                    .observe_sweep(&self.overrides, &snapshot, task.id, &decision, now)
+        let Some(stages) = self.open_stages(rules, report).await else {
+            return;
+        };
+        let mut pass = Pass {
+            rules,
+            mode,
+            rows,
+            now: self.pipeline.clock.now(),
+            ctx: &ctx,
+            due: DueQueue::new(self.max_gate_checks),
+            unannounced: Vec::new(),
+        };
+        'stages: for stage in stages {
+            let mut after = 0;
+            loop {
+                if cancel.is_cancelled() {
+                    break 'stages;
+                }
+                let st = stage.clone();
+                let page = self
+                    .pipeline
+                    .store
+                    .call(move |c| store::tasks::open_page(c, &st, after, PAGE))
                     .await;
-            }
-            if matches!(
-                decision.outcome,
-                Decided::Skip {
-                    why: SkipReason::HumanGate
+                let page = match page {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!(stage = %stage, error = %e, "reconciler: cannot read open tasks");
+                        report.errors.push(format!("reading tasks in {stage}: {e}"));
+                        continue 'stages;
+                    }
+                };
+                let full = page.len() == PAGE;
+                for (task, streak) in page {
+                    after = task.id;
+                    self.triage(&mut pass, task, streak.as_ref(), report)
+                        .await;
                 }
-            ) && !snapshot.has_active_job
-                && !snapshot.awaiting_input
-                && now.since(task.updated_at) >= self.interval
-            {
-                unannounced.push(task.clone());
-            }
-            if !matches!(decision.outcome, Decided::CheckGate { .. })
-                || self.backing_off(task.id, now)
-            {
-                report.tasks.push(TaskReport {
-                    work_item: task.work_item.clone(),
-                    stage: task.stage.clone(),
-                    decision,
-                    action: None,
-                });
-                continue;
-            }
-            if late.concern(&task) {
-                if mode == Mode::Apply {
-                    self.pipeline.metrics.reconcile_late.inc();
+                if !full {
+                    break;
                 }
-                report.tasks.push(TaskReport {
-                    work_item: task.work_item.clone(),
-                    stage: task.stage.clone(),
-                    decision,
-                    action: Some("left to a delivery waiting in the inbox (late, not lost)".into()),
-                });
-                continue;
             }
-            let extra = self.unblock_effects(rules, &task);
-            let check = check_one(
-                self.pipeline.clone(),
-                Arc::clone(rules),
-                self.overrides.clone(),
-                mode,
-                task,
-                snapshot,
-                decision,
-                extra,
-            );
-            let permit = Arc::clone(&semaphore);
-            set.spawn(async move {
-                let _permit = permit.acquire_owned().await;
-                check.await
-            });
         }
-        while let Some(joined) = set.join_next().await {
-            match joined {
-                Ok(checked) => self.record(rules, mode, checked, report).await,
-                Err(e) => {
-                    tracing::error!(error = %e, "reconciler: a task check panicked");
-                    report.errors.push(format!("task check panicked: {e}"));
-                }
-            }
+        let (now, due, unannounced) = (pass.now, pass.due, pass.unannounced);
+        if !cancel.is_cancelled() {
+            self.check_due(rules, mode, rows, now, due.into_sorted(), report)
+                .await;
         }
         if mode == Mode::Apply {
             self.announce_human_gates(rules, unannounced, cancel, report)
@@ -187,21 +150,14 @@ impl Reconciler {
         }
     }
 
-    /// The open tasks, which have an active job, which wait for an answer, and the
-    /// deliveries still waiting in the inbox: one read for the whole sweep.
-    async fn load_open(&self, rules: &RuleSet, report: &mut SweepReport) -> Option<Loaded> {
-        let terminal: Vec<String> = rules
-            .stages()
-            .iter()
-            .filter(|s| s.terminal)
-            .map(|s| s.name.clone())
-            .collect();
+    /// Which tasks have an active job, which wait for an answer, and the deliveries still
+    /// waiting in the inbox: one read for the whole sweep.
+    async fn load_context(&self, report: &mut SweepReport) -> Option<Context> {
         let loaded = self
             .pipeline
             .store
             .call(move |c| {
                 Ok((
-                    store::tasks::list_open(c, &terminal)?,
                     store::jobs::tasks_with_active_jobs(c)?,
                     store::jobs::tasks_awaiting_input(c)?,
                     store::inbox::pending(
@@ -215,7 +171,34 @@ impl Reconciler {
             })
             .await;
         match loaded {
-            Ok(v) => Some(v),
+            Ok((active, awaiting, waiting)) => Some(Context {
+                active,
+                awaiting,
+                late: Subjects::of(&waiting),
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "reconciler: cannot load open tasks");
+                report.errors.push(format!("loading tasks: {e}"));
+                None
+            }
+        }
+    }
+
+    /// The stages tasks are in that are not terminal (stages the rules do not have
+    /// included: their tasks are decision errors to report).
+    async fn open_stages(&self, rules: &RuleSet, report: &mut SweepReport) -> Option<Vec<String>> {
+        match self
+            .pipeline
+            .store
+            .call(|c| store::tasks::stages_in_use(c))
+            .await
+        {
+            Ok(stages) => Some(
+                stages
+                    .into_iter()
+                    .filter(|s| rules.stage(s).is_none_or(|st| !st.terminal))
+                    .collect(),
+            ),
             Err(e) => {
                 tracing::error!(error = %e, "reconciler: cannot load open tasks");
                 report.errors.push(format!("loading tasks: {e}"));
@@ -226,7 +209,7 @@ impl Reconciler {
 
     /// The unblock message, owed in the transaction that advances the task (when the
     /// switches send it).
-    fn unblock_effects(&self, rules: &RuleSet, task: &Task) -> Vec<NewEffect> {
+    pub(super) fn unblock_effects(&self, rules: &RuleSet, task: &Task) -> Vec<NewEffect> {
         if !self.overrides.effective_switches(rules).notify_unblock {
             return Vec::new();
         }
@@ -248,11 +231,13 @@ impl Reconciler {
 
     /// Reports one checked task and acts on what its check found: errors feed the backoff, a
     /// green gate clears it, and an advance is an unblock.
-    async fn record(
+    pub(super) async fn record(
         &self,
         rules: &Arc<RuleSet>,
         mode: Mode,
+        rows: Rows,
         checked: Checked,
+        readings: &mut Readings,
         report: &mut SweepReport,
     ) {
         let Checked {
@@ -261,14 +246,19 @@ impl Reconciler {
             gate,
             decided,
             applied,
+            reading,
         } = checked;
+        if let Some(r) = reading {
+            readings.notes.push((task.id, r));
+        }
         let mut line = TaskReport {
             work_item: task.work_item.clone(),
             stage: task.stage.clone(),
             decision: decided.unwrap_or(first),
             action: None,
         };
-        match gate {
+        report.gate_checks += 1;
+        match &gate {
             Err(e) => {
                 tracing::warn!(work_item = %task.work_item, stage = %task.stage, error = %e, "reconciler: gate check failed");
                 report.errors.push(format!("{}: {e}", task.work_item));
@@ -277,11 +267,24 @@ impl Reconciler {
                     self.gate_error(rules, &task, &e.to_string()).await;
                 }
             }
-            Ok(_) => {
+            Ok(g) => {
                 self.backoff
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&task.id);
+                if g.green {
+                    readings.green.push(task.id);
+                } else {
+                    readings.reds.push(store::gate_backoff::Red {
+                        task_id: task.id,
+                        stage: task.stage.clone(),
+                        gate: rules
+                            .stage(&task.stage)
+                            .and_then(|s| s.gate.clone())
+                            .unwrap_or_default(),
+                        reason: g.reason.clone(),
+                    });
+                }
             }
         }
         match applied {
@@ -308,14 +311,27 @@ impl Reconciler {
             }
             None => {}
         }
-        report.tasks.push(line);
+        let what = if gate.is_err() {
+            "error"
+        } else {
+            label(&line.decision.outcome)
+        };
+        report.count(&task.stage, what);
+        let notable = line.action.is_some()
+            || matches!(
+                line.decision.outcome,
+                Decided::Advance { .. } | Decided::Error { .. }
+            );
+        if rows == Rows::All || notable {
+            report.tasks.push(line);
+        }
     }
 
     /// A decision that errors, or a task in a stage the rules no longer have, leaves the task
     /// stuck until the rules are fixed: it goes in the report (and `/queue`, and the exit code
     /// of `orch reconcile --once`) every sweep, but is logged and counted once per rule-set
     /// version, so a broken rule is loud without filling the log.
-    fn note_decision_error(
+    pub(super) fn note_decision_error(
         &self,
         rules: &RuleSet,
         mode: Mode,
@@ -360,7 +376,16 @@ impl Reconciler {
         });
     }
 
-    fn backing_off(&self, task_id: i64, now: Timestamp) -> bool {
+    /// Until when the task's gate errors back off, if they do.
+    pub(super) fn error_backoff_until(&self, task_id: i64) -> Option<Timestamp> {
+        self.backoff
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&task_id)
+            .map(|b| b.next_at)
+    }
+
+    pub(super) fn backing_off(&self, task_id: i64, now: Timestamp) -> bool {
         self.backoff
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -424,55 +449,5 @@ impl Reconciler {
                 self.pipeline.outbox_wakeup.notify_one();
             }
         }
-    }
-}
-
-/// What [`Reconciler::load_open`] reads.
-type Loaded = (
-    Vec<Task>,
-    std::collections::HashSet<i64>,
-    std::collections::HashSet<i64>,
-    Vec<store::InboxItem>,
-);
-
-/// One task's gate check, on a tokio task of its own: evaluate (noting the reading unless
-/// it is a dry run), decide again with the gate, and advance when the decision says so.
-#[allow(clippy::too_many_arguments)]
-async fn check_one(
-    pipeline: crate::pipeline::Pipeline,
-    rules: Arc<RuleSet>,
-    overrides: policy::Overrides,
-    mode: Mode,
-    task: Task,
-    snapshot: policy::TaskSnapshot,
-    first: Decision,
-    extra: Vec<NewEffect>,
-) -> Checked {
-    // A dry run changes nothing, the last gate reading included.
-    let gate = if mode == Mode::Apply {
-        pipeline.evaluate_gate_noted(&rules, &task).await
-    } else {
-        pipeline.evaluate_gate(&rules, &task).await
-    };
-    let decided = gate
-        .as_ref()
-        .ok()
-        .map(|g| policy::decide_task(&rules, &overrides, &snapshot, Some(g), pipeline.clock.now()));
-    let applied = match (&gate, &decided) {
-        (Ok(g), Some(d)) if matches!(d.outcome, Decided::Advance { .. }) && mode == Mode::Apply => {
-            Some(
-                pipeline
-                    .apply_gate_owing(&rules, &task, g, Trigger::Reconciler, extra)
-                    .await,
-            )
-        }
-        _ => None,
-    };
-    Checked {
-        task,
-        first,
-        gate,
-        decided,
-        applied,
     }
 }

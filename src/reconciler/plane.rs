@@ -24,7 +24,7 @@ use crate::pipeline::{Outcome, WorkItem};
 use crate::policy::{self, PlaneOutcome, RuleSet};
 use crate::store::{self, Task, Trigger};
 
-use super::{Mode, PlaneReport, ReconcileError, Reconciler, Sides, SweepReport, snapshot_of};
+use super::{Mode, PlaneReport, ReconcileError, Reconciler, Rows, Sides, SweepReport, snapshot_of};
 
 const PLANE_PAGE_SIZE: u32 = 100;
 /// Safety net against a server that never ends its pages.
@@ -48,8 +48,13 @@ impl Reconciler {
     /// without gates advancing in the same pass.
     #[cfg_attr(orch_audit, allow(dead_code))]
     pub async fn reconcile_plane_once(&self) -> SweepReport {
-        self.run_sides(Sides::Plane, Mode::Apply, &CancellationToken::new())
-            .await
+        self.run_sides(
+            Sides::Plane,
+            Mode::Apply,
+            Rows::All,
+            &CancellationToken::new(),
+        )
+        .await
     }
 
     pub(super) async fn plane_side(
@@ -145,6 +150,7 @@ impl Reconciler {
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(task.id, now);
             }
+            self.plane_turn().await;
             let comments = match self
                 .pipeline
                 .tracker
@@ -225,6 +231,7 @@ impl Reconciler {
         let mut oldest_deferred: Option<Timestamp> = None;
         let mut complete = false;
         for _ in 0..MAX_PAGES_PER_PROJECT {
+            self.plane_turn().await;
             let page = self
                 .pipeline
                 .tracker

@@ -98,6 +98,7 @@ impl Reconciler {
             if unseen.is_empty() {
                 break;
             }
+            self.plane_turn().await;
             let page = self
                 .pipeline
                 .tracker

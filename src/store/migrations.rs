@@ -137,9 +137,19 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE tasks ADD COLUMN plane_applied_at INTEGER;
     "#,
-    // 6: reserved for issue 16 (merged separately).
+    // 6: the sweep's red-gate backoff: how many times in a row a task's exit gate was read
+    // red by the sweep, and when last, so a stuck task is not asked again every sweep.
     r#"
-    SELECT 1;
+    CREATE TABLE gate_backoff (
+        task_id INTEGER PRIMARY KEY REFERENCES tasks(id),
+        -- The stage and its gate as written when the gate was red: a task in another stage,
+        -- or a stage whose gate the rules changed since, is due at once.
+        stage   TEXT    NOT NULL,
+        gate    TEXT    NOT NULL,
+        reds    INTEGER NOT NULL,
+        last_at INTEGER NOT NULL,
+        reason  TEXT    NOT NULL
+    );
     "#,
     // 7: the decision log (every decision that acted, with the facts it used) and the
     // divergences of the shadow rule set from the live one.

@@ -20,6 +20,7 @@ pub use rusqlite::Connection;
 use rusqlite::OpenFlags;
 
 pub mod decisions;
+pub mod gate_backoff;
 pub mod gate_readings;
 pub mod inbox;
 pub mod jobs;

@@ -61,6 +61,26 @@ pub fn answer_check_due(
     now.since(since) >= grace
 }
 
+/// When the sweep reads a gate again after `reds` red readings in a row (the last at
+/// `last_red_at`): one `interval` after the first, two after the second, four after the
+/// third …, never more than the rules' `reconcile.red_backoff_cap`. A red gate cannot turn
+/// green without an event (a push, a CI status, a verdict, a job ending), and every such
+/// event clears the streak, so the wait only spares the forge questions whose answer is
+/// known.
+pub fn next_gate_check(
+    rules: &RuleSet,
+    last_red_at: Timestamp,
+    reds: u32,
+    interval: Duration,
+) -> Timestamp {
+    let wait = crate::duration::doubled(
+        interval,
+        reds.saturating_sub(1),
+        rules.red_backoff_cap().max(interval),
+    );
+    last_red_at.plus(wait)
+}
+
 fn grace_with_rule(
     rules: &RuleSet,
     ov: &Overrides,

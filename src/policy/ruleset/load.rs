@@ -34,6 +34,7 @@ pub fn load_sources(files: Vec<(PathBuf, String)>) -> Result<RuleSet, RuleErrors
         return Err(RuleErrors(ctx.errors));
     };
     let switches = ctx.switches(merged.reconcile.as_ref());
+    let red_backoff_cap = ctx.red_backoff_cap(merged.reconcile.as_ref());
     let grace = ctx.grace(merged.grace.as_ref(), &stages, &engine);
     let plane = ctx.plane(merged.plane.as_ref(), &stages);
     let templates = ctx.templates(merged.templates);
@@ -45,6 +46,7 @@ pub fn load_sources(files: Vec<(PathBuf, String)>) -> Result<RuleSet, RuleErrors
         gates,
         agents,
         switches,
+        red_backoff_cap,
         grace,
         plane,
         templates,

@@ -97,6 +97,8 @@ pub struct RuleSet {
     pub(crate) gates: BTreeMap<String, Gate>,
     pub(crate) agents: BTreeMap<String, AgentPolicy>,
     pub(crate) switches: Switches,
+    /// `reconcile.red_backoff_cap`: the longest the sweep waits to read a red gate again.
+    pub(crate) red_backoff_cap: Duration,
     pub(crate) grace: Grace,
     pub(crate) plane: PlaneMapping,
     pub(crate) templates: BTreeMap<String, String>,
@@ -162,6 +164,12 @@ impl RuleSet {
     /// Whether a `grace.expr` may set a task's grace instead of its stage's.
     pub fn has_grace_expr(&self) -> bool {
         self.grace.expr.is_some()
+    }
+
+    /// The longest the sweep waits before reading a red gate again
+    /// (`reconcile.red_backoff_cap`, default one hour).
+    pub fn red_backoff_cap(&self) -> Duration {
+        self.red_backoff_cap
     }
 
     pub fn agent_policy(&self, agent: &str) -> Option<&AgentPolicy> {

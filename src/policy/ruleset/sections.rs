@@ -70,6 +70,31 @@ impl Ctx<'_> {
         }
     }
 
+    /// `reconcile.red_backoff_cap`: a duration of at least one second (default one hour).
+    pub(super) fn red_backoff_cap(&mut self, reconcile: Option<&InFile<RawReconcile>>) -> Duration {
+        let default = Duration::from_secs(3600);
+        let Some((fi, r)) = reconcile else {
+            return default;
+        };
+        let Some(cap) = &r.get_ref().red_backoff_cap else {
+            return default;
+        };
+        match parse_duration(cap.get_ref()) {
+            Some(d) if d >= Duration::from_secs(1) => d,
+            _ => {
+                self.err_span(
+                    *fi,
+                    cap,
+                    format!(
+                        "reconcile.red_backoff_cap: {:?} is not a duration of at least 1s, such as 1h",
+                        cap.get_ref()
+                    ),
+                );
+                default
+            }
+        }
+    }
+
     pub(super) fn grace(
         &mut self,
         grace: Option<&InFile<RawGrace>>,

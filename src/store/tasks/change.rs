@@ -190,6 +190,11 @@ pub fn change_stage(
     )? {
         return Ok(None);
     }
+    // A red gate's backoff was for the stage the task just left.
+    tx.execute(
+        "DELETE FROM gate_backoff WHERE task_id = ?1",
+        [change.task_id],
+    )?;
     let mut running = Vec::new();
     if change.end_jobs {
         tx.execute(

@@ -181,6 +181,39 @@ pub fn list_open(conn: &Connection, terminal: &[String]) -> Result<Vec<Task>, St
     Ok(out)
 }
 
+/// The distinct stages tasks are in (from the stage index, without reading the tasks).
+pub fn stages_in_use(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT DISTINCT stage FROM tasks ORDER BY stage")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// One page of the tasks in `stage` with an id above `after`, by id, each with its red-gate
+/// backoff: the sweep streams the open stages through this, so it never holds more than a
+/// page, and never reads a finished task.
+pub fn open_page(
+    conn: &Connection,
+    stage: &str,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<(Task, Option<super::gate_backoff::RedStreak>)>, StoreError> {
+    let columns = COLUMNS
+        .split(", ")
+        .map(|c| format!("t.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {columns}, {} FROM tasks t LEFT JOIN gate_backoff b ON b.task_id = t.id
+         WHERE t.stage = ?1 AND t.id > ?2 ORDER BY t.id LIMIT ?3",
+        super::gate_backoff::COLUMNS
+    ))?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = stmt.query_map(params![stage, after, limit], |r| {
+        Ok((from_row(r)?, super::gate_backoff::from_row(r, 12)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// The tasks of a Plane project whose Plane state orch keeps in sync: open ones, and those
 /// that finished (a `terminal` stage) at or after `finished_since`.
 pub fn for_plane_sync(
