@@ -22,6 +22,9 @@ pub const PHONE: (u32, u32) = (390, 844);
 
 pub struct Browser {
     driver: Child,
+    /// The TMPDIR of chromedriver and Chromium: their scratch directories (a killed Chromium
+    /// leaves its `scoped_dir`s behind) go with the browser instead of piling up in /tmp.
+    _scratch: tempfile::TempDir,
     base: String,
     session: String,
     http: reqwest::Client,
@@ -65,11 +68,13 @@ impl Browser {
             return None;
         };
         let port = free_port();
+        let scratch = tempfile::tempdir().expect("a scratch directory for the browser");
         // A process group of its own, Chromium included, so that dropping the browser (a test
         // that panicked before `quit`) ends them all rather than orphaning Chromium.
         let child = Command::new(driver)
             .process_group(0)
             .arg(format!("--port={port}"))
+            .env("TMPDIR", scratch.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -82,6 +87,7 @@ impl Browser {
         let base = format!("http://127.0.0.1:{port}");
         let mut browser = Browser {
             driver: child,
+            _scratch: scratch,
             base,
             session: String::new(),
             http,
