@@ -3,14 +3,14 @@
 //! ([`policy::impact`]), and only the decisions that change. Read-only: the database is opened
 //! without write access and no gate is evaluated, so nothing anywhere changes.
 //!
-//! Orch keeps no copy of Plane's work items (the Plane-side sweep reads them from Plane each
-//! time), so the impact covers tasks; `orch rules diff --scenarios` covers Plane states.
+//! The Plane work items are the ones the Plane-side sweep last saw (`store::plane_seen`): their
+//! state then, with their task's facts now.
 
 use std::path::Path;
 
 use crate::clock::Timestamp;
-use crate::policy::impact::{self, ChangedDecision};
-use crate::policy::{Overrides, RuleSet, TaskSnapshot};
+use crate::policy::impact::{self, ChangedDecision, ChangedPlaneDecision};
+use crate::policy::{Overrides, PlaneItemSnapshot, RuleSet, TaskSnapshot};
 use crate::store::{self, Connection, StoreError};
 
 /// The tasks open under `rules` (not in one of its terminal stages), with the facts the sweep
@@ -38,6 +38,38 @@ pub fn open_tasks(conn: &Connection, rules: &RuleSet) -> Result<Vec<TaskSnapshot
         .collect())
 }
 
+/// The Plane items the sweep last saw, each with its task's facts as they are now (busy,
+/// awaiting an answer, the Plane time of the last change orch applied).
+pub fn seen_plane_items(conn: &Connection) -> Result<Vec<PlaneItemSnapshot>, StoreError> {
+    let busy = store::jobs::tasks_with_active_jobs(conn)?;
+    let awaiting = store::jobs::tasks_awaiting_input(conn)?;
+    let mut out = Vec::new();
+    for seen in store::plane_seen::all(conn)? {
+        let task = store::tasks::get_by_work_item(conn, &seen.work_item)?;
+        let applied_at = match &task {
+            Some(t) => store::tasks::plane_applied_at(conn, t.id)?,
+            None => None,
+        };
+        out.push(PlaneItemSnapshot {
+            task: task.map(|t| TaskSnapshot {
+                has_active_job: busy.contains(&t.id),
+                awaiting_input: awaiting.contains(&t.id),
+                work_item: t.work_item,
+                stage: t.stage,
+                labels: t.labels,
+                updated_at: t.updated_at,
+            }),
+            work_item: seen.work_item,
+            state_name: seen.state_name,
+            state_group: seen.state_group,
+            updated_at: seen.updated_at,
+            applied_at,
+            first_seen_at: seen.first_seen_at,
+        });
+    }
+    Ok(out)
+}
+
 /// The live impact: how many tasks were looked at, and the decisions that change.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Impact {
@@ -47,6 +79,11 @@ pub struct Impact {
     pub open_tasks: usize,
     pub counts: std::collections::BTreeMap<String, usize>,
     pub changes: Vec<ChangedDecision>,
+    /// The Plane items the sweep last saw.
+    pub plane_items: usize,
+    /// Counts per change kind of the Plane-side decisions.
+    pub plane_counts: std::collections::BTreeMap<String, usize>,
+    pub plane_changes: Vec<ChangedPlaneDecision>,
 }
 
 /// [`open_tasks`] of the database at `db` (opened read-only), through `old` and `new` at `now`.
@@ -60,7 +97,16 @@ pub fn over_db(
     let conn = store::open_read_only(db)?;
     let tasks = open_tasks(&conn, old)?;
     let changes = impact::changed_decisions(old, new, ov, &tasks, now);
+    let items = seen_plane_items(&conn)?;
+    let plane_changes = impact::changed_plane_decisions(old, new, ov, &items, now);
+    let mut plane_counts = std::collections::BTreeMap::new();
+    for c in &plane_changes {
+        *plane_counts.entry(c.kind.clone()).or_insert(0) += 1;
+    }
     Ok(Impact {
+        plane_items: items.len(),
+        plane_counts,
+        plane_changes,
         old_version: old.version().to_string(),
         new_version: new.version().to_string(),
         at: now,

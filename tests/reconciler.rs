@@ -788,6 +788,22 @@ async fn plane_side_replays_a_lost_approval_once() {
     let again = h.state.reconciler.reconcile_plane_once().await;
     assert_eq!(again.replays, 0);
     assert_eq!(h.stage_of(t.id).await, "development");
+    // The sweep keeps what it saw, for `orch rules diff --db`.
+    let seen = h
+        .state
+        .store
+        .call(|c| store::plane_seen::all(c))
+        .await
+        .unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        (seen[0].work_item.as_str(), seen[0].state_name.as_str()),
+        ("ET-9", "Approved")
+    );
+    assert_eq!(
+        seen[0].updated_at,
+        Timestamp::parse_rfc3339("2026-11-21T10:00:00Z").unwrap()
+    );
 }
 
 #[tokio::test]

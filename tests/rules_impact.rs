@@ -198,3 +198,91 @@ fn the_same_rules_change_nothing_and_a_missing_database_is_an_error() {
     );
     assert!(!missing.exists(), "nothing created");
 }
+
+/// The shipped rules with a Plane state "Ready" that starts a task (unmapped before).
+fn ready_starts(dir: &Path) -> PathBuf {
+    let new = dir.join("ready-rules");
+    std::fs::create_dir_all(&new).unwrap();
+    for entry in std::fs::read_dir(root().join("rules")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().and_then(|e| e.to_str()) == Some("toml") {
+            let mut text = std::fs::read_to_string(&p).unwrap();
+            if p.ends_with("plane.toml") {
+                assert!(text.contains("\"In Progress\" = \"start\""));
+                text = text.replace(
+                    "\"In Progress\" = \"start\"",
+                    "\"In Progress\" = \"start\"\n\"Ready\" = \"start\"",
+                );
+            }
+            std::fs::write(new.join(p.file_name().unwrap()), text).unwrap();
+        }
+    }
+    new
+}
+
+#[test]
+fn the_plane_items_the_sweep_last_saw_are_decided_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(dir.path());
+    let now = Timestamp::parse_rfc3339(AT).unwrap();
+    let hour_ago = now.minus(Duration::from_secs(3600));
+    {
+        let store = store::Store::open(&db).unwrap();
+        for (wi, state) in [("ET-20", "Ready"), ("ET-21", "Backlog")] {
+            let item = store::plane_seen::SeenItem {
+                work_item: wi.into(),
+                state_name: state.into(),
+                state_group: Some("unstarted".into()),
+                updated_at: hour_ago,
+                first_seen_at: Some(hour_ago),
+            };
+            store
+                .call_sync(move |c| store::plane_seen::record(c, &item))
+                .unwrap();
+        }
+    }
+    let before = digest(&db);
+    let out = Command::new(env!("CARGO_BIN_EXE_orch"))
+        .args(["rules", "diff"])
+        .arg(root().join("rules"))
+        .arg(ready_starts(dir.path()))
+        .arg("--db")
+        .arg(&db)
+        .args(["--at", AT])
+        .current_dir(dir.path())
+        .env_remove("ORCH_RECONCILE_GRACE_DEFAULT_S")
+        .env_remove("ORCH_RECONCILE_GRACE_OVERRIDES_JSON")
+        .env_remove("ORCH_RECONCILE_ENABLED")
+        .env_remove("ORCH_RECONCILE_PLANE_ENABLED")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    // Only ET-20 changes: "Ready" now starts it; "Backlog" means nothing to either set.
+    assert!(text.contains("ET-20"), "{text}");
+    assert!(text.contains("replay start"), "{text}");
+    assert!(!text.contains("ET-21"), "{text}");
+    assert!(
+        text.contains("1 of 2 Plane item(s) last seen change"),
+        "{text}"
+    );
+    assert!(text.contains("0 of 5 open task(s) change"), "{text}");
+    assert_eq!(digest(&db), before, "read-only");
+
+    let json = Command::new(env!("CARGO_BIN_EXE_orch"))
+        .args(["rules", "diff"])
+        .arg(root().join("rules"))
+        .arg(ready_starts(dir.path()))
+        .arg("--db")
+        .arg(&db)
+        .args(["--at", AT, "--format", "json"])
+        .current_dir(dir.path())
+        .env_remove("ORCH_RECONCILE_ENABLED")
+        .env_remove("ORCH_RECONCILE_PLANE_ENABLED")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["plane_items"], 2);
+    assert_eq!(v["plane_changes"][0]["work_item"], "ET-20");
+    assert_eq!(v["plane_counts"]["ignore -> replay start"], 1, "{v}");
+}

@@ -64,11 +64,13 @@ pub(super) fn run(
         DiffFormat::Text => print!("{}", text(&impact)),
         DiffFormat::Markdown => print!("{}", markdown_report(&impact)),
     }
-    Ok(if impact.changes.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(
+        if impact.changes.is_empty() && impact.plane_changes.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
 }
 
 fn cells(impact: &Impact) -> Vec<Vec<String>> {
@@ -105,38 +107,108 @@ fn summary(impact: &Impact) -> String {
 }
 
 fn text(impact: &Impact) -> String {
-    if impact.changes.is_empty() {
-        return format!("no decision changes: {}\n", summary(impact));
+    if impact.changes.is_empty() && impact.plane_changes.is_empty() {
+        let mut out = format!("no decision changes: {}\n", summary(impact));
+        out.push_str(&plane_summary(impact));
+        return out;
     }
-    let mut out = crate::report::table(&HEADER, &cells(impact));
-    out.push('\n');
-    let counts: Vec<Vec<String>> = impact
-        .counts
-        .iter()
-        .map(|(k, n)| vec![k.clone(), n.to_string()])
-        .collect();
-    out.push_str(&crate::report::table(&["CHANGE", "TASKS"], &counts));
+    let mut out = String::new();
+    if !impact.changes.is_empty() {
+        out.push_str(&crate::report::table(&HEADER, &cells(impact)));
+        out.push('\n');
+        let counts: Vec<Vec<String>> = impact
+            .counts
+            .iter()
+            .map(|(k, n)| vec![k.clone(), n.to_string()])
+            .collect();
+        out.push_str(&crate::report::table(&["CHANGE", "TASKS"], &counts));
+    }
+    if !impact.plane_changes.is_empty() {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&crate::report::table(&PLANE_HEADER, &plane_cells(impact)));
+        out.push('\n');
+        let counts: Vec<Vec<String>> = impact
+            .plane_counts
+            .iter()
+            .map(|(k, n)| vec![k.clone(), n.to_string()])
+            .collect();
+        out.push_str(&crate::report::table(&["PLANE CHANGE", "ITEMS"], &counts));
+    }
     out.push_str(&summary(impact));
     out.push('\n');
+    out.push_str(&plane_summary(impact));
     out
+}
+
+const PLANE_HEADER: [&str; 5] = ["WORK ITEM", "PLANE STATE", "OLD", "NEW", "RULE"];
+
+fn plane_cells(impact: &Impact) -> Vec<Vec<String>> {
+    impact
+        .plane_changes
+        .iter()
+        .map(|c| {
+            vec![
+                c.work_item.clone(),
+                c.state.clone(),
+                c.old_text(),
+                c.new_text(),
+                if c.old.rule == c.new.rule {
+                    c.new.rule.clone()
+                } else {
+                    format!("{} -> {}", c.old.rule, c.new.rule)
+                },
+            ]
+        })
+        .collect()
+}
+
+/// A line about the Plane items, when the sweep has seen any (a database without them prints
+/// nothing, as before Plane items were kept).
+fn plane_summary(impact: &Impact) -> String {
+    if impact.plane_items == 0 {
+        return String::new();
+    }
+    format!(
+        "{} of {} Plane item(s) last seen change\n",
+        impact.plane_changes.len(),
+        impact.plane_items
+    )
 }
 
 fn markdown_report(impact: &Impact) -> String {
     let mut out = format!("**Decision changes**: {}\n\n", summary(impact));
-    if impact.changes.is_empty() {
-        return out;
+    if impact.plane_items > 0 {
+        out.push_str(&format!("**Plane**: {}\n", plane_summary(impact)));
     }
-    let counts: Vec<Vec<String>> = impact
-        .counts
-        .iter()
-        .map(|(k, n)| vec![format!("`{k}`"), n.to_string()])
-        .collect();
-    out.push_str(&markdown(&["change", "tasks"], &counts));
-    out.push('\n');
-    out.push_str(&markdown(
-        &["work item", "stage", "old", "new", "rule"],
-        &cells(impact),
-    ));
+    if !impact.changes.is_empty() {
+        let counts: Vec<Vec<String>> = impact
+            .counts
+            .iter()
+            .map(|(k, n)| vec![format!("`{k}`"), n.to_string()])
+            .collect();
+        out.push_str(&markdown(&["change", "tasks"], &counts));
+        out.push('\n');
+        out.push_str(&markdown(
+            &["work item", "stage", "old", "new", "rule"],
+            &cells(impact),
+        ));
+    }
+    if !impact.plane_changes.is_empty() {
+        out.push('\n');
+        let counts: Vec<Vec<String>> = impact
+            .plane_counts
+            .iter()
+            .map(|(k, n)| vec![format!("`{k}`"), n.to_string()])
+            .collect();
+        out.push_str(&markdown(&["plane change", "items"], &counts));
+        out.push('\n');
+        out.push_str(&markdown(
+            &["work item", "plane state", "old", "new", "rule"],
+            &plane_cells(impact),
+        ));
+    }
     out
 }
 

@@ -7,8 +7,11 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::scenario::describe;
-use super::{Decision, Outcome, Overrides, RuleSet, TaskSnapshot, decide_task};
+use super::scenario::{describe, describe_plane};
+use super::{
+    Decision, Outcome, Overrides, PlaneDecision, PlaneItemSnapshot, PlaneOutcome, RuleSet,
+    TaskSnapshot, decide_plane_item, decide_task,
+};
 use crate::clock::Timestamp;
 
 /// One task whose decision differs between the old and the new rule set.
@@ -86,4 +89,63 @@ pub fn counts_by_kind(changes: &[ChangedDecision]) -> BTreeMap<String, usize> {
         *out.entry(c.kind.clone()).or_insert(0) += 1;
     }
     out
+}
+
+/// One Plane work item whose Plane-side decision differs between the old and the new set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChangedPlaneDecision {
+    pub work_item: String,
+    pub state: String,
+    /// `old kind -> new kind`, e.g. `replay approve -> in sync` (see [`plane_kind_of`]).
+    pub kind: String,
+    pub old: PlaneDecision,
+    pub new: PlaneDecision,
+}
+
+impl ChangedPlaneDecision {
+    pub fn old_text(&self) -> String {
+        describe_plane(&self.old.outcome)
+    }
+
+    pub fn new_text(&self) -> String {
+        describe_plane(&self.new.outcome)
+    }
+}
+
+/// The kind of a Plane-side decision: `in sync`, `replay <action>` or `ignore`.
+pub fn plane_kind_of(outcome: &PlaneOutcome) -> String {
+    match outcome {
+        PlaneOutcome::InSync => "in sync".into(),
+        PlaneOutcome::Replay { action } => format!("replay {}", action.as_str()),
+        PlaneOutcome::Ignore { .. } => "ignore".into(),
+    }
+}
+
+/// Every item of `items` whose Plane-side decision under `new` differs from the one under
+/// `old` (another outcome, or another rule), in the order of `items`.
+pub fn changed_plane_decisions(
+    old: &RuleSet,
+    new: &RuleSet,
+    ov: &Overrides,
+    items: &[PlaneItemSnapshot],
+    now: Timestamp,
+) -> Vec<ChangedPlaneDecision> {
+    items
+        .iter()
+        .filter_map(|item| {
+            let a = decide_plane_item(old, ov, item, now);
+            let b = decide_plane_item(new, ov, item, now);
+            (a.outcome != b.outcome || a.rule != b.rule).then(|| ChangedPlaneDecision {
+                work_item: item.work_item.clone(),
+                state: item.state_name.clone(),
+                kind: format!(
+                    "{} -> {}",
+                    plane_kind_of(&a.outcome),
+                    plane_kind_of(&b.outcome)
+                ),
+                old: a,
+                new: b,
+            })
+        })
+        .collect()
 }

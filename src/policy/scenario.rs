@@ -261,7 +261,7 @@ pub fn describe(outcome: &Outcome) -> String {
     }
 }
 
-fn describe_plane(outcome: &PlaneOutcome) -> String {
+pub fn describe_plane(outcome: &PlaneOutcome) -> String {
     match outcome {
         PlaneOutcome::InSync => "in sync".into(),
         PlaneOutcome::Replay { action } => format!("replay {}", action.as_str()),

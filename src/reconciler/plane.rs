@@ -326,6 +326,24 @@ impl Reconciler {
             applied_at,
             first_seen_at,
         };
+        if mode == Mode::Apply {
+            // What `orch rules diff --db` decides over; the sweep goes on without it.
+            let seen = store::plane_seen::SeenItem {
+                work_item: work_item.clone(),
+                state_name: item.state_name.clone(),
+                state_group: item.state_group.clone(),
+                updated_at: item.updated_at,
+                first_seen_at,
+            };
+            let kept = self
+                .pipeline
+                .store
+                .call(move |c| store::plane_seen::record(c, &seen))
+                .await;
+            if let Err(e) = kept {
+                tracing::warn!(work_item = %work_item, error = %e, "reconciler: cannot keep the Plane item seen");
+            }
+        }
         let decided_at = self.pipeline.clock.now();
         let decision = policy::decide_plane_item(rules, &self.overrides, &snapshot, decided_at);
         let deferred = matches!(&decision.outcome, PlaneOutcome::Ignore { why } if why == "busy" || why == "recent");

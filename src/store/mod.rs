@@ -27,6 +27,7 @@ pub mod jobs;
 pub mod kv;
 pub mod migrations;
 pub mod outbox;
+pub mod plane_seen;
 pub mod shadow;
 pub mod stamp;
 pub mod tasks;
