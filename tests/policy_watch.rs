@@ -256,6 +256,8 @@ fn a_truncate_then_chunked_write_activates_only_the_finished_file() {
 
     assert_only(&seen, &v0, &v1);
     assert_eq!(grace_default(&h), Duration::from_secs(1200));
+    // The watcher counts the reload just after it swaps the set in.
+    wait_for("the reload is counted", || h.status().reloads_ok >= 1);
     let s = h.status();
     assert_eq!(s.reloads_ok, 1, "one save, one activation");
     assert_eq!(
@@ -343,6 +345,7 @@ fn a_symlinked_directory_swapped_in_steps_activates_only_the_new_target() {
     );
     assert!(seen.contains(&(v2, false)), "{seen:?}");
     assert_eq!(grace_default(&h), Duration::from_secs(3000));
+    wait_for("both reloads are counted", || h.status().reloads_ok >= 2);
     let s = h.status();
     assert_eq!(s.reloads_ok, 2);
     assert_eq!(
