@@ -164,7 +164,7 @@ fn stage_guard(store: Store, clock: Arc<dyn Clock>) -> crate::policy::ReloadGuar
             return Ok(());
         }
         let counts = store
-            .call_sync(|c| crate::store::tasks::counts_by_stage(c))
+            .call_sync(crate::store::tasks::counts_by_stage)
             .map_err(|e| format!("cannot count the tasks in the stages the new rules drop: {e}"))?;
         let tasks_in = |stage: &str| {
             counts
@@ -353,7 +353,7 @@ impl Application {
 async fn recover_after_last_process(state: &AppState) -> anyhow::Result<()> {
     let requeued = state
         .store
-        .call(|c| crate::store::jobs::requeue_running(c))
+        .call(crate::store::jobs::requeue_running)
         .await?;
     if requeued > 0 {
         tracing::info!(

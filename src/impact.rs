@@ -11,11 +11,11 @@ use std::path::Path;
 use crate::clock::Timestamp;
 use crate::policy::impact::{self, ChangedDecision};
 use crate::policy::{Overrides, RuleSet, TaskSnapshot};
-use crate::store::{self, Connection, StoreError};
+use crate::store::{self, Conn, StoreError};
 
 /// The tasks open under `rules` (not in one of its terminal stages), with the facts the sweep
 /// uses: busy (an active job) and awaiting an answer. Three reads, whatever the number of tasks.
-pub fn open_tasks(conn: &Connection, rules: &RuleSet) -> Result<Vec<TaskSnapshot>, StoreError> {
+pub fn open_tasks(conn: &Conn<'_>, rules: &RuleSet) -> Result<Vec<TaskSnapshot>, StoreError> {
     let terminal: Vec<String> = rules
         .stages()
         .iter()
@@ -57,8 +57,8 @@ pub fn over_db(
     ov: &Overrides,
     now: Timestamp,
 ) -> Result<Impact, StoreError> {
-    let conn = store::open_read_only(db)?;
-    let tasks = open_tasks(&conn, old)?;
+    let store = store::open_read_only(db)?;
+    let tasks = store.call_sync(|c| open_tasks(c, old))?;
     let changes = impact::changed_decisions(old, new, ov, &tasks, now);
     Ok(Impact {
         old_version: old.version().to_string(),

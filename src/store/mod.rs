@@ -1,4 +1,4 @@
-//! Durable state: SQLite through rusqlite.
+//! Durable state: SQLite through rusqlite, behind a backend-neutral connection ([`db::Conn`]).
 //!
 //! Invariants that every caller relies on:
 //! - a work item has at most one task (`tasks.work_item` is unique; [`tasks::create_atomic`]);
@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use rusqlite::Connection;
-use rusqlite::OpenFlags;
+use rusqlite::{Connection, OpenFlags};
 
+pub mod db;
 pub mod decisions;
 pub mod gate_backoff;
 pub mod gate_readings;
@@ -32,6 +32,7 @@ pub mod stamp;
 pub mod tasks;
 pub mod verdicts;
 
+pub use db::Conn;
 pub use inbox::InboxItem;
 pub use jobs::{Job, JobStatus};
 pub use tasks::{HistoryRow, NewTask, Task, Trigger};
@@ -63,6 +64,8 @@ pub enum StoreError {
     },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("the query returned no row: {0}")]
+    NoRow(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("the database worker thread failed: {0}")]
@@ -85,7 +88,7 @@ impl std::fmt::Debug for Store {
 /// Opens the database at `path` for reading only: no migration, no write, no file created.
 /// For commands that must not change what they look at (`orch rules diff --db`); the schema
 /// must be this orch's.
-pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
+pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -103,7 +106,10 @@ pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
     if found < supported {
         return Err(StoreError::TooOld { found, supported });
     }
-    Ok(conn)
+    Ok(Store {
+        conn: Arc::new(Mutex::new(conn)),
+        path: Arc::new(path.to_path_buf()),
+    })
 }
 
 impl Store {
@@ -142,12 +148,12 @@ impl Store {
     pub async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> Result<R, StoreError> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            f(&mut guard)
+            let guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&Conn::Sqlite(&guard))
         })
         .await
         .map_err(|e| StoreError::Join(e.to_string()))?
@@ -157,18 +163,18 @@ impl Store {
     /// are not inside a runtime.
     pub fn call_sync<R>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<R, StoreError>,
+        f: impl FnOnce(&Conn<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let mut guard = self
+        let guard = self
             .conn
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&mut guard)
+        f(&Conn::Sqlite(&guard))
     }
 
     /// True when the database answers a trivial query; backs `GET /health`.
     pub async fn ping(&self) -> bool {
-        self.call(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+        self.call(|c| c.query_row("SELECT 1", args![], |r| r.get::<i64>(0)))
             .await
             .is_ok()
     }
@@ -204,10 +210,14 @@ fn spawn_checkpointer(path: &Path, alive: std::sync::Weak<Mutex<Connection>>) {
     }
 }
 
+const STATEMENT_CACHE: usize = 160;
+
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
+    // Every statement goes through the cache (`db::Conn`); room for all of them.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(mode, "SQLite did not switch to WAL journal mode");

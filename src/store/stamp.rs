@@ -6,13 +6,13 @@
 //! an effect owed or delivered. Gate readings are covered by the sweep's own stamp (the
 //! caller adds the last sweep time) and by the stage or job change that goes with most.
 
-use rusqlite::Connection;
 
+use super::db::Conn;
 use super::StoreError;
 
 /// The database's change stamp: a handful of aggregates, one query.
-pub fn changes(conn: &Connection) -> Result<Vec<i64>, StoreError> {
-    Ok(conn.query_row(
+pub fn changes(conn: &Conn<'_>) -> Result<Vec<i64>, StoreError> {
+    conn.query_row(
         "SELECT
             (SELECT COUNT(*) FROM tasks),
             (SELECT COALESCE(MAX(updated_at), 0) FROM tasks),
@@ -27,7 +27,7 @@ pub fn changes(conn: &Connection) -> Result<Vec<i64>, StoreError> {
             (SELECT COALESCE(MAX(id), 0) FROM outbox),
             (SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'sending', 'dead')),
             (SELECT COUNT(*) FROM verdicts)",
-        [],
-        |r| (0..12).map(|i| r.get::<_, i64>(i)).collect(),
-    )?)
+        args![],
+        |r| (0..12).map(|i| r.get::<i64>(i)).collect(),
+    )
 }
