@@ -105,11 +105,11 @@ pub(super) async fn count_duplicates(
         .call(|c| {
             let tasks: i64 = c.query_row("SELECT COUNT(*) - COUNT(DISTINCT work_item) FROM tasks", args![], |r| r.get(0))?;
             let jobs: i64 = c.query_row(
-                "SELECT COALESCE(SUM(MAX(done - entered, 0)), 0) FROM (
+                "SELECT CAST(COALESCE(SUM(CASE WHEN done > entered THEN done - entered ELSE 0 END), 0) AS BIGINT) FROM (
                    SELECT COUNT(*) AS done,
                           (SELECT COUNT(*) FROM task_history h WHERE h.task_id = j.task_id AND h.to_stage = j.stage) AS entered
                    FROM jobs j WHERE j.status = 'done' AND COALESCE(j.verdict, '') != 'needs_input'
-                   GROUP BY j.task_id, j.stage)",
+                   GROUP BY j.task_id, j.stage) AS per_stage",
                 args![],
                 |r| r.get(0),
             )?;

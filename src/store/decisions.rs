@@ -86,7 +86,7 @@ pub fn list(
     let mut out = conn.query_map(
         "SELECT id, at, work_item, task_id, stage, trigger, rules_version, rule, outcome, reason, facts
          FROM decisions
-         WHERE at >= ?1 AND (?2 IS NULL OR work_item = ?2)
+         WHERE at >= ?1 AND (CAST(?2 AS TEXT) IS NULL OR work_item = ?2)
          ORDER BY at DESC, id DESC LIMIT ?3",
         args![since, work_item, limit],
         row,

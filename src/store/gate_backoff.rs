@@ -61,8 +61,9 @@ pub fn record_reds(conn: &Conn<'_>, reds: &[Red], at: Timestamp) -> Result<(), S
             "INSERT INTO gate_backoff (task_id, stage, gate, reds, last_at, reason)
              VALUES (?1, ?2, ?3, 1, ?4, ?5)
              ON CONFLICT(task_id) DO UPDATE SET
-                reds = CASE WHEN stage = excluded.stage AND gate = excluded.gate
-                            THEN reds + 1 ELSE 1 END,
+                reds = CASE WHEN gate_backoff.stage = excluded.stage
+                                 AND gate_backoff.gate = excluded.gate
+                            THEN gate_backoff.reds + 1 ELSE 1 END,
                 stage = excluded.stage, gate = excluded.gate,
                 last_at = excluded.last_at, reason = excluded.reason",
             args![r.task_id, r.stage, r.gate, at.as_millis(), r.reason],
@@ -85,7 +86,7 @@ pub fn clear_many(conn: &Conn<'_>, task_ids: &[i64]) -> Result<(), StoreError> {
 pub fn news(conn: &Conn<'_>, task_id: i64, at: Timestamp) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO gate_backoff (task_id, stage, gate, reds, last_at, reason)
-         SELECT id, stage, '', 0, ?2, 'an event about the task' FROM tasks WHERE id = ?1
+         SELECT id, stage, '', 0, CAST(?2 AS BIGINT), 'an event about the task' FROM tasks WHERE id = ?1
          ON CONFLICT(task_id) DO UPDATE SET
             reds = 0, stage = excluded.stage, gate = excluded.gate,
             last_at = excluded.last_at, reason = excluded.reason",

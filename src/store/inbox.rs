@@ -120,7 +120,7 @@ pub fn mark_dead(
     max_attempts: i64,
 ) -> Result<(), StoreError> {
     conn.execute(
-        "UPDATE inbox SET attempts = MAX(attempts + 1, ?1), error = ?2 WHERE id = ?3",
+        "UPDATE inbox SET attempts = CASE WHEN attempts + 1 > ?1 THEN attempts + 1 ELSE ?1 END, error = ?2 WHERE id = ?3",
         args![max_attempts, error, id],
     )?;
     Ok(())
@@ -197,9 +197,9 @@ pub struct Backlog {
 
 pub fn backlog(conn: &Conn<'_>, max_attempts: i64) -> Result<Backlog, StoreError> {
     conn.query_row(
-        "SELECT COALESCE(SUM(attempts < ?1), 0),
+        "SELECT COUNT(*) FILTER (WHERE attempts < ?1),
                 MIN(CASE WHEN attempts < ?1 THEN received_at END),
-                COALESCE(SUM(attempts >= ?1), 0)
+                COUNT(*) FILTER (WHERE attempts >= ?1)
          FROM inbox WHERE processed_at IS NULL",
         args![max_attempts],
         |r| {

@@ -347,7 +347,7 @@ pub fn abandon(
 /// changes (one that finished meanwhile keeps its result); true when it did.
 pub fn release_interrupted(conn: &Conn<'_>, id: i64) -> Result<bool, StoreError> {
     Ok(conn.execute(
-        "UPDATE jobs SET status = 'queued', started_at = NULL, attempts = MAX(attempts - 1, 0)
+        "UPDATE jobs SET status = 'queued', started_at = NULL, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END
          WHERE id = ?1 AND status = 'running'",
         args![id],
     )? == 1)

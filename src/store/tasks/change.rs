@@ -242,12 +242,19 @@ pub fn rename_stage(
             args![from],
             |r| r.get(0),
         )?;
+        let mut moved = 0;
         for id in &ids {
-            // Not `move_in`: a rename keeps the task's feedback.
-            tx.execute(
+            // Not `move_in`: a rename keeps the task's feedback. A task another writer moved
+            // since the SELECT (possible where a transaction does not lock the whole
+            // database) is left alone, without a history row.
+            let changed = tx.execute(
                 "UPDATE tasks SET stage = ?1, updated_at = ?2 WHERE id = ?3 AND stage = ?4",
                 args![to, now.as_millis(), id, from],
             )?;
+            if changed == 0 {
+                continue;
+            }
+            moved += 1;
             insert_history(
                 tx,
                 *id,
@@ -263,7 +270,7 @@ pub fn rename_stage(
                 args![to, id, from],
             )?;
         }
-        Ok(ids.len())
+        Ok(moved)
     })
 }
 

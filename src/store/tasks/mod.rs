@@ -252,7 +252,7 @@ pub fn record_plane_applied(
     at: Timestamp,
 ) -> Result<(), StoreError> {
     conn.execute(
-        "UPDATE tasks SET plane_applied_at = MAX(COALESCE(plane_applied_at, 0), ?1)
+        "UPDATE tasks SET plane_applied_at = CASE WHEN COALESCE(plane_applied_at, 0) > ?1 THEN plane_applied_at ELSE ?1 END
          WHERE work_item = ?2",
         args![at.as_millis(), work_item],
     )?;
