@@ -68,8 +68,11 @@ impl Components {
                 config.rules_dir.display()
             );
         }
-        let store = Store::open(&config.db_path)
-            .with_context(|| format!("opening the database at {}", config.db_path.display()))?;
+        let store = Store::open_configured(config.db_url.as_deref(), &config.db_path)
+            .with_context(|| match &config.db_url {
+                Some(url) => format!("opening the database at {}", crate::store::redact_url(url)),
+                None => format!("opening the database at {}", config.db_path.display()),
+            })?;
         rules.set_guard(stage_guard(store.clone(), Arc::clone(&clock)));
         let shadow = load_shadow(&config)?;
         let metrics = Metrics::new();
@@ -319,7 +322,7 @@ impl Application {
         // Started last, stopped first: it replays through the other two.
         state.reconciler.start();
 
-        tracing::info!(%addr, db = %state.config.db_path.display(), rules = %state.rules.current().version(), "orch listening");
+        tracing::info!(%addr, db = %state.store.location(), rules = %state.rules.current().version(), "orch listening");
         let app = crate::http::router(state.clone());
         // The listener is bound and every loop started: connections queue until `serve` takes
         // them, so this is the moment to say so.

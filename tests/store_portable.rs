@@ -1,18 +1,17 @@
 //! The statements rewritten into the SQL that SQLite and PostgreSQL share (plan
 //! docs/design/postgres-replicas.md (c): T9, J11, I5, I10, B1, B3, D1, D3, T22 and the board's
 //! change stamp), each checked for what it computes. X4 (`sim` duplicates) is checked by
-//! `tests/simulate.rs` (`duplicates == 0`).
+//! `tests/simulate.rs` (`duplicates == 0`). Each runs on SQLite and on PostgreSQL
+//! (`ORCH_TEST_PG_URL`; see `backends`).
 
 use orch::clock::Timestamp;
 use orch::store::{NewTask, Store, Trigger, decisions, gate_backoff, inbox, jobs, stamp, tasks};
 
 const T0: Timestamp = Timestamp::from_millis(1_795_000_000_000);
 
-fn store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("orch.db")).unwrap();
-    (dir, store)
-}
+#[macro_use]
+#[path = "store_portable/backends.rs"]
+mod backends;
 
 fn task(store: &Store, wi: &str, stage: &str, agent: Option<&str>) -> i64 {
     let new = NewTask {
@@ -32,10 +31,8 @@ fn task(store: &Store, wi: &str, stage: &str, agent: Option<&str>) -> i64 {
         .id
 }
 
-#[test]
-fn plane_applied_keeps_the_newest_stamp() {
-    let (_d, s) = store();
-    let id = task(&s, "ET-1", "analysis", None);
+fn plane_applied_keeps_the_newest_stamp(s: &Store) {
+    let id = task(s, "ET-1", "analysis", None);
     let at = |ms: i64| Timestamp::from_millis(ms);
     let read = || s.call_sync(|c| tasks::plane_applied_at(c, id)).unwrap();
     assert_eq!(read(), None);
@@ -50,10 +47,8 @@ fn plane_applied_keeps_the_newest_stamp() {
     assert_eq!(read(), Some(at(900)), "a newer one moves it");
 }
 
-#[test]
-fn an_interrupted_job_gives_its_attempt_back_but_never_below_zero() {
-    let (_d, s) = store();
-    let id = task(&s, "ET-1", "development", Some("developer"));
+fn an_interrupted_job_gives_its_attempt_back_but_never_below_zero(s: &Store) {
+    let id = task(s, "ET-1", "development", Some("developer"));
     let job = s.call_sync(|c| jobs::claim_next(c, T0)).unwrap().unwrap();
     assert_eq!(job.attempts, 1);
     assert!(
@@ -70,7 +65,7 @@ fn an_interrupted_job_gives_its_attempt_back_but_never_below_zero() {
         })
         .unwrap()
     };
-    assert_eq!(attempts(&s), 0);
+    assert_eq!(attempts(s), 0);
     // A running job with no attempt counted (written by hand, as after a repair).
     s.call_sync(|c| {
         c.execute(
@@ -83,12 +78,10 @@ fn an_interrupted_job_gives_its_attempt_back_but_never_below_zero() {
         s.call_sync(|c| jobs::release_interrupted(c, job.id))
             .unwrap()
     );
-    assert_eq!(attempts(&s), 0, "not -1");
+    assert_eq!(attempts(s), 0, "not -1");
 }
 
-#[test]
-fn a_dead_delivery_uses_up_its_attempts_and_the_backlog_counts_it() {
-    let (_d, s) = store();
+fn a_dead_delivery_uses_up_its_attempts_and_the_backlog_counts_it(s: &Store) {
     let insert = |body: &'static [u8]| {
         s.call_sync(|c| inbox::insert(c, "plane", "issue", body, T0))
             .unwrap()
@@ -124,10 +117,8 @@ fn a_dead_delivery_uses_up_its_attempts_and_the_backlog_counts_it() {
     assert_eq!(backlog.oldest_received_at, None);
 }
 
-#[test]
-fn a_red_streak_counts_per_stage_and_gate_and_news_resets_it() {
-    let (_d, s) = store();
-    let id = task(&s, "ET-1", "review", None);
+fn a_red_streak_counts_per_stage_and_gate_and_news_resets_it(s: &Store) {
+    let id = task(s, "ET-1", "review", None);
     let red = |gate: &str| gate_backoff::Red {
         task_id: id,
         stage: "review".into(),
@@ -162,9 +153,7 @@ fn a_red_streak_counts_per_stage_and_gate_and_news_resets_it() {
     );
 }
 
-#[test]
-fn decisions_get_their_ids_and_filter_by_work_item_or_not() {
-    let (_d, s) = store();
+fn decisions_get_their_ids_and_filter_by_work_item_or_not(s: &Store) {
     let decision = |wi: &str| decisions::NewDecision {
         work_item: wi.into(),
         task_id: None,
@@ -194,11 +183,9 @@ fn decisions_get_their_ids_and_filter_by_work_item_or_not() {
     assert_eq!(one.iter().map(|d| d.id).collect::<Vec<_>>(), [second]);
 }
 
-#[test]
-fn a_rename_writes_history_only_for_the_tasks_it_moved() {
-    let (_d, s) = store();
-    let a = task(&s, "ET-1", "qa", Some("tester"));
-    let b = task(&s, "ET-2", "qa", None);
+fn a_rename_writes_history_only_for_the_tasks_it_moved(s: &Store) {
+    let a = task(s, "ET-1", "qa", Some("tester"));
+    let b = task(s, "ET-2", "qa", None);
     let moved = s
         .call_sync(|c| tasks::rename_stage(c, "qa", "testing", "v2", T0))
         .unwrap();
@@ -225,12 +212,10 @@ fn a_rename_writes_history_only_for_the_tasks_it_moved() {
     );
 }
 
-#[test]
-fn the_change_stamp_moves_with_the_latest_job_time() {
-    let (_d, s) = store();
+fn the_change_stamp_moves_with_the_latest_job_time(s: &Store) {
     let empty = s.call_sync(stamp::changes).unwrap();
     assert_eq!(empty, vec![0; 12], "an empty database stamps zeros");
-    let id = task(&s, "ET-1", "development", Some("developer"));
+    let id = task(s, "ET-1", "development", Some("developer"));
     let before = s.call_sync(stamp::changes).unwrap();
     assert_eq!(before[4], 0, "queued, never started");
     s.call_sync(|c| {
@@ -261,3 +246,11 @@ fn the_change_stamp_moves_with_the_latest_job_time() {
         "pending attempts summed"
     );
 }
+
+both_backends!(plane_applied_keeps_the_newest_stamp);
+both_backends!(an_interrupted_job_gives_its_attempt_back_but_never_below_zero);
+both_backends!(a_dead_delivery_uses_up_its_attempts_and_the_backlog_counts_it);
+both_backends!(a_red_streak_counts_per_stage_and_gate_and_news_resets_it);
+both_backends!(decisions_get_their_ids_and_filter_by_work_item_or_not);
+both_backends!(a_rename_writes_history_only_for_the_tasks_it_moved);
+both_backends!(the_change_stamp_moves_with_the_latest_job_time);

@@ -8,6 +8,7 @@
 use super::StoreError;
 use crate::clock::Timestamp;
 
+pub(crate) mod pg;
 mod sqlite;
 
 /// A statement parameter, borrowed from the caller for the statement's duration.
@@ -104,6 +105,7 @@ pub enum Value {
     Int(i64),
     Text(String),
     Blob(Vec<u8>),
+    Bool(bool),
 }
 
 /// One row of a result, owned: orch reads small rows.
@@ -134,6 +136,7 @@ fn kind(v: &Value) -> &'static str {
         Value::Int(_) => "an integer",
         Value::Text(_) => "text",
         Value::Blob(_) => "a blob",
+        Value::Bool(_) => "a boolean",
     }
 }
 
@@ -149,6 +152,7 @@ impl FromValue for i64 {
 impl FromValue for bool {
     fn from_value(v: &Value) -> Result<Self, String> {
         match v {
+            Value::Bool(b) => Ok(*b),
             Value::Int(i) => Ok(*i != 0),
             other => Err(format!("expected a boolean, found {}", kind(other))),
         }
@@ -185,6 +189,7 @@ impl<T: FromValue> FromValue for Option<T> {
 /// A connection (or a transaction on one) for the duration of one `Store::call`.
 pub enum Conn<'a> {
     Sqlite(&'a rusqlite::Connection),
+    Pg(&'a pg::Session),
 }
 
 impl Conn<'_> {
@@ -192,6 +197,7 @@ impl Conn<'_> {
     pub fn execute(&self, sql: &str, p: &[Param<'_>]) -> Result<usize, StoreError> {
         match self {
             Conn::Sqlite(c) => sqlite::execute(c, sql, p),
+            Conn::Pg(s) => s.execute(sql, p),
         }
     }
 
@@ -204,6 +210,7 @@ impl Conn<'_> {
     ) -> Result<Vec<T>, StoreError> {
         match self {
             Conn::Sqlite(c) => sqlite::query_map(c, sql, p, f),
+            Conn::Pg(s) => s.query(sql, p)?.iter().map(f).collect(),
         }
     }
 
@@ -216,6 +223,7 @@ impl Conn<'_> {
     ) -> Result<Option<T>, StoreError> {
         match self {
             Conn::Sqlite(c) => sqlite::query_opt(c, sql, p, f),
+            Conn::Pg(s) => s.query(sql, p)?.first().map(f).transpose(),
         }
     }
 
@@ -230,7 +238,8 @@ impl Conn<'_> {
             .ok_or_else(|| StoreError::NoRow(first_line(sql)))
     }
 
-    /// Runs `f` in a write transaction (SQLite: `BEGIN IMMEDIATE`): commits when it returns
+    /// Runs `f` in a write transaction (SQLite: `BEGIN IMMEDIATE`, PostgreSQL: `BEGIN`, read
+    /// committed): commits when it returns
     /// `Ok`, rolls back on `Err` or a panic. Inside an open transaction `f` runs inline, so a
     /// function that writes in a transaction of its own can be part of a larger one.
     pub fn write<R>(
@@ -239,6 +248,7 @@ impl Conn<'_> {
     ) -> Result<R, StoreError> {
         match self {
             Conn::Sqlite(c) => sqlite::write(c, f),
+            Conn::Pg(s) => s.write(f),
         }
     }
 }

@@ -87,3 +87,28 @@ fn write_commits_on_ok_rolls_back_on_err_and_nests_inline() {
     assert_eq!(count, 2, "the failed transaction left nothing behind");
     assert!(raw.is_autocommit(), "no transaction is left open");
 }
+
+#[test]
+fn placeholders_become_dollar_numbers_outside_quotes_and_comments() {
+    use super::pg::pg_sql;
+    assert_eq!(pg_sql("SELECT 1"), "SELECT 1");
+    assert_eq!(
+        pg_sql("UPDATE t SET a = ?1, b = ?10 WHERE c = ?1"),
+        "UPDATE t SET a = $1, b = $10 WHERE c = $1"
+    );
+    assert_eq!(
+        pg_sql("SELECT '?1', \"a?2\" -- ?3\n FROM t WHERE x = ?4"),
+        "SELECT '?1', \"a?2\" -- ?3\n FROM t WHERE x = $4"
+    );
+}
+
+#[test]
+fn a_boolean_column_reads_from_either_backend_form() {
+    let row = Row {
+        values: vec![Value::Bool(true), Value::Int(0), Value::Text("x".into())],
+    };
+    assert!(row.get::<bool>(0).unwrap());
+    assert!(!row.get::<bool>(1).unwrap());
+    assert!(matches!(row.get::<bool>(2), Err(StoreError::Corrupt(_))));
+    assert!(matches!(row.get::<i64>(5), Err(StoreError::Corrupt(_))));
+}
