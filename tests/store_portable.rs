@@ -254,3 +254,51 @@ both_backends!(a_red_streak_counts_per_stage_and_gate_and_news_resets_it);
 both_backends!(decisions_get_their_ids_and_filter_by_work_item_or_not);
 both_backends!(a_rename_writes_history_only_for_the_tasks_it_moved);
 both_backends!(the_change_stamp_moves_with_the_latest_job_time);
+
+/// PostgreSQL only (SQLite's `BEGIN IMMEDIATE` excludes every other writer): a transaction
+/// that locked a task's row, or an outbox subject, holds it against another connection
+/// until it ends.
+#[test]
+fn task_and_subject_locks_hold_against_another_connection_until_commit() {
+    let Some(db) = backends::postgres() else {
+        return;
+    };
+    let s = &db.store;
+    let id = task(s, "ET-1", "analysis", None);
+    let held = s
+        .call_sync(|c| {
+            c.write(|tx| {
+                tx.lock_task(id)?;
+                tx.lock_subject("plane:1")?;
+                // Another pooled connection, outside this transaction.
+                let other = s.call_sync(|o| {
+                    let row = o.execute(
+                        "SELECT 1 FROM tasks WHERE id = ?1 FOR UPDATE NOWAIT",
+                        orch::args![id],
+                    );
+                    let subject: bool = o.query_row(
+                        "SELECT pg_try_advisory_xact_lock(hashtextextended('outbox:' || ?1, 0))",
+                        orch::args!["plane:1"],
+                        |r| r.get(0),
+                    )?;
+                    Ok((row.is_err(), subject))
+                })?;
+                Ok(other)
+            })
+        })
+        .unwrap();
+    assert_eq!(
+        held,
+        (true, false),
+        "row locked (NOWAIT fails), subject taken"
+    );
+    let free = s
+        .call_sync(|o| {
+            o.execute(
+                "SELECT 1 FROM tasks WHERE id = ?1 FOR UPDATE NOWAIT",
+                orch::args![id],
+            )
+        })
+        .unwrap();
+    assert_eq!(free, 1, "released at commit");
+}

@@ -180,6 +180,8 @@ pub fn resume_after_input(
     effects: &[super::outbox::NewEffect],
 ) -> Result<Option<Job>, StoreError> {
     conn.write(|tx| {
+        // Two answers at once: the second waits here, then finds the question answered.
+        tx.lock_task(task_id)?;
         let Some((_, asked_at)) = open_question(tx, task_id)? else {
             return Ok(None);
         };
@@ -271,6 +273,8 @@ pub fn finish_owing(
         let Some(job) = finish(tx, job_id, ok, result, now)? else {
             return Ok((None, false));
         };
+        // The stage read below and the effects it decides must not straddle a stage change.
+        tx.lock_task(job.task_id)?;
         super::tasks::touch(tx, job.task_id, now)?;
         let in_stage: bool = tx.query_row(
             "SELECT EXISTS(SELECT 1 FROM tasks WHERE id = ?1 AND stage = ?2)",

@@ -224,6 +224,7 @@ pub fn push(
 ) -> Result<bool, StoreError> {
     let payload = serde_json::to_string(&effect.effect)
         .map_err(|e| StoreError::Corrupt(format!("cannot encode an effect: {e}")))?;
+    conn.lock_subject(&effect.subject)?;
     let n = conn.execute(
         "INSERT INTO outbox (peer, kind, subject, task_id, payload, idem_key, status, due_at, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7)

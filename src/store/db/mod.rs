@@ -253,6 +253,37 @@ impl Conn<'_> {
     }
 }
 
+impl Conn<'_> {
+    /// Locks the task's row until the transaction ends, so a transaction that reads before it
+    /// writes sees no concurrent change of the task in between. PostgreSQL: `FOR UPDATE`
+    /// (read committed lets another writer in otherwise); SQLite: nothing to do, `BEGIN
+    /// IMMEDIATE` already excludes every other writer. Call it first in such a transaction.
+    pub fn lock_task(&self, task_id: i64) -> Result<(), StoreError> {
+        match self {
+            Conn::Sqlite(_) => Ok(()),
+            Conn::Pg(s) => s
+                .execute("SELECT 1 FROM tasks WHERE id = ?1 FOR UPDATE", args![task_id])
+                .map(|_| ()),
+        }
+    }
+
+    /// Serialises the transactions that owe effects for one subject until they end, so a
+    /// subject's effects commit in the order of their ids (an id is taken at insert, not at
+    /// commit, in PostgreSQL) and its dispatcher never sends a later one first. PostgreSQL: a
+    /// transaction-scoped advisory lock; SQLite: nothing to do (one writer at a time).
+    pub fn lock_subject(&self, subject: &str) -> Result<(), StoreError> {
+        match self {
+            Conn::Sqlite(_) => Ok(()),
+            Conn::Pg(s) => s
+                .execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended('outbox:' || ?1, 0))",
+                    args![subject],
+                )
+                .map(|_| ()),
+        }
+    }
+}
+
 fn first_line(sql: &str) -> String {
     sql.trim().lines().next().unwrap_or_default().to_string()
 }
