@@ -17,6 +17,7 @@ use criterion::Criterion;
 use orch::app::Application;
 use orch::clock::Timestamp;
 use orch::config::Config;
+use orch::store::{Conn, StoreError};
 
 const BUDGET: Duration = Duration::from_millis(200);
 const STAGES: [&str; 4] = ["analysis", "development", "review", "testing"];
@@ -29,18 +30,21 @@ fn env_num(name: &str, default: usize) -> usize {
 }
 
 /// `n` open tasks with their history rows, jobs and gate readings, in one transaction.
-fn seed(conn: &mut rusqlite::Connection, n: usize, now: Timestamp) {
-    let tx = conn.transaction().expect("transaction");
+fn seed(conn: &Conn<'_>, n: usize, now: Timestamp) -> Result<(), StoreError> {
+    conn.write(|tx| seed_in(tx, n, now))
+}
+
+fn seed_in(tx: &Conn<'_>, n: usize, now: Timestamp) -> Result<(), StoreError> {
     for i in 0..n {
         let stage = STAGES[i % STAGES.len()];
         let project = if i % 3 == 0 { "OPS" } else { "ET" };
         let at = now
             .minus(Duration::from_secs((i as u64 % 500) * 60))
             .as_millis();
-        tx.execute(
+        let id: i64 = tx.query_row(
             "INSERT INTO tasks (work_item, plane_issue_id, plane_project_id, title, repo, branch, stage, created_at, updated_at)
-             VALUES (?1, ?2, 'p', ?3, 'acme/widget', ?4, ?5, ?6, ?6)",
-            rusqlite::params![
+             VALUES (?1, ?2, 'p', ?3, 'acme/widget', ?4, ?5, ?6, ?6) RETURNING id",
+            orch::args![
                 format!("{project}-{i}"),
                 format!("issue-{i}"),
                 format!("Work item number {i} with a title of a usual length"),
@@ -48,15 +52,13 @@ fn seed(conn: &mut rusqlite::Connection, n: usize, now: Timestamp) {
                 stage,
                 at
             ],
-        )
-        .expect("task");
-        let id = tx.last_insert_rowid();
+            |r| r.get(0),
+        )?;
         tx.execute(
             "INSERT INTO task_history (task_id, from_stage, to_stage, trigger, rules_version, at)
              VALUES (?1, NULL, ?2, 'webhook', 'bench', ?3)",
-            rusqlite::params![id, stage, at],
-        )
-        .expect("history");
+            orch::args![id, stage, at],
+        )?;
         let job = match i % 9 {
             0..=2 => Some(("queued", None)),
             3 => Some(("done", Some("needs_input"))),
@@ -67,9 +69,8 @@ fn seed(conn: &mut rusqlite::Connection, n: usize, now: Timestamp) {
             tx.execute(
                 "INSERT INTO jobs (task_id, agent, stage, status, attempts, verdict, summary, not_before, created_at)
                  VALUES (?1, 'developer', ?2, ?3, 1, ?4, 'a question?', ?5, ?6)",
-                rusqlite::params![id, stage, status, verdict, now.as_millis() + 86_400_000, at],
-            )
-            .expect("job");
+                orch::args![id, stage, status, verdict, now.as_millis() + 86_400_000, at],
+            )?;
         }
         if i % 50 == 0 {
             let reading = format!(
@@ -77,12 +78,11 @@ fn seed(conn: &mut rusqlite::Connection, n: usize, now: Timestamp) {
             );
             tx.execute(
                 "INSERT INTO kv (key, value) VALUES (?1, ?2)",
-                rusqlite::params![format!("gate.last.{id}"), reading],
-            )
-            .expect("gate reading");
+                orch::args![format!("gate.last.{id}"), reading],
+            )?;
         }
     }
-    tx.commit().expect("commit");
+    Ok(())
 }
 
 fn main() {
@@ -102,11 +102,8 @@ fn main() {
     cfg.reconcile.enabled = Some(false);
     let app = rt.block_on(Application::build(cfg)).expect("build orch");
     let now = app.state().clock.now();
-    rt.block_on(app.state().store.call(move |c| {
-        seed(c, tasks, now);
-        Ok(())
-    }))
-    .expect("seed");
+    rt.block_on(app.state().store.call(move |c| seed(c, tasks, now)))
+        .expect("seed");
     let base = format!("http://{}", app.local_addr().expect("addr"));
     let app_state = app.state().clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

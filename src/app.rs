@@ -68,8 +68,11 @@ impl Components {
                 config.rules_dir.display()
             );
         }
-        let store = Store::open(&config.db_path)
-            .with_context(|| format!("opening the database at {}", config.db_path.display()))?;
+        let store = Store::open_configured(config.db_url.as_deref(), &config.db_path)
+            .with_context(|| match &config.db_url {
+                Some(url) => format!("opening the database at {}", crate::store::redact_url(url)),
+                None => format!("opening the database at {}", config.db_path.display()),
+            })?;
         rules.set_guard(stage_guard(store.clone(), Arc::clone(&clock)));
         let shadow = load_shadow(&config)?;
         let metrics = Metrics::new();
@@ -164,7 +167,7 @@ fn stage_guard(store: Store, clock: Arc<dyn Clock>) -> crate::policy::ReloadGuar
             return Ok(());
         }
         let counts = store
-            .call_sync(|c| crate::store::tasks::counts_by_stage(c))
+            .call_sync(crate::store::tasks::counts_by_stage)
             .map_err(|e| format!("cannot count the tasks in the stages the new rules drop: {e}"))?;
         let tasks_in = |stage: &str| {
             counts
@@ -319,7 +322,7 @@ impl Application {
         // Started last, stopped first: it replays through the other two.
         state.reconciler.start();
 
-        tracing::info!(%addr, db = %state.config.db_path.display(), rules = %state.rules.current().version(), "orch listening");
+        tracing::info!(%addr, db = %state.store.location(), rules = %state.rules.current().version(), "orch listening");
         let app = crate::http::router(state.clone());
         // The listener is bound and every loop started: connections queue until `serve` takes
         // them, so this is the moment to say so.
@@ -353,7 +356,7 @@ impl Application {
 async fn recover_after_last_process(state: &AppState) -> anyhow::Result<()> {
     let requeued = state
         .store
-        .call(|c| crate::store::jobs::requeue_running(c))
+        .call(crate::store::jobs::requeue_running)
         .await?;
     if requeued > 0 {
         tracing::info!(

@@ -11,11 +11,11 @@ use std::path::Path;
 use crate::clock::Timestamp;
 use crate::policy::impact::{self, ChangedDecision, ChangedPlaneDecision};
 use crate::policy::{Overrides, PlaneItemSnapshot, RuleSet, TaskSnapshot};
-use crate::store::{self, Connection, StoreError};
+use crate::store::{self, Conn, StoreError};
 
 /// The tasks open under `rules` (not in one of its terminal stages), with the facts the sweep
 /// uses: busy (an active job) and awaiting an answer. Three reads, whatever the number of tasks.
-pub fn open_tasks(conn: &Connection, rules: &RuleSet) -> Result<Vec<TaskSnapshot>, StoreError> {
+pub fn open_tasks(conn: &Conn<'_>, rules: &RuleSet) -> Result<Vec<TaskSnapshot>, StoreError> {
     let terminal: Vec<String> = rules
         .stages()
         .iter()
@@ -40,7 +40,7 @@ pub fn open_tasks(conn: &Connection, rules: &RuleSet) -> Result<Vec<TaskSnapshot
 
 /// The Plane items the sweep last saw, each with its task's facts as they are now (busy,
 /// awaiting an answer, the Plane time of the last change orch applied).
-pub fn seen_plane_items(conn: &Connection) -> Result<Vec<PlaneItemSnapshot>, StoreError> {
+pub fn seen_plane_items(conn: &Conn) -> Result<Vec<PlaneItemSnapshot>, StoreError> {
     let busy = store::jobs::tasks_with_active_jobs(conn)?;
     let awaiting = store::jobs::tasks_awaiting_input(conn)?;
     let mut out = Vec::new();
@@ -94,10 +94,10 @@ pub fn over_db(
     ov: &Overrides,
     now: Timestamp,
 ) -> Result<Impact, StoreError> {
-    let conn = store::open_read_only(db)?;
-    let tasks = open_tasks(&conn, old)?;
+    let store = store::open_read_only(db)?;
+    let tasks = store.call_sync(|c| open_tasks(c, old))?;
     let changes = impact::changed_decisions(old, new, ov, &tasks, now);
-    let items = seen_plane_items(&conn)?;
+    let items = store.call_sync(seen_plane_items)?;
     let plane_changes = impact::changed_plane_decisions(old, new, ov, &items, now);
     let mut plane_counts = std::collections::BTreeMap::new();
     for c in &plane_changes {

@@ -36,7 +36,7 @@ impl Worker {
         match self
             .pipeline
             .store
-            .call(|c| store::jobs::requeue_running(c))
+            .call(store::jobs::requeue_running)
             .await
         {
             Ok(0) => {}

@@ -95,7 +95,7 @@ async fn job(
                                    not_before, created_at, started_at, finished_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'agent output <b>not bold</b>', ?8, ?9, ?9,
                          CASE WHEN ?4 IN ('done', 'failed') THEN ?9 END)",
-                rusqlite::params![task_id, agent, stage, status, attempts, verdict, summary, not_before, at],
+                orch::args![task_id, agent, stage, status, attempts, verdict, summary, not_before, at],
             )?;
             Ok(())
         })

@@ -100,7 +100,7 @@ fn dead_effects_are_listed_and_offered_again() {
     assert!(out.contains("1 effects offered again"), "{out}");
     assert!(err.contains(&pending_id.to_string()), "{err}");
     let store = Store::open(&db).unwrap();
-    let dead = store.call_sync(|c| outbox::dead(c)).unwrap();
+    let dead = store.call_sync(outbox::dead).unwrap();
     assert!(dead.is_empty(), "{dead:?}");
     let (code, out, _) = orch(&["outbox", "dead"], &config);
     assert_eq!(code, 0);

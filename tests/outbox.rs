@@ -368,7 +368,7 @@ async fn an_effect_refused_for_good_is_dead_listed_and_retried_by_the_operator()
         .await
         .unwrap();
     state.drain_outbox().await.unwrap();
-    let dead = state.store.call(|c| store::outbox::dead(c)).await.unwrap();
+    let dead = state.store.call(store::outbox::dead).await.unwrap();
     assert_eq!(dead.len(), 1, "{dead:#?}");
     assert!(
         dead[0].error.as_deref().unwrap_or("").contains("403"),

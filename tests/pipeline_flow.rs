@@ -190,10 +190,10 @@ async fn start_twice_and_concurrently_makes_one_task_branch_worktree_and_job() {
         .store
         .call(|c| {
             Ok((
-                c.query_row("SELECT COUNT(*) FROM tasks", [], |r| r.get(0))?,
+                c.query_row("SELECT COUNT(*) FROM tasks", orch::args![], |r| r.get(0))?,
                 c.query_row(
                     "SELECT COUNT(*) FROM jobs WHERE agent = 'analyst'",
-                    [],
+                    orch::args![],
                     |r| r.get(0),
                 )?,
             ))

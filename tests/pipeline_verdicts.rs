@@ -119,7 +119,7 @@ async fn events_caused_by_orch_itself_and_unconfigured_projects_are_ignored() {
     let tasks: i64 = app
         .state
         .store
-        .call(|c| Ok(c.query_row("SELECT COUNT(*) FROM tasks", [], |r| r.get(0))?))
+        .call(|c| c.query_row("SELECT COUNT(*) FROM tasks", orch::args![], |r| r.get(0)))
         .await
         .unwrap();
     assert_eq!(tasks, 0);
@@ -127,11 +127,11 @@ async fn events_caused_by_orch_itself_and_unconfigured_projects_are_ignored() {
         .state
         .store
         .call(|c| {
-            Ok(c.query_row(
+            c.query_row(
                 "SELECT COUNT(*) FROM inbox WHERE error IS NOT NULL",
-                [],
+                orch::args![],
                 |r| r.get(0),
-            )?)
+            )
         })
         .await
         .unwrap();

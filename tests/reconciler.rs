@@ -652,10 +652,10 @@ async fn plane_side_pages_through_every_page_and_replays_lost_starts_once() {
         .state
         .store
         .call(|c| {
-            Ok(
-                c.query_row("SELECT trigger FROM task_history LIMIT 1", [], |r| {
-                    r.get::<_, String>(0)
-                })?,
+            c.query_row(
+                "SELECT trigger FROM task_history LIMIT 1",
+                orch::args![],
+                |r| r.get::<String>(0),
             )
         })
         .await
@@ -671,8 +671,8 @@ async fn plane_side_pages_through_every_page_and_replays_lost_starts_once() {
         .store
         .call(|c| {
             Ok((
-                c.query_row("SELECT COUNT(*) FROM tasks", [], |r| r.get(0))?,
-                c.query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get(0))?,
+                c.query_row("SELECT COUNT(*) FROM tasks", orch::args![], |r| r.get(0))?,
+                c.query_row("SELECT COUNT(*) FROM jobs", orch::args![], |r| r.get(0))?,
             ))
         })
         .await
@@ -789,12 +789,7 @@ async fn plane_side_replays_a_lost_approval_once() {
     assert_eq!(again.replays, 0);
     assert_eq!(h.stage_of(t.id).await, "development");
     // The sweep keeps what it saw, for `orch rules diff --db`.
-    let seen = h
-        .state
-        .store
-        .call(|c| store::plane_seen::all(c))
-        .await
-        .unwrap();
+    let seen = h.state.store.call(store::plane_seen::all).await.unwrap();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(
         (seen[0].work_item.as_str(), seen[0].state_name.as_str()),
@@ -1178,7 +1173,7 @@ async fn a_rule_change_to_the_gate_ends_its_backoff() {
     h.state
         .store
         .call(move |c| {
-            c.execute("UPDATE gate_backoff SET gate = ?1", [changed])?;
+            c.execute("UPDATE gate_backoff SET gate = ?1", orch::args![changed])?;
             Ok(())
         })
         .await

@@ -13,7 +13,7 @@ use serde_json::Value;
 async fn inbox_count(app: &TestApp) -> i64 {
     app.state
         .store
-        .call(|c| orch::store::inbox::count(c))
+        .call(orch::store::inbox::count)
         .await
         .unwrap()
 }

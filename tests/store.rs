@@ -34,11 +34,11 @@ fn empty_database_migrates_to_latest_with_wal() {
     let store = Store::open(&path).unwrap();
     assert_eq!(user_version(&path), migrations::LATEST);
     let mode: String = store
-        .call_sync(|c| Ok(c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?))
+        .call_sync(|c| c.query_row("PRAGMA journal_mode", orch::args![], |r| r.get(0)))
         .unwrap();
     assert_eq!(mode, "wal");
     let fk: i64 = store
-        .call_sync(|c| Ok(c.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?))
+        .call_sync(|c| c.query_row("PRAGMA foreign_keys", orch::args![], |r| r.get(0)))
         .unwrap();
     assert_eq!(fk, 1);
 }
@@ -119,7 +119,7 @@ async fn fifty_concurrent_creates_make_one_task() {
     assert_eq!(created, 1);
     assert_eq!(ids.len(), 1);
     let count: i64 = store
-        .call_sync(|c| Ok(c.query_row("SELECT COUNT(*) FROM tasks", [], |r| r.get(0))?))
+        .call_sync(|c| c.query_row("SELECT COUNT(*) FROM tasks", orch::args![], |r| r.get(0)))
         .unwrap();
     assert_eq!(count, 1);
     let history = store
@@ -252,7 +252,7 @@ fn running_jobs_are_requeued_at_startup_and_backoff_is_respected() {
         .call_sync(|c| jobs::claim_next(c, T0))
         .unwrap()
         .unwrap();
-    assert_eq!(store.call_sync(|c| jobs::requeue_running(c)).unwrap(), 1);
+    assert_eq!(store.call_sync(jobs::requeue_running).unwrap(), 1);
     let claimed = store
         .call_sync(|c| jobs::claim_next(c, T0))
         .unwrap()
@@ -417,7 +417,7 @@ fn pruning_removes_only_old_processed_deliveries() {
         1
     );
     // The old unprocessed one and the recent processed one remain.
-    assert_eq!(store.call_sync(|c| store::inbox::count(c)).unwrap(), 2);
+    assert_eq!(store.call_sync(store::inbox::count).unwrap(), 2);
     assert!(
         store
             .call_sync(|c| store::inbox::get(c, a))

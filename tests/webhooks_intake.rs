@@ -22,7 +22,7 @@ async fn app() -> TestApp {
 async fn inbox_count(app: &TestApp) -> i64 {
     app.state
         .store
-        .call(|c| orch::store::inbox::count(c))
+        .call(orch::store::inbox::count)
         .await
         .unwrap()
 }
@@ -159,9 +159,10 @@ async fn gitea_accepts_either_signature_header_and_routes_on_the_event_type() {
         .state
         .store
         .call(|c| {
-            let mut s = c.prepare("SELECT event FROM inbox ORDER BY id")?;
-            let rows = s.query_map([], |r| r.get(0))?;
-            Ok(rows.collect::<Result<Vec<String>, _>>()?)
+            let rows = c.query_map("SELECT event FROM inbox ORDER BY id", orch::args![], |r| {
+                r.get(0)
+            })?;
+            Ok::<Vec<String>, orch::store::StoreError>(rows)
         })
         .await
         .unwrap();

@@ -205,11 +205,11 @@ async fn a_hundred_concurrent_identical_in_progress_deliveries_make_one_task() {
         .store
         .call(|c| {
             Ok((
-                c.query_row("SELECT COUNT(*) FROM inbox", [], |r| r.get(0))?,
-                c.query_row("SELECT COUNT(*) FROM tasks", [], |r| r.get(0))?,
+                c.query_row("SELECT COUNT(*) FROM inbox", orch::args![], |r| r.get(0))?,
+                c.query_row("SELECT COUNT(*) FROM tasks", orch::args![], |r| r.get(0))?,
                 c.query_row(
                     "SELECT COUNT(*) FROM jobs WHERE agent = 'analyst'",
-                    [],
+                    orch::args![],
                     |r| r.get(0),
                 )?,
             ))
@@ -349,7 +349,7 @@ async fn a_thousand_mutated_payloads_never_panic_and_never_create_a_task() {
     let tasks: i64 = app
         .state
         .store
-        .call(|c| Ok(c.query_row("SELECT COUNT(*) FROM tasks", [], |r| r.get(0))?))
+        .call(|c| c.query_row("SELECT COUNT(*) FROM tasks", orch::args![], |r| r.get(0)))
         .await
         .unwrap();
     assert_eq!(tasks, 0, "no task from an invalid (or non-start) delivery");
@@ -371,11 +371,11 @@ async fn processed_or_failed(app: &TestApp) {
         app.state
             .store
             .call(|c| {
-                Ok(c.query_row(
+                c.query_row(
                     "SELECT COUNT(*) FROM inbox WHERE processed_at IS NULL AND attempts = 0",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )?)
+                    orch::args![],
+                    |r| r.get::<i64>(0),
+                )
             })
             .await
             .unwrap()
@@ -460,11 +460,11 @@ async fn bad_and_failing_deliveries_are_kept_without_blocking_the_ones_behind_th
             app.state
                 .store
                 .call(|c| {
-                    Ok(c.query_row(
+                    c.query_row(
                         "SELECT COUNT(*) FROM inbox WHERE processed_at IS NOT NULL",
-                        [],
-                        |r| r.get::<_, i64>(0),
-                    )?)
+                        orch::args![],
+                        |r| r.get::<i64>(0),
+                    )
                 })
                 .await
                 .unwrap()
@@ -477,19 +477,14 @@ async fn bad_and_failing_deliveries_are_kept_without_blocking_the_ones_behind_th
         .state
         .store
         .call(|c| {
-            let mut stmt = c.prepare(
-                "SELECT attempts, error, retry_at IS NOT NULL, processed_at IS NOT NULL FROM inbox ORDER BY id",
-            )?;
-            let rows = stmt
-                .query_map([], |r| {
+            let rows = c.query_map("SELECT attempts, error, retry_at IS NOT NULL, processed_at IS NOT NULL FROM inbox ORDER BY id", orch::args![], |r| {
                     Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, Option<String>>(1)?,
-                        r.get::<_, bool>(2)?,
-                        r.get::<_, bool>(3)?,
+                        r.get::<i64>(0)?,
+                        r.get::<Option<String>>(1)?,
+                        r.get::<bool>(2)?,
+                        r.get::<bool>(3)?,
                     ))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+                })?;
             Ok(rows)
         })
         .await
@@ -564,9 +559,12 @@ async fn a_slow_gate_check_for_one_task_does_not_hold_another_items_delivery() {
         .state
         .store
         .call(|c| {
-            let mut stmt = c.prepare("SELECT source, processed_at FROM inbox ORDER BY id")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            let rows = c.query_map(
+                "SELECT source, processed_at FROM inbox ORDER BY id",
+                orch::args![],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok::<Vec<_>, orch::store::StoreError>(rows)
         })
         .await
         .unwrap();

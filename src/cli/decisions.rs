@@ -1,7 +1,6 @@
 //! `orch decisions [WORK-ITEM] [--since D]`: the decision log — every decision that acted, with
 //! its trigger, rule-set version, rule, reason and facts — for audits.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -29,10 +28,14 @@ pub struct DecisionsArgs {
 /// decisions".
 pub(super) fn open_store(common: &CommonArgs) -> anyhow::Result<Store> {
     let cfg = load_config(common.config.as_deref(), common.rules.clone())?;
-    existing_store(&cfg.db_path)
+    existing_store(&cfg)
 }
 
-pub(super) fn existing_store(path: &Path) -> anyhow::Result<Store> {
+pub(super) fn existing_store(cfg: &crate::config::Config) -> anyhow::Result<Store> {
+    if let Some(url) = &cfg.db_url {
+        return Ok(Store::open_url(url)?);
+    }
+    let path = cfg.db_path.as_path();
     if !path.exists() {
         anyhow::bail!(
             "no database at {} (set db_path or ORCH_DB_PATH to the one orch serve uses)",

@@ -345,7 +345,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// give an empty database and answers like "no such task".
 fn components(common: &CommonArgs) -> anyhow::Result<crate::app::Components> {
     let cfg = load_config(common.config.as_deref(), common.rules.clone())?;
-    if !cfg.db_path.exists() {
+    if cfg.db_url.is_none() && !cfg.db_path.exists() {
         anyhow::bail!(
             "no database at {} (set db_path or ORCH_DB_PATH to the one orch serve uses)",
             cfg.db_path.display()

@@ -36,7 +36,7 @@ pub(crate) fn run(cmd: OutboxCommand) -> anyhow::Result<ExitCode> {
         match cmd {
             OutboxCommand::Dead { format, common } => {
                 let parts = components(&common)?;
-                let dead = parts.state.store.call(|c| outbox::dead(c)).await?;
+                let dead = parts.state.store.call(outbox::dead).await?;
                 print_dead(
                     format,
                     &dead,

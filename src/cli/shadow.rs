@@ -107,7 +107,7 @@ fn print_report(rows: &[DivergenceRow], format: OutputFormat) -> anyhow::Result<
 
 pub(super) fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let cfg = load_config(args.common.config.as_deref(), args.common.rules.clone())?;
-    let store = existing_store(&cfg.db_path)?;
+    let store = existing_store(&cfg)?;
     let (from, limit) = (since(args.since), args.limit);
     let rows = store.call_sync(|c| crate::store::shadow::list(c, from, limit))?;
     print_report(&rows, args.format)?;
@@ -130,8 +130,8 @@ pub(super) fn promote(args: PromoteArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    if cfg.db_path.exists() {
-        let store = existing_store(&cfg.db_path)?;
+    if cfg.db_url.is_some() || cfg.db_path.exists() {
+        let store = existing_store(&cfg)?;
         let rows = store.call_sync(|c| crate::store::shadow::list(c, None, usize::MAX))?;
         print_report(&rows, OutputFormat::Text)?;
     } else {

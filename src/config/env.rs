@@ -24,6 +24,9 @@ pub(super) fn overlay(
     if let Some(v) = get("ORCH_DB_PATH") {
         cfg.db_path = PathBuf::from(v);
     }
+    if let Some(v) = get("ORCH_DB_URL") {
+        cfg.db_url = Some(v);
+    }
     if let Some(v) = get("ORCH_REPOS_DIR") {
         cfg.repos_dir = PathBuf::from(v);
     }

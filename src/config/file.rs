@@ -40,6 +40,7 @@ pub(super) fn overlay(cfg: &mut Config, path: &Path) -> Result<(), ConfigError> 
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     db_path: Option<PathBuf>,
+    db_url: Option<String>,
     repos_dir: Option<PathBuf>,
     listen: Option<String>,
     rules_dir: Option<PathBuf>,
@@ -176,6 +177,9 @@ impl FileConfig {
     fn apply(self, cfg: &mut Config) -> Result<(), ConfigError> {
         if let Some(v) = self.db_path {
             cfg.db_path = v;
+        }
+        if let Some(v) = self.db_url.filter(|v| !v.trim().is_empty()) {
+            cfg.db_url = Some(v);
         }
         if let Some(v) = self.repos_dir {
             cfg.repos_dir = v;

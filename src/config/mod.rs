@@ -53,6 +53,8 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub db_path: PathBuf,
+    /// `postgres://…`: the data lives in PostgreSQL and `db_path` is not used.
+    pub db_url: Option<String>,
     pub repos_dir: PathBuf,
     pub listen: SocketAddr,
     pub rules_dir: PathBuf,
@@ -205,6 +207,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             db_path: PathBuf::from("./orch.db"),
+            db_url: None,
             repos_dir: PathBuf::from("./repos"),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             rules_dir: PathBuf::from(DEFAULT_RULES_DIR),

@@ -79,13 +79,13 @@ impl Reconciler {
                 .pipeline
                 .store
                 .call(move |c| {
-                    let tx = c.transaction()?;
-                    for (id, reading) in &notes {
-                        store::gate_readings::record(&tx, *id, reading)?;
-                    }
-                    store::gate_backoff::record_reds(&tx, &reds, now)?;
-                    store::gate_backoff::clear_many(&tx, &green)?;
-                    Ok(tx.commit()?)
+                    c.write(|tx| {
+                        for (id, reading) in &notes {
+                            store::gate_readings::record(tx, *id, reading)?;
+                        }
+                        store::gate_backoff::record_reds(tx, &reds, now)?;
+                        store::gate_backoff::clear_many(tx, &green)
+                    })
                 })
                 .await;
             if let Err(e) = written {

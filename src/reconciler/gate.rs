@@ -190,7 +190,7 @@ impl Reconciler {
         match self
             .pipeline
             .store
-            .call(|c| store::tasks::stages_in_use(c))
+            .call(store::tasks::stages_in_use)
             .await
         {
             Ok(stages) => Some(

@@ -95,7 +95,7 @@ impl Reconciler {
         let waiting = self
             .pipeline
             .store
-            .call(|c| store::tasks::awaiting_answer(c))
+            .call(store::tasks::awaiting_answer)
             .await;
         match &waiting {
             Ok(w) => {

@@ -23,7 +23,7 @@ pub(super) async fn ended_done(state: &AppState) -> anyhow::Result<usize> {
         .collect();
     let counts = state
         .store
-        .call(|c| crate::store::tasks::counts_by_stage(c))
+        .call(crate::store::tasks::counts_by_stage)
         .await?;
     Ok(counts
         .iter()
@@ -40,12 +40,12 @@ pub(super) async fn ended_cancelled(state: &AppState) -> anyhow::Result<usize> {
     let n: i64 = state
         .store
         .call(move |c| {
-            Ok(c.query_row(
+            c.query_row(
                 "SELECT COUNT(*) FROM tasks t WHERE t.stage = ?1 AND NOT EXISTS
                    (SELECT 1 FROM jobs j WHERE j.task_id = t.id AND j.status IN ('queued', 'running'))",
-                [stage],
+                args![stage],
                 |r| r.get(0),
-            )?)
+            )
         })
         .await?;
     Ok(usize::try_from(n).unwrap_or(0))
@@ -83,11 +83,11 @@ pub(super) async fn cancels_not_honoured(
 pub(super) async fn review_rejections(store: &crate::store::Store) -> anyhow::Result<usize> {
     let n: i64 = store
         .call(|c| {
-            Ok(c.query_row(
+            c.query_row(
                 "SELECT COUNT(*) FROM jobs WHERE status = 'done' AND verdict = 'reject'",
-                [],
+                args![],
                 |r| r.get(0),
-            )?)
+            )
         })
         .await?;
     Ok(usize::try_from(n).unwrap_or(0))
@@ -103,14 +103,14 @@ pub(super) async fn count_duplicates(
 ) -> anyhow::Result<u64> {
     let (tasks, jobs) = store
         .call(|c| {
-            let tasks: i64 = c.query_row("SELECT COUNT(*) - COUNT(DISTINCT work_item) FROM tasks", [], |r| r.get(0))?;
+            let tasks: i64 = c.query_row("SELECT COUNT(*) - COUNT(DISTINCT work_item) FROM tasks", args![], |r| r.get(0))?;
             let jobs: i64 = c.query_row(
-                "SELECT COALESCE(SUM(MAX(done - entered, 0)), 0) FROM (
+                "SELECT CAST(COALESCE(SUM(CASE WHEN done > entered THEN done - entered ELSE 0 END), 0) AS BIGINT) FROM (
                    SELECT COUNT(*) AS done,
                           (SELECT COUNT(*) FROM task_history h WHERE h.task_id = j.task_id AND h.to_stage = j.stage) AS entered
                    FROM jobs j WHERE j.status = 'done' AND COALESCE(j.verdict, '') != 'needs_input'
-                   GROUP BY j.task_id, j.stage)",
-                [],
+                   GROUP BY j.task_id, j.stage) AS per_stage",
+                args![],
                 |r| r.get(0),
             )?;
             Ok((tasks, jobs))

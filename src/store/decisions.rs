@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use rusqlite::{Connection, Row, params};
 use serde::Serialize;
 
+use super::db::{Conn, Row};
 use super::StoreError;
 use crate::clock::Timestamp;
 
@@ -40,15 +40,15 @@ pub struct DecisionRow {
 
 /// Logs `d` at `now` and drops what is older than `retention` (none: keep everything).
 pub fn record(
-    conn: &Connection,
+    conn: &Conn<'_>,
     d: &NewDecision,
     now: Timestamp,
     retention: Option<Duration>,
 ) -> Result<i64, StoreError> {
-    conn.execute(
+    let id = conn.query_row(
         "INSERT INTO decisions (at, work_item, task_id, stage, trigger, rules_version, rule, outcome, reason, facts)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        params![
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING id",
+        args![
             now.as_millis(),
             d.work_item,
             d.task_id,
@@ -60,8 +60,8 @@ pub fn record(
             d.reason,
             d.facts.to_string()
         ],
+        |r| r.get(0),
     )?;
-    let id = conn.last_insert_rowid();
     if let Some(keep) = retention {
         prune(conn, now.minus(keep))?;
     }
@@ -69,47 +69,44 @@ pub fn record(
 }
 
 /// Deletes the decisions logged before `before`; how many went.
-pub fn prune(conn: &Connection, before: Timestamp) -> Result<usize, StoreError> {
-    Ok(conn.execute("DELETE FROM decisions WHERE at < ?1", [before.as_millis()])?)
+pub fn prune(conn: &Conn<'_>, before: Timestamp) -> Result<usize, StoreError> {
+    conn.execute("DELETE FROM decisions WHERE at < ?1", args![before.as_millis()])
 }
 
 /// The latest `limit` decisions (of one work item, when given) logged at or after `since`,
 /// oldest first.
 pub fn list(
-    conn: &Connection,
+    conn: &Conn<'_>,
     work_item: Option<&str>,
     since: Option<Timestamp>,
     limit: usize,
 ) -> Result<Vec<DecisionRow>, StoreError> {
     let since = since.map_or(i64::MIN, Timestamp::as_millis);
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut stmt = conn.prepare(
+    let mut out = conn.query_map(
         "SELECT id, at, work_item, task_id, stage, trigger, rules_version, rule, outcome, reason, facts
          FROM decisions
-         WHERE at >= ?1 AND (?2 IS NULL OR work_item = ?2)
+         WHERE at >= ?1 AND (CAST(?2 AS TEXT) IS NULL OR work_item = ?2)
          ORDER BY at DESC, id DESC LIMIT ?3",
+        args![since, work_item, limit],
+        row,
     )?;
-    let rows = stmt.query_map(params![since, work_item, limit], row)?;
-    let mut out = Vec::new();
-    for r in rows {
-        out.push(r??);
-    }
     out.reverse();
     Ok(out)
 }
 
-fn row(r: &Row<'_>) -> rusqlite::Result<Result<DecisionRow, StoreError>> {
+fn row(r: &Row) -> Result<DecisionRow, StoreError> {
     let id: i64 = r.get(0)?;
     let facts: String = r.get(10)?;
     let facts = match serde_json::from_str(&facts) {
         Ok(f) => f,
         Err(e) => {
-            return Ok(Err(StoreError::Corrupt(format!(
+            return Err(StoreError::Corrupt(format!(
                 "facts of decision {id}: {e}"
-            ))));
+            )));
         }
     };
-    Ok(Ok(DecisionRow {
+    Ok(DecisionRow {
         id,
         at: Timestamp::from_millis(r.get(1)?),
         decision: NewDecision {
@@ -123,5 +120,5 @@ fn row(r: &Row<'_>) -> rusqlite::Result<Result<DecisionRow, StoreError>> {
             reason: r.get(9)?,
             facts,
         },
-    }))
+    })
 }

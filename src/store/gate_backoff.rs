@@ -8,9 +8,9 @@
 //! ([`news`]): a red gate that may have turned green is read by the next sweep, ahead of the
 //! tasks that only waited.
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
+use super::db::{Conn, Row};
 use super::StoreError;
 use crate::clock::Timestamp;
 
@@ -40,14 +40,14 @@ pub struct Red {
 pub(crate) const COLUMNS: &str = "b.stage, b.gate, b.reds, b.last_at, b.reason";
 
 /// Reads [`COLUMNS`] starting at `first`; `None` when the task has no row (a left join).
-pub(crate) fn from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Option<RedStreak>> {
-    let Some(stage) = r.get::<_, Option<String>>(first)? else {
+pub(crate) fn from_row(r: &Row, first: usize) -> Result<Option<RedStreak>, StoreError> {
+    let Some(stage) = r.get::<Option<String>>(first)? else {
         return Ok(None);
     };
     Ok(Some(RedStreak {
         stage,
         gate: r.get(first + 1)?,
-        reds: r.get::<_, i64>(first + 2)?.clamp(0, i64::from(u32::MAX)) as u32,
+        reds: r.get::<i64>(first + 2)?.clamp(0, i64::from(u32::MAX)) as u32,
         last_at: Timestamp::from_millis(r.get(first + 3)?),
         reason: r.get(first + 4)?,
     }))
@@ -55,62 +55,53 @@ pub(crate) fn from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<
 
 /// Records red readings read at `at` (call inside the sweep's transaction): a task red again
 /// for the same stage and gate counts one more; anything else starts a new streak at 1.
-pub fn record_reds(conn: &Connection, reds: &[Red], at: Timestamp) -> Result<(), StoreError> {
-    {
-        let mut stmt = conn.prepare_cached(
+pub fn record_reds(conn: &Conn<'_>, reds: &[Red], at: Timestamp) -> Result<(), StoreError> {
+    for r in reds {
+        conn.execute(
             "INSERT INTO gate_backoff (task_id, stage, gate, reds, last_at, reason)
              VALUES (?1, ?2, ?3, 1, ?4, ?5)
              ON CONFLICT(task_id) DO UPDATE SET
-                reds = CASE WHEN stage = excluded.stage AND gate = excluded.gate
-                            THEN reds + 1 ELSE 1 END,
+                reds = CASE WHEN gate_backoff.stage = excluded.stage
+                                 AND gate_backoff.gate = excluded.gate
+                            THEN gate_backoff.reds + 1 ELSE 1 END,
                 stage = excluded.stage, gate = excluded.gate,
                 last_at = excluded.last_at, reason = excluded.reason",
+            args![r.task_id, r.stage, r.gate, at.as_millis(), r.reason],
         )?;
-        for r in reds {
-            stmt.execute(params![
-                r.task_id,
-                r.stage,
-                r.gate,
-                at.as_millis(),
-                r.reason
-            ])?;
-        }
     }
     Ok(())
 }
 
 /// Forgets the backoff of these tasks (their gate was green); call inside the sweep's
 /// transaction.
-pub fn clear_many(conn: &Connection, task_ids: &[i64]) -> Result<(), StoreError> {
-    let mut stmt = conn.prepare_cached("DELETE FROM gate_backoff WHERE task_id = ?1")?;
+pub fn clear_many(conn: &Conn<'_>, task_ids: &[i64]) -> Result<(), StoreError> {
     for id in task_ids {
-        stmt.execute([id])?;
+        conn.execute("DELETE FROM gate_backoff WHERE task_id = ?1", args![id])?;
     }
     Ok(())
 }
 
 /// An event concerns the task (at `at`): its red streak ends, and the next sweep that finds
 /// it due reads its gate before the tasks that only waited (`reds = 0`: news).
-pub fn news(conn: &Connection, task_id: i64, at: Timestamp) -> Result<(), StoreError> {
+pub fn news(conn: &Conn<'_>, task_id: i64, at: Timestamp) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO gate_backoff (task_id, stage, gate, reds, last_at, reason)
-         SELECT id, stage, '', 0, ?2, 'an event about the task' FROM tasks WHERE id = ?1
+         SELECT id, stage, '', 0, CAST(?2 AS BIGINT), 'an event about the task' FROM tasks WHERE id = ?1
          ON CONFLICT(task_id) DO UPDATE SET
             reds = 0, stage = excluded.stage, gate = excluded.gate,
             last_at = excluded.last_at, reason = excluded.reason",
-        params![task_id, at.as_millis()],
+        args![task_id, at.as_millis()],
     )?;
     Ok(())
 }
 
 /// The task's red streak, if it has one.
-pub fn get(conn: &Connection, task_id: i64) -> Result<Option<RedStreak>, StoreError> {
+pub fn get(conn: &Conn<'_>, task_id: i64) -> Result<Option<RedStreak>, StoreError> {
     Ok(conn
-        .query_row(
+        .query_opt(
             &format!("SELECT {COLUMNS} FROM gate_backoff b WHERE b.task_id = ?1"),
-            [task_id],
+            args![task_id],
             |r| from_row(r, 0),
-        )
-        .optional()?
+        )?
         .flatten())
 }

@@ -10,9 +10,9 @@
 //! small overwritten value per task needs no schema change, and what is stored is only a
 //! cache of the forge's answer — losing it costs one "not read yet".
 
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
+use super::db::Conn;
 use super::{StoreError, kv};
 use crate::clock::Timestamp;
 
@@ -36,14 +36,14 @@ fn key(task_id: i64) -> String {
 }
 
 /// Replaces the task's last reading.
-pub fn record(conn: &Connection, task_id: i64, reading: &GateReading) -> Result<(), StoreError> {
+pub fn record(conn: &Conn<'_>, task_id: i64, reading: &GateReading) -> Result<(), StoreError> {
     let value = serde_json::to_string(reading)
         .map_err(|e| StoreError::Corrupt(format!("gate reading: {e}")))?;
     kv::set(conn, &key(task_id), &value)
 }
 
 /// The task's last reading, if its gate was ever read.
-pub fn latest(conn: &Connection, task_id: i64) -> Result<Option<GateReading>, StoreError> {
+pub fn latest(conn: &Conn<'_>, task_id: i64) -> Result<Option<GateReading>, StoreError> {
     kv::get(conn, &key(task_id))?
         .map(|v| {
             serde_json::from_str(&v)
@@ -54,12 +54,14 @@ pub fn latest(conn: &Connection, task_id: i64) -> Result<Option<GateReading>, St
 
 /// Every task's last reading, by task id; one query for the whole board. A value that does
 /// not parse is left out (it is a cache: the next evaluation overwrites it).
-pub fn all(conn: &Connection) -> Result<std::collections::HashMap<i64, GateReading>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT key, value FROM kv WHERE key LIKE 'gate.last.%'")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+pub fn all(conn: &Conn<'_>) -> Result<std::collections::HashMap<i64, GateReading>, StoreError> {
+    let rows = conn.query_map(
+        "SELECT key, value FROM kv WHERE key LIKE 'gate.last.%'",
+        args![],
+        |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?)),
+    )?;
     let mut out = std::collections::HashMap::new();
-    for row in rows {
-        let (key, value) = row?;
+    for (key, value) in rows {
         let id = key
             .strip_prefix("gate.last.")
             .and_then(|id| id.parse().ok());

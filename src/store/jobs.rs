@@ -1,8 +1,8 @@
 //! The job queue: one row per agent run.
 
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use serde::Serialize;
 
+use super::db::{Conn, Param, Row};
 use super::StoreError;
 use crate::clock::Timestamp;
 
@@ -64,9 +64,9 @@ pub struct Job {
 
 const COLUMNS: &str = "id, task_id, agent, stage, status, attempts, exit_code, verdict, summary, log_excerpt, error, not_before, created_at, started_at, finished_at";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<(Job, String)> {
-    let ts = |i: usize| -> rusqlite::Result<Option<Timestamp>> {
-        Ok(r.get::<_, Option<i64>>(i)?.map(Timestamp::from_millis))
+fn from_row(r: &Row) -> Result<(Job, String), StoreError> {
+    let ts = |i: usize| -> Result<Option<Timestamp>, StoreError> {
+        Ok(r.get::<Option<i64>>(i)?.map(Timestamp::from_millis))
     };
     let status: String = r.get(4)?;
     Ok((
@@ -97,45 +97,43 @@ fn finish_row((mut job, status): (Job, String)) -> Result<Job, StoreError> {
 }
 
 fn query_one(
-    conn: &Connection,
+    conn: &Conn<'_>,
     sql: &str,
-    p: impl rusqlite::Params,
+    p: &[Param<'_>],
 ) -> Result<Option<Job>, StoreError> {
-    conn.query_row(sql, p, from_row)
-        .optional()?
+    conn.query_opt(sql, p, from_row)?
         .map(finish_row)
         .transpose()
 }
 
 #[cfg_attr(orch_audit, allow(dead_code))]
 fn query_all(
-    conn: &Connection,
+    conn: &Conn<'_>,
     sql: &str,
-    p: impl rusqlite::Params,
+    p: &[Param<'_>],
 ) -> Result<Vec<Job>, StoreError> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt.query_map(p, from_row)?;
-    rows.map(|r| finish_row(r?)).collect()
+    let rows = conn.query_map(sql, p, from_row)?;
+    rows.into_iter().map(finish_row).collect()
 }
 
 /// Queues `agent` for the task unless it already has an active job for that agent.
 /// Returns the active job and whether this call created it.
 #[cfg_attr(orch_audit, allow(dead_code))]
 pub fn enqueue(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     task_id: i64,
     agent: &str,
     stage: &str,
     now: Timestamp,
 ) -> Result<(Job, bool), StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let result = enqueue_in(&tx, task_id, agent, stage, now)?;
-    tx.commit()?;
-    Ok(result)
+    conn.write(|tx| {
+        let result = enqueue_in(tx, task_id, agent, stage, now)?;
+        Ok(result)
+    })
 }
 
 pub(super) fn enqueue_in(
-    tx: &Connection,
+    tx: &Conn<'_>,
     task_id: i64,
     agent: &str,
     stage: &str,
@@ -148,7 +146,7 @@ pub(super) fn enqueue_in(
              ON CONFLICT(task_id, agent) WHERE status IN ('queued', 'running') DO NOTHING
              RETURNING {COLUMNS}"
         ),
-        params![task_id, agent, stage, now.as_millis()],
+        args![task_id, agent, stage, now.as_millis()],
     )?;
     let result = match inserted {
         Some(job) => (job, true),
@@ -158,7 +156,7 @@ pub(super) fn enqueue_in(
                 &format!(
                     "SELECT {COLUMNS} FROM jobs WHERE task_id = ?1 AND agent = ?2 AND status IN ('queued', 'running')"
                 ),
-                params![task_id, agent],
+                args![task_id, agent],
             )?
             .ok_or_else(|| StoreError::Corrupt("enqueue conflicted but found no active job".into()))?;
             (job, false)
@@ -173,7 +171,7 @@ pub(super) fn enqueue_in(
 /// was given (`said_at`, when known) before the question was asked: a delivery that waited in
 /// the inbox while the agent asked is old news, not an answer.
 pub fn resume_after_input(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     task_id: i64,
     agent: &str,
     answer: Option<&str>,
@@ -181,28 +179,30 @@ pub fn resume_after_input(
     now: Timestamp,
     effects: &[super::outbox::NewEffect],
 ) -> Result<Option<Job>, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let Some((_, asked_at)) = open_question(&tx, task_id)? else {
-        return Ok(None);
-    };
-    if said_at.is_some_and(|said| said <= asked_at) {
-        return Ok(None);
-    }
-    let stage: String = tx.query_row("SELECT stage FROM tasks WHERE id = ?1", [task_id], |r| {
-        r.get(0)
-    })?;
-    tx.execute(
-        "UPDATE tasks SET feedback = COALESCE(?1, feedback), updated_at = ?2 WHERE id = ?3",
-        params![answer, now.as_millis(), task_id],
-    )?;
-    let (job, _) = enqueue_in(&tx, task_id, agent, &stage, now)?;
-    super::outbox::push_all(&tx, Some(task_id), effects, now)?;
-    tx.commit()?;
-    Ok(Some(job))
+    conn.write(|tx| {
+        // Two answers at once: the second waits here, then finds the question answered.
+        tx.lock_task(task_id)?;
+        let Some((_, asked_at)) = open_question(tx, task_id)? else {
+            return Ok(None);
+        };
+        if said_at.is_some_and(|said| said <= asked_at) {
+            return Ok(None);
+        }
+        let stage: String = tx.query_row("SELECT stage FROM tasks WHERE id = ?1", args![task_id], |r| {
+            r.get(0)
+        })?;
+        tx.execute(
+            "UPDATE tasks SET feedback = COALESCE(?1, feedback), updated_at = ?2 WHERE id = ?3",
+            args![answer, now.as_millis(), task_id],
+        )?;
+        let (job, _) = enqueue_in(tx, task_id, agent, &stage, now)?;
+        super::outbox::push_all(tx, Some(task_id), effects, now)?;
+        Ok(Some(job))
+    })
 }
 
 /// Atomically takes the oldest due queued job and marks it running.
-pub fn claim_next(conn: &Connection, now: Timestamp) -> Result<Option<Job>, StoreError> {
+pub fn claim_next(conn: &Conn<'_>, now: Timestamp) -> Result<Option<Job>, StoreError> {
     query_one(
         conn,
         &format!(
@@ -211,7 +211,7 @@ pub fn claim_next(conn: &Connection, now: Timestamp) -> Result<Option<Job>, Stor
                          ORDER BY id LIMIT 1)
              RETURNING {COLUMNS}"
         ),
-        params![now.as_millis()],
+        args![now.as_millis()],
     )
 }
 
@@ -227,7 +227,7 @@ pub struct JobResult {
 
 /// Records the end of a running job: `done` or `failed`.
 pub fn finish(
-    conn: &Connection,
+    conn: &Conn<'_>,
     job_id: i64,
     ok: bool,
     result: &JobResult,
@@ -240,7 +240,7 @@ pub fn finish(
              WHERE id = ?8 AND status = 'running'
              RETURNING {COLUMNS}"
         ),
-        params![
+        args![
             if ok { "done" } else { "failed" },
             result.exit_code,
             result.verdict,
@@ -260,7 +260,7 @@ pub fn finish(
 /// not running) and whether the effects were owed.
 #[allow(clippy::too_many_arguments)]
 pub fn finish_owing(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     job_id: i64,
     ok: bool,
     result: &JobResult,
@@ -269,36 +269,38 @@ pub fn finish_owing(
     effects: &[super::outbox::NewEffect],
     now: Timestamp,
 ) -> Result<(Option<Job>, bool), StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let Some(job) = finish(&tx, job_id, ok, result, now)? else {
-        return Ok((None, false));
-    };
-    super::tasks::touch(&tx, job.task_id, now)?;
-    let in_stage: bool = tx.query_row(
-        "SELECT EXISTS(SELECT 1 FROM tasks WHERE id = ?1 AND stage = ?2)",
-        params![job.task_id, stage],
-        |r| r.get(0),
-    )?;
-    let mut owed = false;
-    if in_stage && !effects.is_empty() {
-        let fresh = match notice {
-            Some((kind, key)) => super::verdicts::claim_notice(&tx, job.task_id, kind, key, now)?,
-            None => true,
+    conn.write(|tx| {
+        let Some(job) = finish(tx, job_id, ok, result, now)? else {
+            return Ok((None, false));
         };
-        if fresh {
-            super::outbox::push_all(&tx, Some(job.task_id), effects, now)?;
-            owed = true;
+        // The stage read below and the effects it decides must not straddle a stage change.
+        tx.lock_task(job.task_id)?;
+        super::tasks::touch(tx, job.task_id, now)?;
+        let in_stage: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM tasks WHERE id = ?1 AND stage = ?2)",
+            args![job.task_id, stage],
+            |r| r.get(0),
+        )?;
+        let mut owed = false;
+        if in_stage && !effects.is_empty() {
+            let fresh = match notice {
+                Some((kind, key)) => super::verdicts::claim_notice(tx, job.task_id, kind, key, now)?,
+                None => true,
+            };
+            if fresh {
+                super::outbox::push_all(tx, Some(job.task_id), effects, now)?;
+                owed = true;
+            }
         }
-    }
-    tx.commit()?;
-    Ok((Some(job), owed))
+        Ok((Some(job), owed))
+    })
 }
 
 /// Puts a running job back in the queue, due at `not_before` (retry with backoff), but only
 /// while its task is still in the job's stage: a task cancelled or moved on while its agent
 /// ran owes no retry. False when the job was not requeued (see [`abandon`]).
 pub fn retry_later(
-    conn: &Connection,
+    conn: &Conn<'_>,
     job_id: i64,
     result: &JobResult,
     not_before: Timestamp,
@@ -307,7 +309,7 @@ pub fn retry_later(
         "UPDATE jobs SET status = 'queued', not_before = ?1, exit_code = ?2, log_excerpt = ?3, error = ?4, started_at = NULL
          WHERE id = ?5 AND status = 'running'
            AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = jobs.task_id AND t.stage = jobs.stage)",
-        params![
+        args![
             not_before.as_millis(),
             result.exit_code,
             result.log_excerpt,
@@ -319,11 +321,11 @@ pub fn retry_later(
 }
 
 /// At startup: jobs left `running` by a crash go back to the queue. Returns how many.
-pub fn requeue_running(conn: &Connection) -> Result<usize, StoreError> {
-    Ok(conn.execute(
+pub fn requeue_running(conn: &Conn<'_>) -> Result<usize, StoreError> {
+    conn.execute(
         "UPDATE jobs SET status = 'queued', started_at = NULL, not_before = NULL WHERE status = 'running'",
-        [],
-    )?)
+        args![],
+    )
 }
 
 /// The error of a job ended because its task was cancelled.
@@ -332,7 +334,7 @@ pub const CANCELLED: &str = "cancelled";
 /// Ends a running job without running (or without finishing) its agent: failed, with
 /// `error`, and never retried.
 pub fn abandon(
-    conn: &Connection,
+    conn: &Conn<'_>,
     id: i64,
     error: &str,
     now: Timestamp,
@@ -340,39 +342,36 @@ pub fn abandon(
     Ok(conn.execute(
         "UPDATE jobs SET status = 'failed', error = ?1, finished_at = ?2
          WHERE id = ?3 AND status = 'running'",
-        params![error, now.as_millis(), id],
+        args![error, now.as_millis(), id],
     )? == 1)
 }
 
 /// Puts a job its worker gave up on at shutdown back in the queue and gives back the attempt
 /// its claim counted: an interrupted run is not a failed one. Only a job still `running`
 /// changes (one that finished meanwhile keeps its result); true when it did.
-pub fn release_interrupted(conn: &Connection, id: i64) -> Result<bool, StoreError> {
+pub fn release_interrupted(conn: &Conn<'_>, id: i64) -> Result<bool, StoreError> {
     Ok(conn.execute(
-        "UPDATE jobs SET status = 'queued', started_at = NULL, attempts = MAX(attempts - 1, 0)
+        "UPDATE jobs SET status = 'queued', started_at = NULL, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END
          WHERE id = ?1 AND status = 'running'",
-        [id],
+        args![id],
     )? == 1)
 }
 
 
-pub fn has_active(conn: &Connection, task_id: i64) -> Result<bool, StoreError> {
-    Ok(conn.query_row(
+pub fn has_active(conn: &Conn<'_>, task_id: i64) -> Result<bool, StoreError> {
+    conn.query_row(
         "SELECT EXISTS(SELECT 1 FROM jobs WHERE task_id = ?1 AND status IN ('queued', 'running'))",
-        [task_id],
+        args![task_id],
         |r| r.get(0),
-    )?)
+    )
 }
 
 /// Ids of tasks that have an active job; one query for a whole sweep.
 pub fn tasks_with_active_jobs(
-    conn: &Connection,
+    conn: &Conn<'_>,
 ) -> Result<std::collections::HashSet<i64>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT DISTINCT task_id FROM jobs WHERE status IN ('queued', 'running')",
-    )?;
-    let rows = stmt.query_map([], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let rows = conn.query_map("SELECT DISTINCT task_id FROM jobs WHERE status IN ('queued', 'running')", args![], |r| r.get(0))?;
+    Ok(rows.into_iter().collect())
 }
 
 /// The tasks waiting for a person's answer: the task's latest job ran in the task's current
@@ -383,39 +382,37 @@ pub(super) const OPEN_QUESTIONS: &str = "FROM tasks t
 
 /// Ids of tasks waiting for a person's answer; one query for a whole sweep.
 pub fn tasks_awaiting_input(
-    conn: &Connection,
+    conn: &Conn<'_>,
 ) -> Result<std::collections::HashSet<i64>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT t.id {OPEN_QUESTIONS}"))?;
-    let rows = stmt.query_map([], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let rows = conn.query_map(&format!("SELECT t.id {OPEN_QUESTIONS}"), args![], |r| r.get(0))?;
+    Ok(rows.into_iter().collect())
 }
 
 /// The question a task waits on (the asking job's summary) and when it was asked; `None`
 /// when the task is not waiting for an answer.
 pub fn open_question(
-    conn: &Connection,
+    conn: &Conn<'_>,
     task_id: i64,
 ) -> Result<Option<(String, Timestamp)>, StoreError> {
     Ok(conn
-        .query_row(
+        .query_opt(
             &format!(
                 "SELECT COALESCE(j.summary, ''), j.finished_at {OPEN_QUESTIONS} AND t.id = ?1"
             ),
-            [task_id],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?)),
-        )
-        .optional()?
+            args![task_id],
+            |r| Ok((r.get::<String>(0)?, r.get::<Option<i64>>(1)?)),
+        )?
         .map(|(q, at)| (q, Timestamp::from_millis(at.unwrap_or(0)))))
 }
 
 /// Whether one task waits for a person's answer.
-pub fn awaiting_input(conn: &Connection, task_id: i64) -> Result<bool, StoreError> {
+pub fn awaiting_input(conn: &Conn<'_>, task_id: i64) -> Result<bool, StoreError> {
     Ok(open_question(conn, task_id)?.is_some())
 }
 
 /// The most recent finished (`done`) job of `agent` for the task.
 pub fn latest_done(
-    conn: &Connection,
+    conn: &Conn<'_>,
     task_id: i64,
     agent: &str,
 ) -> Result<Option<Job>, StoreError> {
@@ -424,25 +421,24 @@ pub fn latest_done(
         &format!(
             "SELECT {COLUMNS} FROM jobs WHERE task_id = ?1 AND agent = ?2 AND status = 'done' ORDER BY finished_at DESC, id DESC LIMIT 1"
         ),
-        params![task_id, agent],
+        args![task_id, agent],
     )
 }
 
 #[cfg_attr(orch_audit, allow(dead_code))]
-pub fn for_task(conn: &Connection, task_id: i64) -> Result<Vec<Job>, StoreError> {
+pub fn for_task(conn: &Conn<'_>, task_id: i64) -> Result<Vec<Job>, StoreError> {
     query_all(
         conn,
         &format!("SELECT {COLUMNS} FROM jobs WHERE task_id = ?1 ORDER BY id"),
-        [task_id],
+        args![task_id],
     )
 }
 
-pub fn counts_by_status(conn: &Connection) -> Result<Vec<(JobStatus, i64)>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM jobs GROUP BY status")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+pub fn counts_by_status(conn: &Conn<'_>) -> Result<Vec<(JobStatus, i64)>, StoreError> {
+    let rows = conn.query_map("SELECT status, COUNT(*) FROM jobs GROUP BY status", args![], |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?)))?;
     let mut out = Vec::new();
     for row in rows {
-        let (s, n) = row?;
+        let (s, n) = row;
         out.push((JobStatus::parse(&s)?, n));
     }
     Ok(out)
@@ -450,14 +446,14 @@ pub fn counts_by_status(conn: &Connection) -> Result<Vec<(JobStatus, i64)>, Stor
 
 /// Each task's newest job, by task id; one query for the whole board.
 pub fn latest_per_task(
-    conn: &Connection,
+    conn: &Conn<'_>,
 ) -> Result<std::collections::HashMap<i64, Job>, StoreError> {
     let jobs = query_all(
         conn,
         &format!(
             "SELECT {COLUMNS} FROM jobs WHERE id IN (SELECT MAX(id) FROM jobs GROUP BY task_id)"
         ),
-        [],
+        args![],
     )?;
     Ok(jobs.into_iter().map(|j| (j.task_id, j)).collect())
 }

@@ -1,4 +1,5 @@
-//! Durable state: SQLite through rusqlite.
+//! Durable state: SQLite through rusqlite (the default) or PostgreSQL (`db_url`), behind a
+//! backend-neutral connection ([`db::Conn`]).
 //!
 //! Invariants that every caller relies on:
 //! - a work item has at most one task (`tasks.work_item` is unique; [`tasks::create_atomic`]);
@@ -10,15 +11,19 @@
 //! One connection behind a mutex serves the whole process; async callers reach it through
 //! [`Store::call`], which runs the closure on tokio's blocking pool so the runtime's worker
 //! threads never wait on disk. WAL lets another process (`orch reconcile --once`) read and
-//! write alongside, and the busy timeout absorbs short lock waits.
+//! write alongside, and the busy timeout absorbs short lock waits. On PostgreSQL each call
+//! takes a pooled connection instead (`db::pg`).
+//!
+//! Not yet for several processes on one PostgreSQL database (issue 15's replicas): the
+//! read-then-write transactions still rely on one writer at a time.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use rusqlite::Connection;
-use rusqlite::OpenFlags;
+use rusqlite::{Connection, OpenFlags};
 
+pub mod db;
 pub mod decisions;
 pub mod gate_backoff;
 pub mod gate_readings;
@@ -26,6 +31,7 @@ pub mod inbox;
 pub mod jobs;
 pub mod kv;
 pub mod migrations;
+mod migrations_pg;
 pub mod outbox;
 pub mod plane_seen;
 pub mod shadow;
@@ -33,6 +39,7 @@ pub mod stamp;
 pub mod tasks;
 pub mod verdicts;
 
+pub use db::Conn;
 pub use inbox::InboxItem;
 pub use jobs::{Job, JobStatus};
 pub use tasks::{HistoryRow, NewTask, Task, Trigger};
@@ -64,29 +71,74 @@ pub enum StoreError {
     },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("the query returned no row: {0}")]
+    NoRow(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("the database worker thread failed: {0}")]
     Join(String),
+    #[error("bad database URL: {0}")]
+    Url(String),
+    #[error("no PostgreSQL connection: {0}")]
+    Pool(String),
+    #[error("database error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("schema migration to version {version} failed: {source}")]
+    PgMigration {
+        version: i64,
+        source: tokio_postgres::Error,
+    },
 }
 
 /// A cheaply clonable handle to the database.
 #[derive(Clone)]
 pub struct Store {
-    conn: Arc<Mutex<Connection>>,
-    path: Arc<PathBuf>,
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite {
+        conn: Arc<Mutex<Connection>>,
+        path: Arc<PathBuf>,
+    },
+    Pg {
+        pool: Arc<db::pg::PgPool>,
+        /// The URL without its password, for logs.
+        shown: Arc<String>,
+    },
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
+        match &self.backend {
+            Backend::Sqlite { path, .. } => f.debug_struct("Store").field("path", path).finish(),
+            Backend::Pg { shown, .. } => f.debug_struct("Store").field("url", shown).finish(),
+        }
+    }
+}
+
+/// Connections kept open to PostgreSQL: the workers, the inbox lanes and the loops, with room.
+const PG_POOL_SIZE: usize = 16;
+
+/// `url` with its password (if any) replaced, for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &userinfo[..colon], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
     }
 }
 
 /// Opens the database at `path` for reading only: no migration, no write, no file created.
 /// For commands that must not change what they look at (`orch rules diff --db`); the schema
 /// must be this orch's.
-pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
+pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -104,7 +156,12 @@ pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
     if found < supported {
         return Err(StoreError::TooOld { found, supported });
     }
-    Ok(conn)
+    Ok(Store {
+        backend: Backend::Sqlite {
+            conn: Arc::new(Mutex::new(conn)),
+            path: Arc::new(path.to_path_buf()),
+        },
+    })
 }
 
 impl Store {
@@ -131,47 +188,103 @@ impl Store {
             source,
         })?;
         migrations::migrate(&mut conn)?;
-        let store = Store {
-            conn: Arc::new(Mutex::new(conn)),
-            path: Arc::new(path.to_path_buf()),
-        };
-        spawn_checkpointer(path, Arc::downgrade(&store.conn));
-        Ok(store)
+        let conn = Arc::new(Mutex::new(conn));
+        spawn_checkpointer(path, Arc::downgrade(&conn));
+        Ok(Store {
+            backend: Backend::Sqlite {
+                conn,
+                path: Arc::new(path.to_path_buf()),
+            },
+        })
+    }
+
+    /// Connects to the PostgreSQL database at `url` (`postgres://…` or `key=value …`) and
+    /// migrates it; replicas starting together migrate once (an advisory lock).
+    pub fn open_url(url: &str) -> Result<Store, StoreError> {
+        let pool = db::pg::PgPool::new(url, PG_POOL_SIZE)?;
+        off_runtime(true, || migrations_pg::migrate(&pool.session()?))?;
+        Ok(Store {
+            backend: Backend::Pg {
+                pool: Arc::new(pool),
+                shown: Arc::new(redact_url(url)),
+            },
+        })
+    }
+
+    /// The database `db_url` names when set (PostgreSQL), else the SQLite file at `db_path`.
+    pub fn open_configured(db_url: Option<&str>, db_path: &Path) -> Result<Store, StoreError> {
+        match db_url {
+            Some(url) => Store::open_url(url),
+            None => Store::open(db_path),
+        }
+    }
+
+    /// Where the data is, for logs: the SQLite path or the PostgreSQL URL without password.
+    pub fn location(&self) -> String {
+        match &self.backend {
+            Backend::Sqlite { path, .. } => path.display().to_string(),
+            Backend::Pg { shown, .. } => shown.to_string(),
+        }
     }
 
     /// Runs `f` with the connection on the blocking pool.
     pub async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> Result<R, StoreError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError::Join(e.to_string()))?
+        let backend = self.backend.clone();
+        tokio::task::spawn_blocking(move || run(&backend, f))
+            .await
+            .map_err(|e| StoreError::Join(e.to_string()))?
     }
 
     /// Runs `f` with the connection on the current thread; for CLI commands and tests that
     /// are not inside a runtime.
-    pub fn call_sync<R>(
+    pub fn call_sync<R: Send>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<R, StoreError>,
+        f: impl FnOnce(&Conn<'_>) -> Result<R, StoreError> + Send,
     ) -> Result<R, StoreError> {
-        let mut guard = self
-            .conn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&mut guard)
+        off_runtime(matches!(self.backend, Backend::Pg { .. }), || {
+            run(&self.backend, f)
+        })
     }
 
     /// True when the database answers a trivial query; backs `GET /health`.
     pub async fn ping(&self) -> bool {
-        self.call(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+        self.call(|c| c.query_row("SELECT 1", args![], |r| r.get::<i64>(0)))
             .await
             .is_ok()
+    }
+}
+
+/// Runs `f` where PostgreSQL's blocking bridge may wait: on a thread of its own when this one
+/// is inside a tokio runtime (an async caller of `call_sync`, or `open_url` during an async
+/// start), where `Handle::block_on` would panic. SQLite runs in place.
+fn off_runtime<R: Send>(
+    pg: bool,
+    f: impl FnOnce() -> Result<R, StoreError> + Send,
+) -> Result<R, StoreError> {
+    if !pg || tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| {
+        s.spawn(f)
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+fn run<R>(
+    backend: &Backend,
+    f: impl FnOnce(&Conn<'_>) -> Result<R, StoreError>,
+) -> Result<R, StoreError> {
+    match backend {
+        Backend::Sqlite { conn, .. } => {
+            let guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&Conn::Sqlite(&guard))
+        }
+        Backend::Pg { pool, .. } => f(&Conn::Pg(&pool.session()?)),
     }
 }
 
@@ -205,10 +318,14 @@ fn spawn_checkpointer(path: &Path, alive: std::sync::Weak<Mutex<Connection>>) {
     }
 }
 
+const STATEMENT_CACHE: usize = 160;
+
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
+    // Every statement goes through the cache (`db::Conn`); room for all of them.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(mode, "SQLite did not switch to WAL journal mode");

@@ -13,9 +13,9 @@
 //! a crash mid-call is visible at the next start) → `sent` | `skipped` | `dead` (out of
 //! attempts or refused for good; kept with its last error until an operator retries it).
 
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
+use super::db::{Conn, Param, Row};
 use super::StoreError;
 use crate::clock::Timestamp;
 
@@ -167,7 +167,7 @@ pub struct Outbound {
 const COLUMNS: &str =
     "id, subject, task_id, payload, status, attempts, due_at, error, created_at, done_at";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<(Outbound, String, String)> {
+fn from_row(r: &Row) -> Result<(Outbound, String, String), StoreError> {
     let payload: String = r.get(3)?;
     let status: String = r.get(4)?;
     Ok((
@@ -184,7 +184,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<(Outbound, String, String)> {
             due_at: Timestamp::from_millis(r.get(6)?),
             error: r.get(7)?,
             created_at: Timestamp::from_millis(r.get(8)?),
-            done_at: r.get::<_, Option<i64>>(9)?.map(Timestamp::from_millis),
+            done_at: r.get::<Option<i64>>(9)?.map(Timestamp::from_millis),
         },
         payload,
         status,
@@ -206,30 +206,30 @@ fn finish_row(
 }
 
 fn query_all(
-    conn: &Connection,
+    conn: &Conn<'_>,
     sql: &str,
-    p: impl rusqlite::Params,
+    p: &[Param<'_>],
 ) -> Result<Vec<Outbound>, StoreError> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt.query_map(p, from_row)?;
-    rows.map(|r| finish_row(r?)).collect()
+    let rows = conn.query_map(sql, p, from_row)?;
+    rows.into_iter().map(finish_row).collect()
 }
 
 /// Owes `effect`, inside the caller's transaction. False when an effect with the same key is
 /// already owed (or was delivered): it is not owed twice.
 pub fn push(
-    conn: &Connection,
+    conn: &Conn<'_>,
     task_id: Option<i64>,
     effect: &NewEffect,
     now: Timestamp,
 ) -> Result<bool, StoreError> {
     let payload = serde_json::to_string(&effect.effect)
         .map_err(|e| StoreError::Corrupt(format!("cannot encode an effect: {e}")))?;
+    conn.lock_subject(&effect.subject)?;
     let n = conn.execute(
         "INSERT INTO outbox (peer, kind, subject, task_id, payload, idem_key, status, due_at, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7)
          ON CONFLICT(idem_key) DO NOTHING",
-        params![
+        args![
             effect.effect.peer().as_str(),
             effect.effect.kind(),
             effect.subject,
@@ -244,7 +244,7 @@ pub fn push(
 
 /// [`push`] for each effect.
 pub fn push_all(
-    conn: &Connection,
+    conn: &Conn<'_>,
     task_id: Option<i64>,
     effects: &[NewEffect],
     now: Timestamp,
@@ -257,21 +257,21 @@ pub fn push_all(
 
 /// Owes `effects` in a transaction of their own (for changes that have no other write).
 pub fn owe(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     task_id: Option<i64>,
     effects: &[NewEffect],
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    push_all(&tx, task_id, effects, now)?;
-    tx.commit()?;
-    Ok(())
+    conn.write(|tx| {
+        push_all(tx, task_id, effects, now)?;
+        Ok(())
+    })
 }
 
 /// The effects of `peer` due now: the oldest pending effect of each subject whose earlier
 /// effects are all delivered (in order per work item), oldest first.
 pub fn due(
-    conn: &Connection,
+    conn: &Conn<'_>,
     peer: Peer,
     now: Timestamp,
     limit: usize,
@@ -286,33 +286,31 @@ pub fn due(
                                  AND p.status IN ('pending', 'sending') AND p.id < o.id)
              ORDER BY o.id LIMIT ?3"
         ),
-        params![peer.as_str(), now.as_millis(), limit as i64],
+        args![peer.as_str(), now.as_millis(), limit as i64],
     )
 }
 
 /// The id of a newer Plane state effect owed for the same subject, which supersedes `row`.
-pub fn superseded_by(conn: &Connection, row: &Outbound) -> Result<Option<i64>, StoreError> {
+pub fn superseded_by(conn: &Conn<'_>, row: &Outbound) -> Result<Option<i64>, StoreError> {
     Ok(conn
-        .query_row(
+        .query_opt(
             "SELECT MAX(id) FROM outbox WHERE subject = ?1 AND kind = 'plane_state'
              AND status = 'pending' AND id > ?2",
-            params![row.subject, row.id],
-            |r| r.get::<_, Option<i64>>(0),
-        )
-        .optional()?
+            args![row.subject, row.id],
+            |r| r.get::<Option<i64>>(0),
+        )?
         .flatten())
 }
 
 /// The state orch last set on `subject`'s work item (the newest delivered state effect).
-pub fn last_state_sent(conn: &Connection, subject: &str) -> Result<Option<String>, StoreError> {
+pub fn last_state_sent(conn: &Conn<'_>, subject: &str) -> Result<Option<String>, StoreError> {
     let payload: Option<String> = conn
-        .query_row(
+        .query_opt(
             "SELECT payload FROM outbox WHERE subject = ?1 AND kind = 'plane_state'
              AND status = 'sent' ORDER BY id DESC LIMIT 1",
-            [subject],
+            args![subject],
             |r| r.get(0),
-        )
-        .optional()?;
+        )?;
     Ok(payload.and_then(|p| match serde_json::from_str(&p) {
         Ok(Effect::PlaneState { state, .. }) => Some(state),
         _ => None,
@@ -322,7 +320,7 @@ pub fn last_state_sent(conn: &Connection, subject: &str) -> Result<Option<String
 /// The newest Plane state owed for a task, whatever became of it; the level sync compares it
 /// with the item's actual state.
 pub fn newest_state_effect(
-    conn: &Connection,
+    conn: &Conn<'_>,
     task_id: i64,
 ) -> Result<Option<Outbound>, StoreError> {
     Ok(query_all(
@@ -331,24 +329,24 @@ pub fn newest_state_effect(
             "SELECT {COLUMNS} FROM outbox WHERE task_id = ?1 AND kind = 'plane_state'
              ORDER BY id DESC LIMIT 1"
         ),
-        [task_id],
+        args![task_id],
     )?
     .pop())
 }
 
 /// Claims a pending effect for delivery (commits before the peer is called). False when it
 /// is no longer pending.
-pub fn begin(conn: &Connection, id: i64) -> Result<bool, StoreError> {
+pub fn begin(conn: &Conn<'_>, id: i64) -> Result<bool, StoreError> {
     Ok(conn.execute(
         "UPDATE outbox SET status = 'sending', attempts = attempts + 1
          WHERE id = ?1 AND status = 'pending'",
-        [id],
+        args![id],
     )? == 1)
 }
 
 /// Ends an effect: delivered (`Sent`) or not needed (`Skipped`, with why).
 pub fn end(
-    conn: &Connection,
+    conn: &Conn<'_>,
     id: i64,
     status: EffectStatus,
     note: Option<&str>,
@@ -356,21 +354,21 @@ pub fn end(
 ) -> Result<(), StoreError> {
     conn.execute(
         "UPDATE outbox SET status = ?1, error = ?2, done_at = ?3 WHERE id = ?4",
-        params![status.as_str(), note, now.as_millis(), id],
+        args![status.as_str(), note, now.as_millis(), id],
     )?;
     Ok(())
 }
 
 /// A failed attempt that may pass: pending again, due at `retry_at`.
 pub fn retry_at(
-    conn: &Connection,
+    conn: &Conn<'_>,
     id: i64,
     error: &str,
     retry_at: Timestamp,
 ) -> Result<(), StoreError> {
     conn.execute(
         "UPDATE outbox SET status = 'pending', error = ?1, due_at = ?2 WHERE id = ?3",
-        params![error, retry_at.as_millis(), id],
+        args![error, retry_at.as_millis(), id],
     )?;
     Ok(())
 }
@@ -379,73 +377,70 @@ pub fn retry_at(
 /// write is idempotent, a comment carries its external id) and go back to the queue; a
 /// Telegram message may have been sent, so it is skipped rather than risk sending it twice.
 /// Returns (requeued, skipped).
-pub fn recover(conn: &mut Connection, now: Timestamp) -> Result<(usize, usize), StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let requeued = tx.execute(
-        "UPDATE outbox SET status = 'pending', due_at = ?1
-         WHERE status = 'sending' AND peer = 'plane'",
-        [now.as_millis()],
-    )?;
-    let skipped = tx.execute(
-        "UPDATE outbox SET status = 'skipped', done_at = ?1,
-                error = 'interrupted by a restart while sending; not sent again (at most once)'
-         WHERE status = 'sending'",
-        [now.as_millis()],
-    )?;
-    tx.commit()?;
-    Ok((requeued, skipped))
+pub fn recover(conn: &Conn<'_>, now: Timestamp) -> Result<(usize, usize), StoreError> {
+    conn.write(|tx| {
+        let requeued = tx.execute(
+            "UPDATE outbox SET status = 'pending', due_at = ?1
+             WHERE status = 'sending' AND peer = 'plane'",
+            args![now.as_millis()],
+        )?;
+        let skipped = tx.execute(
+            "UPDATE outbox SET status = 'skipped', done_at = ?1,
+                    error = 'interrupted by a restart while sending; not sent again (at most once)'
+             WHERE status = 'sending'",
+            args![now.as_millis()],
+        )?;
+        Ok((requeued, skipped))
+    })
 }
 
 /// Effects given up on, oldest first.
-pub fn dead(conn: &Connection) -> Result<Vec<Outbound>, StoreError> {
+pub fn dead(conn: &Conn<'_>) -> Result<Vec<Outbound>, StoreError> {
     query_all(
         conn,
         &format!("SELECT {COLUMNS} FROM outbox WHERE status = 'dead' ORDER BY id"),
-        [],
+        args![],
     )
 }
 
 /// Gives dead effects a fresh set of attempts, due now. Returns the ids that were dead.
 pub fn retry_dead(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     ids: Option<&[i64]>,
     now: Timestamp,
 ) -> Result<Vec<i64>, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let dead: Vec<i64> = {
-        let mut stmt = tx.prepare("SELECT id FROM outbox WHERE status = 'dead' ORDER BY id")?;
-        let rows = stmt.query_map([], |r| r.get(0))?;
-        rows.collect::<Result<_, _>>()?
-    };
-    let chosen: Vec<i64> = match ids {
-        None => dead,
-        Some(ids) => ids.iter().copied().filter(|i| dead.contains(i)).collect(),
-    };
-    for id in &chosen {
-        tx.execute(
-            "UPDATE outbox SET status = 'pending', attempts = 0, due_at = ?1, done_at = NULL
-             WHERE id = ?2",
-            params![now.as_millis(), id],
-        )?;
-    }
-    tx.commit()?;
-    Ok(chosen)
+    conn.write(|tx| {
+        let dead: Vec<i64> = {
+            let rows = tx.query_map("SELECT id FROM outbox WHERE status = 'dead' ORDER BY id", args![], |r| r.get(0))?;
+            rows.into_iter().collect()
+        };
+        let chosen: Vec<i64> = match ids {
+            None => dead,
+            Some(ids) => ids.iter().copied().filter(|i| dead.contains(i)).collect(),
+        };
+        for id in &chosen {
+            tx.execute(
+                "UPDATE outbox SET status = 'pending', attempts = 0, due_at = ?1, done_at = NULL
+                 WHERE id = ?2",
+                args![now.as_millis(), id],
+            )?;
+        }
+        Ok(chosen)
+    })
 }
 
 /// `(peer, status, count)` for every combination present.
-pub fn counts(conn: &Connection) -> Result<Vec<(Peer, EffectStatus, i64)>, StoreError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT peer, status, COUNT(*) FROM outbox GROUP BY peer, status")?;
-    let rows = stmt.query_map([], |r| {
+pub fn counts(conn: &Conn<'_>) -> Result<Vec<(Peer, EffectStatus, i64)>, StoreError> {
+    let rows = conn.query_map("SELECT peer, status, COUNT(*) FROM outbox GROUP BY peer, status", args![], |r| {
         Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
+            r.get::<String>(0)?,
+            r.get::<String>(1)?,
+            r.get::<i64>(2)?,
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (peer, status, n) = row?;
+        let (peer, status, n) = row;
         let peer = match peer.as_str() {
             "plane" => Peer::Plane,
             "telegram" => Peer::Telegram,
@@ -458,28 +453,28 @@ pub fn counts(conn: &Connection) -> Result<Vec<(Peer, EffectStatus, i64)>, Store
 
 /// Every effect about one task, oldest first (for tests, `explain` and forensics).
 #[cfg_attr(orch_audit, allow(dead_code))]
-pub fn for_task(conn: &Connection, task_id: i64) -> Result<Vec<Outbound>, StoreError> {
+pub fn for_task(conn: &Conn<'_>, task_id: i64) -> Result<Vec<Outbound>, StoreError> {
     query_all(
         conn,
         &format!("SELECT {COLUMNS} FROM outbox WHERE task_id = ?1 ORDER BY id"),
-        [task_id],
+        args![task_id],
     )
 }
 
 /// Whether anything is still owed (pending or sending) for `peer`.
 #[cfg_attr(orch_audit, allow(dead_code))]
-pub fn owed(conn: &Connection, peer: Peer) -> Result<i64, StoreError> {
-    Ok(conn.query_row(
+pub fn owed(conn: &Conn<'_>, peer: Peer) -> Result<i64, StoreError> {
+    conn.query_row(
         "SELECT COUNT(*) FROM outbox WHERE peer = ?1 AND status IN ('pending', 'sending')",
-        [peer.as_str()],
+        args![peer.as_str()],
         |r| r.get(0),
-    )?)
+    )
 }
 
 /// Deletes delivered and skipped effects that ended before `before`. Dead ones stay.
-pub fn prune(conn: &Connection, before: Timestamp) -> Result<usize, StoreError> {
-    Ok(conn.execute(
+pub fn prune(conn: &Conn<'_>, before: Timestamp) -> Result<usize, StoreError> {
+    conn.execute(
         "DELETE FROM outbox WHERE status IN ('sent', 'skipped') AND done_at < ?1",
-        [before.as_millis()],
-    )?)
+        args![before.as_millis()],
+    )
 }

@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
-use rusqlite::{Connection, Row, params};
 use serde::Serialize;
 
+use super::db::{Conn, Row};
 use super::StoreError;
 use crate::clock::Timestamp;
 
@@ -49,7 +49,7 @@ pub struct DivergenceRow {
 
 /// Keeps `d` unless its situation is already kept; true when it is new.
 pub fn record(
-    conn: &Connection,
+    conn: &Conn<'_>,
     d: &NewDivergence,
     now: Timestamp,
     retention: Option<Duration>,
@@ -60,7 +60,7 @@ pub fn record(
              facts, situation)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
          ON CONFLICT(situation) DO NOTHING",
-        params![
+        args![
             now.as_millis(),
             d.work_item,
             d.stage,
@@ -80,7 +80,7 @@ pub fn record(
     if let Some(keep) = retention {
         conn.execute(
             "DELETE FROM shadow_divergences WHERE at < ?1",
-            [now.minus(keep).as_millis()],
+            args![now.minus(keep).as_millis()],
         )?;
     }
     Ok(inserted == 1)
@@ -88,39 +88,36 @@ pub fn record(
 
 /// The latest `limit` divergences kept at or after `since`, oldest first.
 pub fn list(
-    conn: &Connection,
+    conn: &Conn<'_>,
     since: Option<Timestamp>,
     limit: usize,
 ) -> Result<Vec<DivergenceRow>, StoreError> {
     let since = since.map_or(i64::MIN, Timestamp::as_millis);
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut stmt = conn.prepare(
+    let mut out = conn.query_map(
         "SELECT id, at, work_item, stage, trigger, live_version, live_rule, live_outcome,
                 live_reason, shadow_version, shadow_rule, shadow_outcome, shadow_reason, facts,
                 situation
          FROM shadow_divergences WHERE at >= ?1 ORDER BY at DESC, id DESC LIMIT ?2",
+        args![since, limit],
+        row,
     )?;
-    let rows = stmt.query_map(params![since, limit], row)?;
-    let mut out = Vec::new();
-    for r in rows {
-        out.push(r??);
-    }
     out.reverse();
     Ok(out)
 }
 
-fn row(r: &Row<'_>) -> rusqlite::Result<Result<DivergenceRow, StoreError>> {
+fn row(r: &Row) -> Result<DivergenceRow, StoreError> {
     let id: i64 = r.get(0)?;
     let facts: String = r.get(13)?;
     let facts = match serde_json::from_str(&facts) {
         Ok(f) => f,
         Err(e) => {
-            return Ok(Err(StoreError::Corrupt(format!(
+            return Err(StoreError::Corrupt(format!(
                 "facts of shadow divergence {id}: {e}"
-            ))));
+            )));
         }
     };
-    let side = |v: usize| -> rusqlite::Result<Side> {
+    let side = |v: usize| -> Result<Side, StoreError> {
         Ok(Side {
             version: r.get(v)?,
             rule: r.get(v + 1)?,
@@ -128,7 +125,7 @@ fn row(r: &Row<'_>) -> rusqlite::Result<Result<DivergenceRow, StoreError>> {
             reason: r.get(v + 3)?,
         })
     };
-    Ok(Ok(DivergenceRow {
+    Ok(DivergenceRow {
         id,
         at: Timestamp::from_millis(r.get(1)?),
         divergence: NewDivergence {
@@ -140,5 +137,5 @@ fn row(r: &Row<'_>) -> rusqlite::Result<Result<DivergenceRow, StoreError>> {
             facts,
             situation: r.get(14)?,
         },
-    }))
+    })
 }

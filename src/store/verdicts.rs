@@ -1,8 +1,8 @@
 //! Verdicts (approve / reject / pass / fail) and once-only notices.
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
+use super::db::Conn;
 use super::StoreError;
 use crate::clock::Timestamp;
 
@@ -17,7 +17,7 @@ pub struct VerdictRow {
 }
 
 pub fn record(
-    conn: &Connection,
+    conn: &Conn<'_>,
     task_id: i64,
     stage: &str,
     verdict: &str,
@@ -27,22 +27,22 @@ pub fn record(
 ) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO verdicts (task_id, stage, verdict, source, feedback, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![task_id, stage, verdict, source, feedback, now.as_millis()],
+        args![task_id, stage, verdict, source, feedback, now.as_millis()],
     )?;
     Ok(())
 }
 
 /// The latest verdict given for the task in `stage`.
 pub fn latest(
-    conn: &Connection,
+    conn: &Conn<'_>,
     task_id: i64,
     stage: &str,
 ) -> Result<Option<VerdictRow>, StoreError> {
-    Ok(conn
-        .query_row(
+    conn
+        .query_opt(
             "SELECT task_id, stage, verdict, source, feedback, at FROM verdicts
              WHERE task_id = ?1 AND stage = ?2 ORDER BY id DESC LIMIT 1",
-            params![task_id, stage],
+            args![task_id, stage],
             |r| {
                 Ok(VerdictRow {
                     task_id: r.get(0)?,
@@ -54,12 +54,11 @@ pub fn latest(
                 })
             },
         )
-        .optional()?)
 }
 
 /// Claims the right to send notice `(kind, key)` for a task. True exactly once.
 pub fn claim_notice(
-    conn: &Connection,
+    conn: &Conn<'_>,
     task_id: i64,
     kind: &str,
     key: &str,
@@ -67,51 +66,48 @@ pub fn claim_notice(
 ) -> Result<bool, StoreError> {
     let n = conn.execute(
         "INSERT INTO notices (task_id, kind, key, at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-        params![task_id, kind, key, now.as_millis()],
+        args![task_id, kind, key, now.as_millis()],
     )?;
     Ok(n == 1)
 }
 
 /// Whether notice `(kind, key)` was given for the task.
 pub fn notice_given(
-    conn: &Connection,
+    conn: &Conn<'_>,
     task_id: i64,
     kind: &str,
     key: &str,
 ) -> Result<bool, StoreError> {
-    Ok(conn.query_row(
+    conn.query_row(
         "SELECT EXISTS(SELECT 1 FROM notices WHERE task_id = ?1 AND kind = ?2 AND key = ?3)",
-        params![task_id, kind, key],
+        args![task_id, kind, key],
         |r| r.get(0),
-    )?)
+    )
 }
 
 /// Claims notice `(kind, key)` and owes its `effects` in one transaction: a notice is either
 /// given, with everything it says, or not at all. True exactly once.
 pub fn claim_notice_owing(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     task_id: i64,
     kind: &str,
     key: &str,
     effects: &[super::outbox::NewEffect],
     now: Timestamp,
 ) -> Result<bool, StoreError> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let claimed = claim_notice(&tx, task_id, kind, key, now)?;
-    if claimed {
-        super::outbox::push_all(&tx, Some(task_id), effects, now)?;
-    }
-    tx.commit()?;
-    Ok(claimed)
+    conn.write(|tx| {
+        let claimed = claim_notice(tx, task_id, kind, key, now)?;
+        if claimed {
+            super::outbox::push_all(tx, Some(task_id), effects, now)?;
+        }
+        Ok(claimed)
+    })
 }
 
 /// Every verdict given for the task, oldest first (the board's task page).
-pub fn for_task(conn: &Connection, task_id: i64) -> Result<Vec<VerdictRow>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT task_id, stage, verdict, source, feedback, at FROM verdicts
-         WHERE task_id = ?1 ORDER BY id",
-    )?;
-    let rows = stmt.query_map([task_id], |r| {
+pub fn for_task(conn: &Conn<'_>, task_id: i64) -> Result<Vec<VerdictRow>, StoreError> {
+    let rows = conn.query_map("SELECT task_id, stage, verdict, source, feedback, at FROM verdicts
+         WHERE task_id = ?1 ORDER BY id", args![task_id], |r| {
         Ok(VerdictRow {
             task_id: r.get(0)?,
             stage: r.get(1)?,
@@ -121,5 +117,5 @@ pub fn for_task(conn: &Connection, task_id: i64) -> Result<Vec<VerdictRow>, Stor
             at: Timestamp::from_millis(r.get(5)?),
         })
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    Ok(rows.into_iter().collect())
 }

@@ -33,7 +33,7 @@ pub(crate) struct LiveQuery {
 
 /// The current fingerprint of everything the pages show.
 pub(crate) async fn fingerprint(state: &AppState, now: Timestamp) -> Result<String, StoreError> {
-    let db = state.store.call(|c| store::stamp::changes(c)).await?;
+    let db = state.store.call(store::stamp::changes).await?;
     let rules = state.rules.status();
     let last_sweep = state.reconcile.lock().ok().and_then(|s| s.last_sweep_at);
     let loops: Vec<_> = state.loops().iter().map(|b| b.status().state).collect();

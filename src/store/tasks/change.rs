@@ -2,9 +2,9 @@
 //! change with its history row, job and effects, and a rename by the rules. Each is one
 //! IMMEDIATE transaction, so what a change causes exists exactly when the change does.
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{COLUMNS, NewTask, Task, Trigger, from_row};
+use crate::store::db::Conn;
 use crate::clock::Timestamp;
 use crate::store::StoreError;
 use crate::store::outbox::NewEffect;
@@ -18,7 +18,7 @@ use crate::store::outbox::NewEffect;
 /// reads the winner's row. A task therefore never exists without its first job.
 #[cfg_attr(orch_audit, allow(dead_code))]
 pub fn create_atomic(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     new: &NewTask,
     first_agent: Option<&str>,
     rules_version: &str,
@@ -31,7 +31,7 @@ pub fn create_atomic(
 /// [`create_atomic`] that also owes `effects` (the first stage's announcements) when, and
 /// only when, it creates the task: all in one transaction.
 pub fn create_owing(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     new: &NewTask,
     first_agent: Option<&str>,
     rules_version: &str,
@@ -39,53 +39,52 @@ pub fn create_owing(
     now: Timestamp,
     effects: &[NewEffect],
 ) -> Result<(Task, bool), StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let labels = serde_json::to_string(&new.labels).unwrap_or_else(|_| "[]".into());
-    let inserted = tx
-        .query_row(
-            &format!(
-                "INSERT INTO tasks (work_item, plane_issue_id, plane_project_id, title, repo, branch, stage, labels, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
-                 ON CONFLICT(work_item) DO NOTHING
-                 RETURNING {COLUMNS}"
-            ),
-            params![
-                new.work_item,
-                new.plane_issue_id,
-                new.plane_project_id,
-                new.title,
-                new.repo,
-                new.branch,
-                new.stage,
-                labels,
-                now.as_millis()
-            ],
-            from_row,
-        )
-        .optional()?;
-    let result = match inserted {
-        Some(task) => {
-            insert_history(&tx, task.id, None, &task.stage, trigger, rules_version, now)?;
-            if let Some(agent) = first_agent {
-                tx.execute(
-                    "INSERT INTO jobs (task_id, agent, stage, status, created_at) VALUES (?1, ?2, ?3, 'queued', ?4)",
-                    params![task.id, agent, task.stage, now.as_millis()],
-                )?;
-            }
-            crate::store::outbox::push_all(&tx, Some(task.id), effects, now)?;
-            (task, true)
-        }
-        None => {
-            let task = tx.query_row(
-                &format!("SELECT {COLUMNS} FROM tasks WHERE work_item = ?1"),
-                [&new.work_item],
+    conn.write(|tx| {
+        let labels = serde_json::to_string(&new.labels).unwrap_or_else(|_| "[]".into());
+        let inserted = tx
+            .query_opt(
+                &format!(
+                    "INSERT INTO tasks (work_item, plane_issue_id, plane_project_id, title, repo, branch, stage, labels, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
+                     ON CONFLICT(work_item) DO NOTHING
+                     RETURNING {COLUMNS}"
+                ),
+                args![
+                    new.work_item,
+                    new.plane_issue_id,
+                    new.plane_project_id,
+                    new.title,
+                    new.repo,
+                    new.branch,
+                    new.stage,
+                    labels,
+                    now.as_millis()
+                ],
                 from_row,
             )?;
-            (task, false)
-        }
-    };
-    tx.commit()?;
-    Ok(result)
+        let result = match inserted {
+            Some(task) => {
+                insert_history(tx, task.id, None, &task.stage, trigger, rules_version, now)?;
+                if let Some(agent) = first_agent {
+                    tx.execute(
+                        "INSERT INTO jobs (task_id, agent, stage, status, created_at) VALUES (?1, ?2, ?3, 'queued', ?4)",
+                        args![task.id, agent, task.stage, now.as_millis()],
+                    )?;
+                }
+                crate::store::outbox::push_all(tx, Some(task.id), effects, now)?;
+                (task, true)
+            }
+            None => {
+                let task = tx.query_row(
+                    &format!("SELECT {COLUMNS} FROM tasks WHERE work_item = ?1"),
+                    args![new.work_item],
+                    from_row,
+                )?;
+                (task, false)
+            }
+        };
+        Ok(result)
+    })
 }
 
 /// Moves a task from `expected` to `to` only if it is still in `expected`; writes the history
@@ -95,7 +94,7 @@ pub fn create_owing(
 #[allow(clippy::too_many_arguments)]
 #[cfg_attr(orch_audit, allow(dead_code))]
 pub fn compare_and_set_stage(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     task_id: i64,
     expected: &str,
     to: &str,
@@ -104,25 +103,25 @@ pub fn compare_and_set_stage(
     rules_version: &str,
     now: Timestamp,
 ) -> Result<bool, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let won = move_in(
-        &tx,
-        task_id,
-        expected,
-        to,
-        feedback,
-        trigger,
-        rules_version,
-        now,
-    )?;
-    tx.commit()?;
-    Ok(won)
+    conn.write(|tx| {
+        let won = move_in(
+            tx,
+            task_id,
+            expected,
+            to,
+            feedback,
+            trigger,
+            rules_version,
+            now,
+        )?;
+        Ok(won)
+    })
 }
 
 /// The compare-and-set of a stage change with its history row, inside a transaction.
 #[allow(clippy::too_many_arguments)]
 fn move_in(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Conn<'_>,
     task_id: i64,
     expected: &str,
     to: &str,
@@ -133,7 +132,7 @@ fn move_in(
 ) -> Result<bool, StoreError> {
     let changed = tx.execute(
         "UPDATE tasks SET stage = ?1, feedback = ?2, updated_at = ?3 WHERE id = ?4 AND stage = ?5",
-        params![to, feedback, now.as_millis(), task_id, expected],
+        args![to, feedback, now.as_millis(), task_id, expected],
     )?;
     if changed == 1 {
         insert_history(tx, task_id, Some(expected), to, trigger, rules_version, now)?;
@@ -173,102 +172,110 @@ pub struct StageChanged {
 /// row, the new stage's job, the end of the old jobs (cancel) and every effect it owes.
 /// `None` (and nothing written) when another trigger moved the task first.
 pub fn change_stage(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     change: &StageChange,
     now: Timestamp,
 ) -> Result<Option<StageChanged>, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    if !move_in(
-        &tx,
-        change.task_id,
-        &change.from,
-        &change.to,
-        change.feedback.as_deref(),
-        change.trigger,
-        &change.rules_version,
-        now,
-    )? {
-        return Ok(None);
-    }
-    // A red gate's backoff was for the stage the task just left.
-    tx.execute(
-        "DELETE FROM gate_backoff WHERE task_id = ?1",
-        [change.task_id],
-    )?;
-    let mut running = Vec::new();
-    if change.end_jobs {
-        tx.execute(
-            "UPDATE jobs SET status = 'failed', error = ?1, finished_at = ?2
-             WHERE task_id = ?3 AND status = 'queued'",
-            params![
-                crate::store::jobs::CANCELLED,
-                now.as_millis(),
-                change.task_id
-            ],
-        )?;
-        let mut stmt = tx
-            .prepare("SELECT id FROM jobs WHERE task_id = ?1 AND status = 'running' ORDER BY id")?;
-        let rows = stmt.query_map([change.task_id], |r| r.get(0))?;
-        running = rows.collect::<Result<Vec<i64>, _>>()?;
-    }
-    let job = match &change.agent {
-        Some(agent) => Some(crate::store::jobs::enqueue_in(
-            &tx,
+    conn.write(|tx| {
+        if !move_in(
+            tx,
             change.task_id,
-            agent,
+            &change.from,
             &change.to,
+            change.feedback.as_deref(),
+            change.trigger,
+            &change.rules_version,
             now,
-        )?),
-        None => None,
-    };
-    crate::store::outbox::push_all(&tx, Some(change.task_id), &change.effects, now)?;
-    tx.commit()?;
-    Ok(Some(StageChanged { job, running }))
+        )? {
+            return Ok(None);
+        }
+        // A red gate's backoff was for the stage the task just left.
+        tx.execute(
+            "DELETE FROM gate_backoff WHERE task_id = ?1",
+            args![change.task_id],
+        )?;
+        let mut running = Vec::new();
+        if change.end_jobs {
+            tx.execute(
+                "UPDATE jobs SET status = 'failed', error = ?1, finished_at = ?2
+                 WHERE task_id = ?3 AND status = 'queued'",
+                args![
+                    crate::store::jobs::CANCELLED,
+                    now.as_millis(),
+                    change.task_id
+                ],
+            )?;
+            running = tx.query_map(
+                "SELECT id FROM jobs WHERE task_id = ?1 AND status = 'running' ORDER BY id",
+                args![change.task_id],
+                |r| r.get(0),
+            )?;
+        }
+        let job = match &change.agent {
+            Some(agent) => Some(crate::store::jobs::enqueue_in(
+                tx,
+                change.task_id,
+                agent,
+                &change.to,
+                now,
+            )?),
+            None => None,
+        };
+        crate::store::outbox::push_all(tx, Some(change.task_id), &change.effects, now)?;
+        Ok(Some(StageChanged { job, running }))
+    })
 }
 
 /// A stage renamed by the rules: every task in `from` moves to `to` (with its history row,
 /// trigger manual) and their active jobs with them, in one transaction. Returns how many
 /// tasks moved.
 pub fn rename_stage(
-    conn: &mut Connection,
+    conn: &Conn<'_>,
     from: &str,
     to: &str,
     rules_version: &str,
     now: Timestamp,
 ) -> Result<usize, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let ids: Vec<i64> = {
-        let mut stmt = tx.prepare("SELECT id FROM tasks WHERE stage = ?1 ORDER BY id")?;
-        let rows = stmt.query_map([from], |r| r.get(0))?;
-        rows.collect::<Result<_, _>>()?
-    };
-    for id in &ids {
-        // Not `move_in`: a rename keeps the task's feedback.
-        tx.execute(
-            "UPDATE tasks SET stage = ?1, updated_at = ?2 WHERE id = ?3 AND stage = ?4",
-            params![to, now.as_millis(), id, from],
+    conn.write(|tx| {
+        let ids: Vec<i64> = tx.query_map(
+            "SELECT id FROM tasks WHERE stage = ?1 ORDER BY id",
+            args![from],
+            |r| r.get(0),
         )?;
-        insert_history(
-            &tx,
-            *id,
-            Some(from),
-            to,
-            Trigger::Manual,
-            rules_version,
-            now,
-        )?;
-        tx.execute(
-            "UPDATE jobs SET stage = ?1 WHERE task_id = ?2 AND stage = ?3
-             AND status IN ('queued', 'running')",
-            params![to, id, from],
-        )?;
-    }
-    tx.commit()?;
-    Ok(ids.len())
+        let mut moved = 0;
+        for id in &ids {
+            // Not `move_in`: a rename keeps the task's feedback. A task another writer moved
+            // since the SELECT (possible where a transaction does not lock the whole
+            // database) is left alone, without a history row.
+            let changed = tx.execute(
+                "UPDATE tasks SET stage = ?1, updated_at = ?2 WHERE id = ?3 AND stage = ?4",
+                args![to, now.as_millis(), id, from],
+            )?;
+            if changed == 0 {
+                continue;
+            }
+            moved += 1;
+            insert_history(
+                tx,
+                *id,
+                Some(from),
+                to,
+                Trigger::Manual,
+                rules_version,
+                now,
+            )?;
+            tx.execute(
+                "UPDATE jobs SET stage = ?1 WHERE task_id = ?2 AND stage = ?3
+                 AND status IN ('queued', 'running')",
+                args![to, id, from],
+            )?;
+        }
+        Ok(moved)
+    })
 }
 
 pub(super) fn insert_history(
-    conn: &Connection,
+    conn: &Conn<'_>,
     task_id: i64,
     from: Option<&str>,
     to: &str,
@@ -279,7 +286,7 @@ pub(super) fn insert_history(
     conn.execute(
         "INSERT INTO task_history (task_id, from_stage, to_stage, trigger, rules_version, at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
+        args![
             task_id,
             from,
             to,

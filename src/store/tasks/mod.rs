@@ -1,8 +1,8 @@
 //! Tasks and their append-only stage history.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
+use super::db::{Conn, Row};
 use super::StoreError;
 use crate::clock::Timestamp;
 
@@ -86,7 +86,7 @@ pub struct HistoryRow {
 
 const COLUMNS: &str = "id, work_item, plane_issue_id, plane_project_id, title, repo, branch, stage, labels, feedback, created_at, updated_at";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<Task> {
+fn from_row(r: &Row) -> Result<Task, StoreError> {
     let labels: String = r.get(8)?;
     Ok(Task {
         id: r.get(0)?,
@@ -105,75 +105,68 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Task> {
     })
 }
 
-pub fn get(conn: &Connection, id: i64) -> Result<Option<Task>, StoreError> {
-    Ok(conn
-        .query_row(
+pub fn get(conn: &Conn<'_>, id: i64) -> Result<Option<Task>, StoreError> {
+    conn
+        .query_opt(
             &format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"),
-            [id],
+            args![id],
             from_row,
         )
-        .optional()?)
 }
 
-pub fn get_by_work_item(conn: &Connection, work_item: &str) -> Result<Option<Task>, StoreError> {
-    Ok(conn
-        .query_row(
+pub fn get_by_work_item(conn: &Conn<'_>, work_item: &str) -> Result<Option<Task>, StoreError> {
+    conn
+        .query_opt(
             &format!("SELECT {COLUMNS} FROM tasks WHERE work_item = ?1"),
-            [work_item],
+            args![work_item],
             from_row,
         )
-        .optional()?)
 }
 
 pub fn get_by_plane_issue(
-    conn: &Connection,
+    conn: &Conn<'_>,
     plane_issue_id: &str,
 ) -> Result<Option<Task>, StoreError> {
-    Ok(conn
-        .query_row(
+    conn
+        .query_opt(
             &format!("SELECT {COLUMNS} FROM tasks WHERE plane_issue_id = ?1"),
-            [plane_issue_id],
+            args![plane_issue_id],
             from_row,
         )
-        .optional()?)
 }
 
 pub fn get_by_branch(
-    conn: &Connection,
+    conn: &Conn<'_>,
     repo: &str,
     branch: &str,
 ) -> Result<Option<Task>, StoreError> {
-    Ok(conn
-        .query_row(
+    conn
+        .query_opt(
             &format!("SELECT {COLUMNS} FROM tasks WHERE repo = ?1 AND branch = ?2"),
-            [repo, branch],
+            args![repo, branch],
             from_row,
         )
-        .optional()?)
 }
 
 /// Tasks of `repo` currently in `stage`; the F-3 fallback for a status event without a branch.
 pub fn in_stage_of_repo(
-    conn: &Connection,
+    conn: &Conn<'_>,
     repo: &str,
     stage: &str,
 ) -> Result<Vec<Task>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
+    let rows = conn.query_map(&format!(
         "SELECT {COLUMNS} FROM tasks WHERE repo = ?1 AND stage = ?2 ORDER BY id"
-    ))?;
-    let rows = stmt.query_map([repo, stage], from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    ), args![repo, stage], from_row)?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Every task whose stage is not one of `terminal`, oldest update first.
-pub fn list_open(conn: &Connection, terminal: &[String]) -> Result<Vec<Task>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
+pub fn list_open(conn: &Conn<'_>, terminal: &[String]) -> Result<Vec<Task>, StoreError> {
+    let rows = conn.query_map(&format!(
         "SELECT {COLUMNS} FROM tasks ORDER BY updated_at, id"
-    ))?;
-    let rows = stmt.query_map([], from_row)?;
+    ), args![], from_row)?;
     let mut out = Vec::new();
     for t in rows {
-        let t = t?;
         if !terminal.contains(&t.stage) {
             out.push(t);
         }
@@ -182,17 +175,16 @@ pub fn list_open(conn: &Connection, terminal: &[String]) -> Result<Vec<Task>, St
 }
 
 /// The distinct stages tasks are in (from the stage index, without reading the tasks).
-pub fn stages_in_use(conn: &Connection) -> Result<Vec<String>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT DISTINCT stage FROM tasks ORDER BY stage")?;
-    let rows = stmt.query_map([], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn stages_in_use(conn: &Conn<'_>) -> Result<Vec<String>, StoreError> {
+    let rows = conn.query_map("SELECT DISTINCT stage FROM tasks ORDER BY stage", args![], |r| r.get(0))?;
+    Ok(rows.into_iter().collect())
 }
 
 /// One page of the tasks in `stage` with an id above `after`, by id, each with its red-gate
 /// backoff: the sweep streams the open stages through this, so it never holds more than a
 /// page, and never reads a finished task.
 pub fn open_page(
-    conn: &Connection,
+    conn: &Conn<'_>,
     stage: &str,
     after: i64,
     limit: usize,
@@ -202,34 +194,31 @@ pub fn open_page(
         .map(|c| format!("t.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let mut stmt = conn.prepare_cached(&format!(
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = conn.query_map(&format!(
         "SELECT {columns}, {} FROM tasks t LEFT JOIN gate_backoff b ON b.task_id = t.id
          WHERE t.stage = ?1 AND t.id > ?2 ORDER BY t.id LIMIT ?3",
         super::gate_backoff::COLUMNS
-    ))?;
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = stmt.query_map(params![stage, after, limit], |r| {
+    ), args![stage, after, limit], |r| {
         Ok((from_row(r)?, super::gate_backoff::from_row(r, 12)?))
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    Ok(rows.into_iter().collect())
 }
 
 /// The tasks of a Plane project whose Plane state orch keeps in sync: open ones, and those
 /// that finished (a `terminal` stage) at or after `finished_since`.
 pub fn for_plane_sync(
-    conn: &Connection,
+    conn: &Conn<'_>,
     plane_project_id: &str,
     terminal: &[String],
     finished_since: Timestamp,
 ) -> Result<Vec<Task>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
+    let rows = conn.query_map(&format!(
         "SELECT {COLUMNS} FROM tasks WHERE plane_project_id = ?1 AND plane_issue_id IS NOT NULL
          ORDER BY updated_at DESC, id"
-    ))?;
-    let rows = stmt.query_map([plane_project_id], from_row)?;
+    ), args![plane_project_id], from_row)?;
     let mut out = Vec::new();
     for t in rows {
-        let t = t?;
         if !terminal.contains(&t.stage) || t.updated_at >= finished_since {
             out.push(t);
         }
@@ -239,77 +228,72 @@ pub fn for_plane_sync(
 
 /// The tasks waiting for a person's answer, each with the time its question was asked (the
 /// asking job's finish), oldest question first: the reconciler looks for lost answers.
-pub fn awaiting_answer(conn: &Connection) -> Result<Vec<(Task, Timestamp)>, StoreError> {
+pub fn awaiting_answer(conn: &Conn<'_>) -> Result<Vec<(Task, Timestamp)>, StoreError> {
     let columns = COLUMNS
         .split(", ")
         .map(|c| format!("t.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let mut stmt = conn.prepare_cached(&format!(
+    let rows = conn.query_map(&format!(
         "SELECT {columns}, j.finished_at {} ORDER BY j.finished_at, t.id",
         super::jobs::OPEN_QUESTIONS
-    ))?;
-    let rows = stmt.query_map([], |r| {
-        let asked = r.get::<_, Option<i64>>(12)?.unwrap_or(0);
+    ), args![], |r| {
+        let asked = r.get::<Option<i64>>(12)?.unwrap_or(0);
         Ok((from_row(r)?, Timestamp::from_millis(asked)))
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    Ok(rows.into_iter().collect())
 }
 
 /// Records that orch applied a change of `work_item`'s Plane item stamped `at` by Plane (its
 /// `updated_at`); kept as the newest such stamp. Plane's clock, never compared with orch's.
 pub fn record_plane_applied(
-    conn: &Connection,
+    conn: &Conn<'_>,
     work_item: &str,
     at: Timestamp,
 ) -> Result<(), StoreError> {
     conn.execute(
-        "UPDATE tasks SET plane_applied_at = MAX(COALESCE(plane_applied_at, 0), ?1)
+        "UPDATE tasks SET plane_applied_at = CASE WHEN COALESCE(plane_applied_at, 0) > ?1 THEN plane_applied_at ELSE ?1 END
          WHERE work_item = ?2",
-        params![at.as_millis(), work_item],
+        args![at.as_millis(), work_item],
     )?;
     Ok(())
 }
 
 /// The Plane stamp of the last change orch applied from the task's item, if recorded.
-pub fn plane_applied_at(conn: &Connection, task_id: i64) -> Result<Option<Timestamp>, StoreError> {
+pub fn plane_applied_at(conn: &Conn<'_>, task_id: i64) -> Result<Option<Timestamp>, StoreError> {
     Ok(conn
-        .query_row(
+        .query_opt(
             "SELECT plane_applied_at FROM tasks WHERE id = ?1",
-            [task_id],
-            |r| r.get::<_, Option<i64>>(0),
-        )
-        .optional()?
+            args![task_id],
+            |r| r.get::<Option<i64>>(0),
+        )?
         .flatten()
         .map(Timestamp::from_millis))
 }
 
 /// Marks the task as having seen activity, restarting its grace period.
-pub fn touch(conn: &Connection, task_id: i64, now: Timestamp) -> Result<(), StoreError> {
+pub fn touch(conn: &Conn<'_>, task_id: i64, now: Timestamp) -> Result<(), StoreError> {
     conn.execute(
         "UPDATE tasks SET updated_at = ?1 WHERE id = ?2",
-        params![now.as_millis(), task_id],
+        args![now.as_millis(), task_id],
     )?;
     Ok(())
 }
 
-pub fn history(conn: &Connection, task_id: i64) -> Result<Vec<HistoryRow>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT task_id, from_stage, to_stage, trigger, rules_version, at FROM task_history WHERE task_id = ?1 ORDER BY id",
-    )?;
-    let rows = stmt.query_map([task_id], |r| {
+pub fn history(conn: &Conn<'_>, task_id: i64) -> Result<Vec<HistoryRow>, StoreError> {
+    let rows = conn.query_map("SELECT task_id, from_stage, to_stage, trigger, rules_version, at FROM task_history WHERE task_id = ?1 ORDER BY id", args![task_id], |r| {
         Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, Option<String>>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, String>(4)?,
-            r.get::<_, i64>(5)?,
+            r.get::<i64>(0)?,
+            r.get::<Option<String>>(1)?,
+            r.get::<String>(2)?,
+            r.get::<String>(3)?,
+            r.get::<String>(4)?,
+            r.get::<i64>(5)?,
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (task_id, from_stage, to_stage, trigger, rules_version, at) = row?;
+        let (task_id, from_stage, to_stage, trigger, rules_version, at) = row;
         out.push(HistoryRow {
             task_id,
             from_stage,
@@ -323,48 +307,42 @@ pub fn history(conn: &Connection, task_id: i64) -> Result<Vec<HistoryRow>, Store
 }
 
 /// `(stage, count)` for every stage that has tasks.
-pub fn counts_by_stage(conn: &Connection) -> Result<Vec<(String, i64)>, StoreError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT stage, COUNT(*) FROM tasks GROUP BY stage ORDER BY stage")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn counts_by_stage(conn: &Conn<'_>) -> Result<Vec<(String, i64)>, StoreError> {
+    let rows = conn.query_map("SELECT stage, COUNT(*) FROM tasks GROUP BY stage ORDER BY stage", args![], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Every task, oldest update first: the board reads them all at once.
-pub fn list_all(conn: &Connection) -> Result<Vec<Task>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
+pub fn list_all(conn: &Conn<'_>) -> Result<Vec<Task>, StoreError> {
+    let rows = conn.query_map(&format!(
         "SELECT {COLUMNS} FROM tasks ORDER BY updated_at, id"
-    ))?;
-    let rows = stmt.query_map([], from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    ), args![], from_row)?;
+    Ok(rows.into_iter().collect())
 }
 
 /// When each task last entered its current stage (its newest history row into that stage);
 /// one query for the whole board.
 pub fn entered_current_stage(
-    conn: &Connection,
+    conn: &Conn<'_>,
 ) -> Result<std::collections::HashMap<i64, Timestamp>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT h.task_id, MAX(h.at) FROM task_history h
+    let rows = conn.query_map("SELECT h.task_id, MAX(h.at) FROM task_history h
          JOIN tasks t ON t.id = h.task_id AND h.to_stage = t.stage
-         GROUP BY h.task_id",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok((r.get::<_, i64>(0)?, Timestamp::from_millis(r.get(1)?)))
+         GROUP BY h.task_id", args![], |r| {
+        Ok((r.get::<i64>(0)?, Timestamp::from_millis(r.get(1)?)))
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    Ok(rows.into_iter().collect())
 }
 
 /// How many stage changes `trigger` made at or after `since` (the reconciler's unblocks of
 /// the day, for the board's health strip).
 pub fn moves_since(
-    conn: &Connection,
+    conn: &Conn<'_>,
     trigger: Trigger,
     since: Timestamp,
 ) -> Result<i64, StoreError> {
-    Ok(conn.query_row(
+    conn.query_row(
         "SELECT COUNT(*) FROM task_history WHERE trigger = ?1 AND at >= ?2 AND from_stage IS NOT NULL",
-        params![trigger.as_str(), since.as_millis()],
+        args![trigger.as_str(), since.as_millis()],
         |r| r.get(0),
-    )?)
+    )
 }

@@ -1,0 +1,292 @@
+//! The backend-neutral connection the store functions run on: one SQL text per statement,
+//! parameters as [`Param`]s (`?N` placeholders), rows read back as owned [`Row`]s.
+//!
+//! A [`Conn`] is lent to a [`super::Store::call`] closure for the duration of one call. Every
+//! store function takes `&Conn`; a function that owes several writes together runs them in
+//! [`Conn::write`], which nests: inside an open transaction it runs inline.
+
+use super::StoreError;
+use crate::clock::Timestamp;
+
+pub(crate) mod pg;
+mod sqlite;
+
+/// A statement parameter, borrowed from the caller for the statement's duration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Param<'a> {
+    Null,
+    Int(i64),
+    Text(&'a str),
+    Blob(&'a [u8]),
+}
+
+/// A value that binds as a statement parameter; see [`args!`](crate::args) (defined in
+/// `lib.rs`, where a `#[macro_export]` macro can be named by path).
+pub trait ToParam {
+    fn to_param(&self) -> Param<'_>;
+}
+
+impl ToParam for i64 {
+    fn to_param(&self) -> Param<'_> {
+        Param::Int(*self)
+    }
+}
+
+impl ToParam for i32 {
+    fn to_param(&self) -> Param<'_> {
+        Param::Int(i64::from(*self))
+    }
+}
+
+impl ToParam for u32 {
+    fn to_param(&self) -> Param<'_> {
+        Param::Int(i64::from(*self))
+    }
+}
+
+impl ToParam for bool {
+    fn to_param(&self) -> Param<'_> {
+        Param::Int(i64::from(*self))
+    }
+}
+
+impl ToParam for str {
+    fn to_param(&self) -> Param<'_> {
+        Param::Text(self)
+    }
+}
+
+impl ToParam for String {
+    fn to_param(&self) -> Param<'_> {
+        Param::Text(self)
+    }
+}
+
+impl ToParam for [u8] {
+    fn to_param(&self) -> Param<'_> {
+        Param::Blob(self)
+    }
+}
+
+impl ToParam for Vec<u8> {
+    fn to_param(&self) -> Param<'_> {
+        Param::Blob(self)
+    }
+}
+
+impl ToParam for Timestamp {
+    fn to_param(&self) -> Param<'_> {
+        Param::Int(self.as_millis())
+    }
+}
+
+impl<T: ToParam> ToParam for Option<T> {
+    fn to_param(&self) -> Param<'_> {
+        self.as_ref().map_or(Param::Null, ToParam::to_param)
+    }
+}
+
+impl<T: ToParam + ?Sized> ToParam for &T {
+    fn to_param(&self) -> Param<'_> {
+        (**self).to_param()
+    }
+}
+
+impl<'a> ToParam for Param<'a> {
+    fn to_param(&self) -> Param<'_> {
+        *self
+    }
+}
+
+/// A value read back from a row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Text(String),
+    Blob(Vec<u8>),
+    Bool(bool),
+}
+
+/// One row of a result, owned: orch reads small rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    values: Vec<Value>,
+}
+
+impl Row {
+    /// Column `i` (from 0) as a `T`; a missing column or another type is `Corrupt`.
+    pub fn get<T: FromValue>(&self, i: usize) -> Result<T, StoreError> {
+        let v = self
+            .values
+            .get(i)
+            .ok_or_else(|| StoreError::Corrupt(format!("no column {i} in the row")))?;
+        T::from_value(v).map_err(|e| StoreError::Corrupt(format!("column {i}: {e}")))
+    }
+}
+
+/// A Rust type a [`Value`] converts to.
+pub trait FromValue: Sized {
+    fn from_value(v: &Value) -> Result<Self, String>;
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "NULL",
+        Value::Int(_) => "an integer",
+        Value::Text(_) => "text",
+        Value::Blob(_) => "a blob",
+        Value::Bool(_) => "a boolean",
+    }
+}
+
+impl FromValue for i64 {
+    fn from_value(v: &Value) -> Result<Self, String> {
+        match v {
+            Value::Int(i) => Ok(*i),
+            other => Err(format!("expected an integer, found {}", kind(other))),
+        }
+    }
+}
+
+impl FromValue for bool {
+    fn from_value(v: &Value) -> Result<Self, String> {
+        match v {
+            Value::Bool(b) => Ok(*b),
+            Value::Int(i) => Ok(*i != 0),
+            other => Err(format!("expected a boolean, found {}", kind(other))),
+        }
+    }
+}
+
+impl FromValue for String {
+    fn from_value(v: &Value) -> Result<Self, String> {
+        match v {
+            Value::Text(s) => Ok(s.clone()),
+            other => Err(format!("expected text, found {}", kind(other))),
+        }
+    }
+}
+
+impl FromValue for Vec<u8> {
+    fn from_value(v: &Value) -> Result<Self, String> {
+        match v {
+            Value::Blob(b) => Ok(b.clone()),
+            other => Err(format!("expected a blob, found {}", kind(other))),
+        }
+    }
+}
+
+impl<T: FromValue> FromValue for Option<T> {
+    fn from_value(v: &Value) -> Result<Self, String> {
+        match v {
+            Value::Null => Ok(None),
+            other => T::from_value(other).map(Some),
+        }
+    }
+}
+
+/// A connection (or a transaction on one) for the duration of one `Store::call`.
+pub enum Conn<'a> {
+    Sqlite(&'a rusqlite::Connection),
+    Pg(&'a pg::Session),
+}
+
+impl Conn<'_> {
+    /// Runs one statement; how many rows it changed.
+    pub fn execute(&self, sql: &str, p: &[Param<'_>]) -> Result<usize, StoreError> {
+        match self {
+            Conn::Sqlite(c) => sqlite::execute(c, sql, p),
+            Conn::Pg(s) => s.execute(sql, p),
+        }
+    }
+
+    /// Every row of a query, each through `f`.
+    pub fn query_map<T>(
+        &self,
+        sql: &str,
+        p: &[Param<'_>],
+        f: impl FnMut(&Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        match self {
+            Conn::Sqlite(c) => sqlite::query_map(c, sql, p, f),
+            Conn::Pg(s) => s.query(sql, p)?.iter().map(f).collect(),
+        }
+    }
+
+    /// The first row of a query through `f`, if there is one.
+    pub fn query_opt<T>(
+        &self,
+        sql: &str,
+        p: &[Param<'_>],
+        f: impl FnOnce(&Row) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        match self {
+            Conn::Sqlite(c) => sqlite::query_opt(c, sql, p, f),
+            Conn::Pg(s) => s.query(sql, p)?.first().map(f).transpose(),
+        }
+    }
+
+    /// The first row of a query through `f`; no row is an error.
+    pub fn query_row<T>(
+        &self,
+        sql: &str,
+        p: &[Param<'_>],
+        f: impl FnOnce(&Row) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.query_opt(sql, p, f)?
+            .ok_or_else(|| StoreError::NoRow(first_line(sql)))
+    }
+
+    /// Runs `f` in a write transaction (SQLite: `BEGIN IMMEDIATE`, PostgreSQL: `BEGIN`, read
+    /// committed): commits when it returns
+    /// `Ok`, rolls back on `Err` or a panic. Inside an open transaction `f` runs inline, so a
+    /// function that writes in a transaction of its own can be part of a larger one.
+    pub fn write<R>(
+        &self,
+        f: impl FnOnce(&Conn<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        match self {
+            Conn::Sqlite(c) => sqlite::write(c, f),
+            Conn::Pg(s) => s.write(f),
+        }
+    }
+}
+
+impl Conn<'_> {
+    /// Locks the task's row until the transaction ends, so a transaction that reads before it
+    /// writes sees no concurrent change of the task in between. PostgreSQL: `FOR UPDATE`
+    /// (read committed lets another writer in otherwise); SQLite: nothing to do, `BEGIN
+    /// IMMEDIATE` already excludes every other writer. Call it first in such a transaction.
+    pub fn lock_task(&self, task_id: i64) -> Result<(), StoreError> {
+        match self {
+            Conn::Sqlite(_) => Ok(()),
+            Conn::Pg(s) => s
+                .execute("SELECT 1 FROM tasks WHERE id = ?1 FOR UPDATE", args![task_id])
+                .map(|_| ()),
+        }
+    }
+
+    /// Serialises the transactions that owe effects for one subject until they end, so a
+    /// subject's effects commit in the order of their ids (an id is taken at insert, not at
+    /// commit, in PostgreSQL) and its dispatcher never sends a later one first. PostgreSQL: a
+    /// transaction-scoped advisory lock; SQLite: nothing to do (one writer at a time).
+    pub fn lock_subject(&self, subject: &str) -> Result<(), StoreError> {
+        match self {
+            Conn::Sqlite(_) => Ok(()),
+            Conn::Pg(s) => s
+                .execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended('outbox:' || ?1, 0))",
+                    args![subject],
+                )
+                .map(|_| ()),
+        }
+    }
+}
+
+fn first_line(sql: &str) -> String {
+    sql.trim().lines().next().unwrap_or_default().to_string()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,125 @@
+//! The store on both backends: a fresh SQLite file, or a fresh schema of the PostgreSQL
+//! database at `ORCH_TEST_PG_URL` (`.ci/pg` starts a throwaway one). Without that variable the
+//! PostgreSQL cases say "skipped" and pass, unless `CI` is set: then they fail.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use orch::store::Store;
+
+/// A test's store and what to remove after it (dropped in this order: store first).
+pub struct TestDb {
+    #[allow(dead_code)]
+    pub store: Store,
+    _place: Place,
+}
+
+pub enum Place {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres { url: String, schema: String },
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Place::Postgres { url, schema } = self {
+            if let Err(e) = admin(url, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")) {
+                eprintln!("cannot drop test schema {schema}: {e}");
+            }
+        }
+    }
+}
+
+#[allow(dead_code)]
+pub fn sqlite() -> TestDb {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("orch.db")).unwrap();
+    TestDb {
+        store,
+        _place: Place::Sqlite(dir),
+    }
+}
+
+/// A store in a schema of its own, or `None` (skipped) without PostgreSQL outside CI.
+#[allow(dead_code)]
+pub fn postgres() -> Option<TestDb> {
+    let (place, url) = pg_schema()?;
+    let store = Store::open_url(&url).unwrap();
+    Some(TestDb {
+        store,
+        _place: place,
+    })
+}
+
+/// A URL for a fresh schema of its own (dropped with the guard), or `None` (skipped).
+pub fn pg_schema() -> Option<(Place, String)> {
+    let url = match std::env::var("ORCH_TEST_PG_URL") {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but ORCH_TEST_PG_URL is not: start PostgreSQL with .ci/pg"
+            );
+            eprintln!("skipped: no PostgreSQL (set ORCH_TEST_PG_URL; see .ci/pg)");
+            return None;
+        }
+    };
+    static N: AtomicU32 = AtomicU32::new(0);
+    let schema = format!(
+        "t_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    admin(&url, &format!("CREATE SCHEMA {schema}")).unwrap();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let place = Place::Postgres {
+        url: url.clone(),
+        schema: schema.clone(),
+    };
+    let schema_url = format!("{url}{sep}options=-c%20search_path%3D{schema}");
+    Some((place, schema_url))
+}
+
+/// Runs `sql` on a connection of its own, on a thread of its own (callers may be async).
+fn admin(url: &str, sql: &str) -> Result<(), String> {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    std::thread::spawn(move || admin_here(&url, &sql))
+        .join()
+        .map_err(|_| "the admin thread panicked".to_string())?
+}
+
+fn admin_here(url: &str, sql: &str) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| e.to_string())?;
+        let driver = tokio::spawn(conn);
+        let done = client.batch_execute(sql).await.map_err(|e| e.to_string());
+        drop(client);
+        let _ = driver.await;
+        done
+    })
+}
+
+/// `both_backends!(f)`: tests `f::sqlite` and `f::postgres`, each calling `f(&store)`.
+#[allow(unused_macros)]
+macro_rules! both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn sqlite() {
+                let db = super::backends::sqlite();
+                super::$name(&db.store);
+            }
+
+            #[test]
+            fn postgres() {
+                if let Some(db) = super::backends::postgres() {
+                    super::$name(&db.store);
+                }
+            }
+        }
+    };
+}
