@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::browser::{Browser, DESKTOP, PHONE};
 use common::*;
-use orch::clock::{ManualClock, Timestamp};
+use orch::clock::{Clock, ManualClock, Timestamp};
 use orch::store::gate_readings::GateReading;
 use orch::store::{NewTask, Trigger};
 use serde_json::{Value, json};
@@ -619,8 +619,33 @@ async fn pages_need_the_token_by_bearer_or_the_login_cookie() {
 
 #[tokio::test]
 async fn untrusted_text_is_escaped_in_the_html() {
-    let (app, _clock) = spawn(|_| {}).await;
+    let (app, clock) = spawn(|_| {}).await;
     seed(&app).await;
+    // A logged decision, its reason quoting an agent: shown on the task page, as text.
+    let logged = orch::store::decisions::NewDecision {
+        work_item: "ET-3".into(),
+        task_id: None,
+        stage: "review".into(),
+        trigger: "webhook".into(),
+        rules_version: "abc123".into(),
+        rule: "gate.review".into(),
+        outcome: "hold".into(),
+        reason: "<img src=x onerror=alert(1)> said the reviewer".into(),
+        facts: json!({}),
+    };
+    let now = clock.now();
+    app.state
+        .store
+        .call(move |c| orch::store::decisions::record(c, &logged, now, None))
+        .await
+        .unwrap();
+    let page = get_text(&app, "/tasks/ET-3").await;
+    assert!(page.contains("Decisions that acted"), "{page}");
+    assert!(
+        page.contains("gate.review") && page.contains("abc123"),
+        "{page}"
+    );
+    assert!(page.contains("&lt;img src=x onerror"), "{page}");
     for path in ["/", "/tasks/ET-3"] {
         let html = get_text(&app, path).await;
         assert!(

@@ -34,6 +34,8 @@ pub(super) struct TaskView {
     pub(super) decision: DecisionView,
     pub(super) question: Option<QuestionView>,
     pub(super) history: Vec<HistoryView>,
+    /// The decision log's latest entries for the task, newest first: why it moved.
+    pub(super) decisions: Vec<LoggedView>,
     pub(super) jobs: Vec<JobView>,
     pub(super) verdicts: Vec<VerdictView>,
 }
@@ -46,6 +48,17 @@ pub(super) struct DecisionView {
     pub(super) reason: String,
     pub(super) grace_left: Option<String>,
     pub(super) facts: Vec<(String, String)>,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct LoggedView {
+    pub(super) at: String,
+    pub(super) stage: String,
+    pub(super) outcome: String,
+    pub(super) trigger: String,
+    pub(super) rule: String,
+    pub(super) reason: String,
+    pub(super) rules_version: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -345,6 +358,19 @@ fn view(
             asked_at: q.asked_at.to_rfc3339(),
         }),
         history: history.iter().map(history_view).collect(),
+        decisions: x
+            .last_decisions
+            .iter()
+            .map(|d| LoggedView {
+                at: d.at.to_rfc3339(),
+                stage: d.decision.stage.clone(),
+                outcome: d.decision.outcome.clone(),
+                trigger: d.decision.trigger.clone(),
+                rule: d.decision.rule.clone(),
+                reason: d.decision.reason.clone(),
+                rules_version: d.decision.rules_version.clone(),
+            })
+            .collect(),
         jobs: jobs
             .iter()
             .rev()
