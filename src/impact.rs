@@ -99,10 +99,7 @@ pub fn over_db(
     let changes = impact::changed_decisions(old, new, ov, &tasks, now);
     let items = store.call_sync(seen_plane_items)?;
     let plane_changes = impact::changed_plane_decisions(old, new, ov, &items, now);
-    let mut plane_counts = std::collections::BTreeMap::new();
-    for c in &plane_changes {
-        *plane_counts.entry(c.kind.clone()).or_insert(0) += 1;
-    }
+    let plane_counts = impact::counts_by_kind(plane_changes.iter().map(|c| c.kind.as_str()));
     Ok(Impact {
         plane_items: items.len(),
         plane_counts,
@@ -111,7 +108,7 @@ pub fn over_db(
         new_version: new.version().to_string(),
         at: now,
         open_tasks: tasks.len(),
-        counts: impact::counts_by_kind(&changes),
+        counts: impact::counts_by_kind(changes.iter().map(|c| c.kind.as_str())),
         changes,
     })
 }

@@ -32,17 +32,11 @@ pub(super) fn open_store(common: &CommonArgs) -> anyhow::Result<Store> {
 }
 
 pub(super) fn existing_store(cfg: &crate::config::Config) -> anyhow::Result<Store> {
-    if let Some(url) = &cfg.db_url {
-        return Ok(Store::open_url(url)?);
-    }
-    let path = cfg.db_path.as_path();
-    if !path.exists() {
-        anyhow::bail!(
-            "no database at {} (set db_path or ORCH_DB_PATH to the one orch serve uses)",
-            path.display()
-        );
-    }
-    Ok(Store::open(path)?)
+    super::ensure_database(cfg)?;
+    Ok(match &cfg.db_url {
+        Some(url) => Store::open_url(url)?,
+        None => Store::open(&cfg.db_path)?,
+    })
 }
 
 /// `now − since`, or every row.

@@ -334,6 +334,18 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     )
 }
 
+/// The configured database exists (a PostgreSQL URL is taken as it is): the one-shot commands
+/// never create one.
+pub(super) fn ensure_database(cfg: &crate::config::Config) -> anyhow::Result<()> {
+    if cfg.db_url.is_none() && !cfg.db_path.exists() {
+        anyhow::bail!(
+            "no database at {} (set db_path or ORCH_DB_PATH to the one orch serve uses)",
+            cfg.db_path.display()
+        );
+    }
+    Ok(())
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -345,12 +357,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// give an empty database and answers like "no such task".
 fn components(common: &CommonArgs) -> anyhow::Result<crate::app::Components> {
     let cfg = load_config(common.config.as_deref(), common.rules.clone())?;
-    if cfg.db_url.is_none() && !cfg.db_path.exists() {
-        anyhow::bail!(
-            "no database at {} (set db_path or ORCH_DB_PATH to the one orch serve uses)",
-            cfg.db_path.display()
-        );
-    }
+    ensure_database(&cfg)?;
     crate::app::Components::build(cfg, std::sync::Arc::new(crate::clock::SystemClock))
 }
 

@@ -197,21 +197,7 @@ pub(crate) fn run(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
                     if changes.is_empty() {
                         println!("no decision changes ({} -> {})", a.version(), b.version());
                     } else {
-                        let cells: Vec<Vec<String>> = changes
-                            .iter()
-                            .map(|c| {
-                                vec![
-                                    c.scenario.clone(),
-                                    c.subject.clone(),
-                                    c.old.clone().unwrap_or_else(|| "-".into()),
-                                    c.new.clone().unwrap_or_else(|| "-".into()),
-                                    c.new_rule
-                                        .clone()
-                                        .or(c.old_rule.clone())
-                                        .unwrap_or_default(),
-                                ]
-                            })
-                            .collect();
+                        let cells = super::rules_impact::scenario_cells(&changes);
                         print!(
                             "{}",
                             crate::report::table(

@@ -83,14 +83,19 @@ fn cells(impact: &Impact) -> Vec<Vec<String>> {
                 c.stage.clone(),
                 c.old_text(),
                 c.new_text(),
-                if c.old.rule == c.new.rule {
-                    c.new.rule.clone()
-                } else {
-                    format!("{} -> {}", c.old.rule, c.new.rule)
-                },
+                rule_cell(&c.old.rule, &c.new.rule),
             ]
         })
         .collect()
+}
+
+/// The deciding rule, or `old -> new` when another rule decides now.
+fn rule_cell(old: &str, new: &str) -> String {
+    if old == new {
+        new.to_string()
+    } else {
+        format!("{old} -> {new}")
+    }
 }
 
 const HEADER: [&str; 5] = ["WORK ITEM", "STAGE", "OLD", "NEW", "RULE"];
@@ -154,11 +159,7 @@ fn plane_cells(impact: &Impact) -> Vec<Vec<String>> {
                 c.state.clone(),
                 c.old_text(),
                 c.new_text(),
-                if c.old.rule == c.new.rule {
-                    c.new.rule.clone()
-                } else {
-                    format!("{} -> {}", c.old.rule, c.new.rule)
-                },
+                rule_cell(&c.old.rule, &c.new.rule),
             ]
         })
         .collect()
@@ -214,7 +215,19 @@ fn markdown_report(impact: &Impact) -> String {
 
 /// The scenario diff (`--scenarios`) as Markdown.
 pub(super) fn scenario_markdown(changes: &[scenario::Change]) -> String {
-    let rows: Vec<Vec<String>> = changes
+    format!(
+        "**Decision changes**: {}\n\n{}",
+        changes.len(),
+        markdown(
+            &["scenario", "subject", "old", "new", "rule"],
+            &scenario_cells(changes)
+        )
+    )
+}
+
+/// A scenario diff's rows (scenario, subject, old, new, rule), as every format prints them.
+pub(super) fn scenario_cells(changes: &[scenario::Change]) -> Vec<Vec<String>> {
+    changes
         .iter()
         .map(|c| {
             vec![
@@ -228,10 +241,5 @@ pub(super) fn scenario_markdown(changes: &[scenario::Change]) -> String {
                     .unwrap_or_default(),
             ]
         })
-        .collect();
-    format!(
-        "**Decision changes**: {}\n\n{}",
-        changes.len(),
-        markdown(&["scenario", "subject", "old", "new", "rule"], &rows)
-    )
+        .collect()
 }

@@ -128,21 +128,7 @@ fn print_changes(path: &Path, old_body: &str, rows: &[scenario::Row]) {
         }
     };
     let changes = scenario::diff(&old, rows);
-    let cells: Vec<Vec<String>> = changes
-        .iter()
-        .map(|c| {
-            vec![
-                c.scenario.clone(),
-                c.subject.clone(),
-                c.old.clone().unwrap_or_else(|| "-".into()),
-                c.new.clone().unwrap_or_else(|| "-".into()),
-                c.new_rule
-                    .clone()
-                    .or(c.old_rule.clone())
-                    .unwrap_or_default(),
-            ]
-        })
-        .collect();
+    let cells = super::rules_impact::scenario_cells(&changes);
     if cells.is_empty() {
         println!(
             "  {}: only reasons changed; compare the files",
