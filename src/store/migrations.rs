@@ -191,6 +191,33 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX shadow_divergences_at ON shadow_divergences(at);
     "#,
+    // 8 (issue 15): the replicas that share this database, the leases that give work one
+    // owner, and job claims (who runs a job, and the claim number that fences its run).
+    r#"
+    CREATE TABLE replicas (
+        id         TEXT    PRIMARY KEY,
+        host       TEXT    NOT NULL,
+        pid        INTEGER NOT NULL,
+        version    TEXT    NOT NULL,
+        listen     TEXT,
+        started_at INTEGER NOT NULL,
+        seen_at    INTEGER NOT NULL,
+        stopped_at INTEGER
+    );
+    CREATE TABLE leases (
+        name        TEXT    PRIMARY KEY,
+        holder      TEXT,
+        token       INTEGER NOT NULL,
+        acquired_at INTEGER NOT NULL,
+        renewed_at  INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL
+    );
+    CREATE INDEX leases_holder ON leases(holder);
+    ALTER TABLE jobs ADD COLUMN claimed_by TEXT;
+    ALTER TABLE jobs ADD COLUMN claim INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN stop_requested_at INTEGER;
+    CREATE INDEX jobs_running_by ON jobs(claimed_by) WHERE status = 'running';
+    "#,
 ];
 
 /// The version a fully migrated database reports.

@@ -187,6 +187,32 @@ CREATE TABLE shadow_divergences (
 );
 CREATE INDEX shadow_divergences_at ON shadow_divergences(at);
 "#,
+    // 8 (issue 15): replicas, leases, job claims.
+    r#"
+    CREATE TABLE replicas (
+        id         TEXT   PRIMARY KEY,
+        host       TEXT   NOT NULL,
+        pid        BIGINT NOT NULL,
+        version    TEXT   NOT NULL,
+        listen     TEXT,
+        started_at BIGINT NOT NULL,
+        seen_at    BIGINT NOT NULL,
+        stopped_at BIGINT
+    );
+    CREATE TABLE leases (
+        name        TEXT   PRIMARY KEY,
+        holder      TEXT,
+        token       BIGINT NOT NULL,
+        acquired_at BIGINT NOT NULL,
+        renewed_at  BIGINT NOT NULL,
+        expires_at  BIGINT NOT NULL
+    );
+    CREATE INDEX leases_holder ON leases(holder);
+    ALTER TABLE jobs ADD COLUMN claimed_by TEXT;
+    ALTER TABLE jobs ADD COLUMN claim BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN stop_requested_at BIGINT;
+    CREATE INDEX jobs_running_by ON jobs(claimed_by) WHERE status = 'running';
+    "#,
 ];
 
 const _: () = assert!(PG_MIGRATIONS.len() as i64 == LATEST);
