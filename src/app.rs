@@ -109,6 +109,7 @@ impl Components {
                 notifier: integrations.notifier,
                 reconcile,
                 loops,
+                replica: crate::replica::ReplicaId::generate(None),
             },
         })
     }

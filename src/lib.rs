@@ -50,6 +50,7 @@ modules! {
     pipeline,
     policy,
     reconciler,
+    replica,
     secret,
     service,
     sim,

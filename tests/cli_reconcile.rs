@@ -259,6 +259,13 @@ async fn explain_over_http_and_the_reconcile_block_in_queue_and_metrics() {
     assert!(q["reconcile"]["last_sweep_at"].is_string());
     assert_eq!(q["rules"]["version"], app.state.rules.current().version());
     assert_eq!(q["tasks"]["review"], 1);
+    assert_eq!(
+        q["replica"],
+        app.state.replica.as_str(),
+        "this process's replica id"
+    );
+    let pid = format!(":{}:", std::process::id());
+    assert!(q["replica"].as_str().unwrap().contains(&pid), "{q}");
     let m = http
         .get(app.url("/metrics"))
         .send()

@@ -33,6 +33,25 @@ fn task(store: &Store, wi: &str, stage: &str, agent: Option<&str>) -> i64 {
         .id
 }
 
+/// Leases and heartbeats compare times across hosts by the database's clock (`now_ms_sql`).
+fn the_database_clock_reads_epoch_milliseconds(s: &Store) {
+    let wall = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let before = wall();
+    let db: i64 = s
+        .call_sync(|c| c.query_row(&format!("SELECT {}", c.now_ms_sql()), &[], |r| r.get(0)))
+        .unwrap();
+    let after = wall();
+    assert!(
+        (before - 1_000..=after + 1_000).contains(&db),
+        "{db} not within a second of [{before}, {after}]"
+    );
+}
+
 fn plane_applied_keeps_the_newest_stamp(s: &Store) {
     let id = task(s, "ET-1", "analysis", None);
     let at = |ms: i64| Timestamp::from_millis(ms);
@@ -278,6 +297,7 @@ fn the_plane_items_seen_are_kept_per_work_item(s: &Store) {
 }
 
 both_backends!(plane_applied_keeps_the_newest_stamp);
+both_backends!(the_database_clock_reads_epoch_milliseconds);
 both_backends!(the_plane_items_seen_are_kept_per_work_item);
 both_backends!(an_interrupted_job_gives_its_attempt_back_but_never_below_zero);
 both_backends!(a_dead_delivery_uses_up_its_attempts_and_the_backlog_counts_it);

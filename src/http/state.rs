@@ -32,6 +32,8 @@ pub struct AppState {
     pub reconcile: Arc<Mutex<ReconcileState>>,
     /// The supervised loops `run_until` starts (the reconciler owns its own).
     pub loops: Arc<Loops>,
+    /// This process among the replicas sharing the database (`jobs.claimed_by`, lease holder).
+    pub replica: crate::replica::ReplicaId,
 }
 
 /// The supervised background loops besides the reconciler's, created with the state so

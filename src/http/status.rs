@@ -58,6 +58,7 @@ pub async fn status_json(state: &AppState) -> Result<serde_json::Value, store::S
         "reconcile": state.reconcile_status(),
         "decision_errors": state.decision_errors(),
         "rules": state.rules_status(),
+        "replica": state.replica.as_str(),
     }))
 }
 
