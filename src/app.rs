@@ -96,6 +96,7 @@ impl Components {
         let plane_since = plane_since(&store, &config, clock.as_ref())?;
         let reconciler = Reconciler::new(pipeline.clone(), Arc::clone(&reconcile), plane_since);
         let loops = Arc::new(Loops::new(&metrics));
+        let replica = crate::replica::ReplicaId::generate(config.replicas.name.as_deref());
         Ok(Components {
             state: AppState {
                 config,
@@ -109,7 +110,7 @@ impl Components {
                 notifier: integrations.notifier,
                 reconcile,
                 loops,
-                replica: crate::replica::ReplicaId::generate(None),
+                replica,
             },
         })
     }

@@ -57,6 +57,10 @@ interval = "5m"
 grace_default = 900
 enabled = true
 
+[replicas]
+name = "orch-a"
+lease_ttl = "30s"
+
 [[projects]]
 plane_project_id = "4f1c"
 identifier = "et"
@@ -72,6 +76,8 @@ push = true
     assert_eq!(cfg.db_path, Path::new("/var/lib/orch/file.db"));
     assert_eq!(cfg.listen.to_string(), "0.0.0.0:9000");
     assert_eq!(cfg.reconcile.interval, Duration::from_secs(300));
+    assert_eq!(cfg.replicas.name.as_deref(), Some("orch-a"));
+    assert_eq!(cfg.replicas.lease_ttl, Duration::from_secs(30));
     assert_eq!(cfg.reconcile.grace_default, Some(Duration::from_secs(900)));
     assert_eq!(cfg.projects[0].identifier, "ET");
     let dev = &cfg.agents["developer"];
@@ -129,9 +135,13 @@ fn every_orch_variable_is_read() {
             ),
             ("ORCH_RECONCILE_NOTIFY_UNBLOCK", "yes"),
             ("ORCH_HTTP_TIMEOUT", "40s"),
+            ("ORCH_REPLICA_NAME", "orch-b"),
+            ("ORCH_LEASE_TTL", "20s"),
         ],
     )
     .unwrap();
+    assert_eq!(cfg.replicas.name.as_deref(), Some("orch-b"));
+    assert_eq!(cfg.replicas.lease_ttl, Duration::from_secs(20));
     assert_eq!(cfg.http.timeout, Duration::from_secs(40));
     assert_eq!(cfg.repos_dir, Path::new("/d/repos"));
     assert_eq!(cfg.rules_dir, Path::new("/d/rules"));
@@ -200,6 +210,8 @@ fn bad_environment_values_name_the_variable_and_the_value() {
         ("ORCH_WORKER_CONCURRENCY", "0"),
         ("ORCH_HTTP_TIMEOUT", "soon"),
         ("ORCH_HTTP_TIMEOUT", "0s"),
+        ("ORCH_LEASE_TTL", "0s"),
+        ("ORCH_LEASE_TTL", "a while"),
     ];
     for (key, value) in cases {
         let err = load(None, &[(key, value)]).unwrap_err().to_string();
@@ -268,6 +280,7 @@ fn bad_file_values_name_the_key() {
         ),
         ("[worker]\nconcurrency = 0", "worker.concurrency"),
         ("[http]\ntimeout = \"0s\"", "http.timeout"),
+        ("[replicas]\nlease_ttl = \"0s\"", "replicas.lease_ttl"),
     ];
     for (text, key) in cases {
         let file = write(&dir, text);

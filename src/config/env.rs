@@ -42,6 +42,12 @@ pub(super) fn overlay(
     if let Some(v) = get("ORCH_DECISIONS_RETENTION") {
         cfg.decision_retention = nonzero_env("ORCH_DECISIONS_RETENTION", &v, false)?;
     }
+    if let Some(v) = get("ORCH_REPLICA_NAME") {
+        cfg.replicas.name = Some(v);
+    }
+    if let Some(v) = get("ORCH_LEASE_TTL") {
+        cfg.replicas.lease_ttl = nonzero_env("ORCH_LEASE_TTL", &v, false)?;
+    }
     if let Some(v) = get("ORCH_GITEA_URL") {
         cfg.gitea.url = Some(v);
     }

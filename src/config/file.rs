@@ -52,10 +52,18 @@ struct FileConfig {
     reconcile: Option<FileReconcile>,
     worker: Option<FileWorker>,
     http: Option<FileHttp>,
+    replicas: Option<FileReplicas>,
     #[serde(default)]
     projects: Vec<FileProject>,
     #[serde(default)]
     agents: BTreeMap<String, FileAgent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileReplicas {
+    name: Option<String>,
+    lease_ttl: Option<TomlDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -214,6 +222,15 @@ impl FileConfig {
         }
         if let Some(h) = self.http {
             h.apply(&mut cfg.http)?;
+        }
+        if let Some(r) = self.replicas {
+            if let Some(n) = r.name.filter(|n| !n.trim().is_empty()) {
+                cfg.replicas.name = Some(n);
+            }
+            if let Some(d) = r.lease_ttl {
+                cfg.replicas.lease_ttl =
+                    nonzero("replicas.lease_ttl", d.resolve("replicas.lease_ttl")?)?;
+            }
         }
         for (i, p) in self.projects.into_iter().enumerate() {
             cfg.projects.push(p.resolve(i)?);

@@ -68,6 +68,8 @@ pub struct Config {
     pub reconcile: ReconcileConfig,
     pub worker: WorkerConfig,
     pub http: HttpConfig,
+    /// This process among the replicas sharing one database (`[replicas]`).
+    pub replicas: ReplicasConfig,
     pub projects: Vec<Project>,
     pub agents: BTreeMap<String, AgentConfig>,
     /// Non-fatal problems found while loading (e.g. unparsable grace overrides JSON).
@@ -149,6 +151,19 @@ impl PlaneSince {
             })
     }
 }
+
+/// Several `orch serve` processes on one PostgreSQL database (issue 15).
+#[derive(Debug, Clone)]
+pub struct ReplicasConfig {
+    /// The readable part of this replica's id (`replicas.name`; default: the host name).
+    pub name: Option<String>,
+    /// How long a silent replica keeps its leases and running jobs before another replica
+    /// takes them over (`replicas.lease_ttl`); heartbeats and renewals run every third of it.
+    pub lease_ttl: Duration,
+}
+
+/// 15 s: a `kill -9` of a lease holder is taken over in about that long.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -243,6 +258,10 @@ impl Default for Config {
                 retries: 3,
                 retry_base_delay: Duration::from_millis(200),
                 timeout: Duration::from_secs(15),
+            },
+            replicas: ReplicasConfig {
+                name: None,
+                lease_ttl: DEFAULT_LEASE_TTL,
             },
             projects: Vec::new(),
             agents: BTreeMap::new(),
