@@ -1244,3 +1244,73 @@ async fn the_budget_reads_the_oldest_due_first_and_leaves_no_task_behind() {
     let counted: u64 = quiet.summary["development"].values().sum();
     assert_eq!(counted, 5);
 }
+
+// Late is not lost: a task that a delivery still waiting in the inbox may move is left to that
+// delivery (Plane item, branch, or a whole repository for a CI status, which names no
+// branch); the others are read and advanced. The pass finds them by id, with one query.
+#[tokio::test]
+async fn tasks_a_waiting_delivery_concerns_are_left_to_it() {
+    let h = harness(|_, _| {}).await;
+    let by_plane = h.task("ET-1", "development", 3600).await;
+    let by_branch = h.task("ET-2", "development", 3600).await;
+    let free = h.task("ET-3", "development", 3600).await;
+    for wi in ["ET-1", "ET-2", "ET-3"] {
+        h.ci(wi, "success").await;
+    }
+    let waiting = [
+        (
+            "plane",
+            "issue",
+            serde_json::json!({"event": "issue", "action": "updated", "data": {"id": "issue-ET-1"}}),
+        ),
+        (
+            "gitea",
+            "push",
+            serde_json::json!({"ref": "refs/heads/feature/ET-2-x", "repository": {"full_name": REPO}}),
+        ),
+        // Another repository's CI status: concerns none of these tasks.
+        (
+            "gitea",
+            "status",
+            serde_json::json!({"sha": "abc", "state": "success", "repository": {"full_name": "acme/other"}}),
+        ),
+    ];
+    for (source, event, body) in waiting {
+        let body = serde_json::to_vec(&body).unwrap();
+        let now = h.clock.now();
+        h.state
+            .store
+            .call(move |c| store::inbox::insert(c, source, event, &body, now))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let report = h.state.reconciler.sweep(Mode::Apply).await;
+    assert_eq!(report.summary["development"]["late"], 2, "{report:#?}");
+    assert_eq!(h.stage_of(by_plane.id).await, "development");
+    assert_eq!(h.stage_of(by_branch.id).await, "development");
+    assert_eq!(h.stage_of(free.id).await, "review", "{report:#?}");
+    assert_eq!(
+        h.gitea_calls_for("ET-1").await,
+        0,
+        "late tasks are not read"
+    );
+
+    // A CI status of their repository may concern any of them: all are late.
+    let other = h.task("ET-4", "development", 3600).await;
+    h.ci("ET-4", "success").await;
+    let body = serde_json::to_vec(
+        &serde_json::json!({"sha": "def", "state": "success", "repository": {"full_name": REPO}}),
+    )
+    .unwrap();
+    let now = h.clock.now();
+    h.state
+        .store
+        .call(move |c| store::inbox::insert(c, "gitea", "status", &body, now))
+        .await
+        .unwrap()
+        .unwrap();
+    let report = h.state.reconciler.sweep(Mode::Apply).await;
+    assert_eq!(report.summary["development"]["late"], 3, "{report:#?}");
+    assert_eq!(h.stage_of(other.id).await, "development");
+}

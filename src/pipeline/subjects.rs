@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 
-use crate::store::{InboxItem, Task};
+use crate::store::{Conn, InboxItem, StoreError};
 
 /// The thing a delivery is about.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -92,14 +92,18 @@ impl Subjects {
         s
     }
 
-    /// Whether any of the deliveries may move `task`.
-    pub fn concern(&self, task: &Task) -> bool {
-        task.plane_issue_id
-            .as_ref()
-            .is_some_and(|id| self.issues.contains(id))
-            || self.repos.contains(&task.repo)
-            || self
-                .branches
-                .contains(&(task.repo.clone(), task.branch.clone()))
+    /// The ids of the tasks any of the deliveries may move: one query, none when there is
+    /// nothing waiting.
+    pub fn tasks(&self, conn: &Conn<'_>) -> Result<HashSet<i64>, StoreError> {
+        let issues: Vec<&str> = self.issues.iter().map(String::as_str).collect();
+        let repos: Vec<&str> = self.repos.iter().map(String::as_str).collect();
+        let branches: Vec<(&str, &str)> = self
+            .branches
+            .iter()
+            .map(|(r, b)| (r.as_str(), b.as_str()))
+            .collect();
+        Ok(crate::store::tasks::concerned_by(conn, &issues, &repos, &branches)?
+            .into_iter()
+            .collect())
     }
 }

@@ -40,16 +40,19 @@ impl Reconciler {
         due: Vec<Due>,
         report: &mut SweepReport,
     ) {
+        let Some(due) = self.read_due(due, report).await else {
+            return;
+        };
         let semaphore = Arc::new(tokio::sync::Semaphore::new(self.concurrency.max(1)));
         let mut set = tokio::task::JoinSet::new();
-        for d in due {
-            let extra = self.unblock_effects(rules, &d.task);
+        for (d, task) in due {
+            let extra = self.unblock_effects(rules, &task);
             let check = check_one(
                 self.pipeline.clone(),
                 Arc::clone(rules),
                 self.overrides.clone(),
                 mode,
-                d.task,
+                task,
                 d.snapshot,
                 d.decision,
                 extra,
@@ -97,6 +100,37 @@ impl Reconciler {
                     .push(format!("recording the gate readings: {e}"));
             }
         }
+    }
+}
+
+impl Reconciler {
+    /// The budget's tasks read in full (the pass read only what deciding needs), still in the
+    /// stage and visit they were decided in: one that moved since is left to the next sweep.
+    async fn read_due(&self, due: Vec<Due>, report: &mut SweepReport) -> Option<Vec<(Due, Task)>> {
+        let ids: Vec<i64> = due.iter().map(|d| d.id).collect();
+        let tasks = self
+            .pipeline
+            .store
+            .call(move |c| store::tasks::get_many(c, &ids))
+            .await;
+        let tasks: std::collections::HashMap<i64, Task> = match tasks {
+            Ok(t) => t.into_iter().map(|t| (t.id, t)).collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "reconciler: cannot read the tasks to check");
+                report.errors.push(format!("reading the tasks to check: {e}"));
+                return None;
+            }
+        };
+        let mut tasks = tasks;
+        Some(
+            due.into_iter()
+                .filter_map(|d| {
+                    let task = tasks.remove(&d.id)?;
+                    (task.stage == d.snapshot.stage && task.updated_at == d.snapshot.updated_at)
+                        .then_some((d, task))
+                })
+                .collect(),
+        )
     }
 }
 

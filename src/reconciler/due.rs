@@ -13,13 +13,12 @@ use std::collections::{BinaryHeap, HashSet};
 use std::time::Duration;
 
 use crate::clock::Timestamp;
-use crate::pipeline::subjects::Subjects;
 use crate::policy::Outcome as Decided;
 use crate::policy::{self, Decision, RuleSet, SkipReason, TaskSnapshot};
-use crate::store::Task;
+use crate::store::OpenTask;
 use crate::store::gate_backoff::RedStreak;
 
-use super::{Mode, Reconciler, Rows, SweepReport, TaskReport, snapshot_of};
+use super::{Mode, Reconciler, Rows, SweepReport, TaskReport};
 
 /// Tasks per page the sweep reads from the store.
 pub(super) const PAGE: usize = 500;
@@ -28,8 +27,8 @@ pub(super) const PAGE: usize = 500;
 pub(super) struct Context {
     pub(super) active: HashSet<i64>,
     pub(super) awaiting: HashSet<i64>,
-    /// Deliveries still waiting in the inbox: a task they concern is late, not lost.
-    pub(super) late: Subjects,
+    /// The tasks deliveries still waiting in the inbox concern: late, not lost.
+    pub(super) late: HashSet<i64>,
 }
 
 /// One pass over the open tasks: the settings it runs with and what it collects.
@@ -40,8 +39,9 @@ pub(super) struct Pass<'a> {
     pub(super) now: Timestamp,
     pub(super) ctx: &'a Context,
     pub(super) due: DueQueue,
-    /// Human gates whose notice may never have been given (see `announce_human_gates`).
-    pub(super) unannounced: Vec<Task>,
+    /// Human gates whose notice may never have been given (see `announce_human_gates`):
+    /// task ids with the visit (`updated_at`) to check.
+    pub(super) unannounced: Vec<(i64, Timestamp)>,
 }
 
 /// A task due for a gate check.
@@ -49,14 +49,16 @@ pub(super) struct Due {
     /// An event about the task since its last red reading: read before the others.
     pub(super) news: bool,
     pub(super) due_at: Timestamp,
-    pub(super) task: Task,
+    /// The task's id; the pass read only what deciding needs (the snapshot), the check reads
+    /// the task in full.
+    pub(super) id: i64,
     pub(super) snapshot: TaskSnapshot,
     pub(super) decision: Decision,
 }
 
 impl Due {
     fn key(&self) -> (bool, Timestamp, i64) {
-        (!self.news, self.due_at, self.task.id)
+        (!self.news, self.due_at, self.id)
     }
 }
 
@@ -122,19 +124,19 @@ impl DueQueue {
 pub(super) fn red_due_at(
     rules: &RuleSet,
     interval: Duration,
-    task: &Task,
+    stage: &str,
     streak: Option<&RedStreak>,
 ) -> Option<Timestamp> {
     let s = streak.filter(|s| s.reds > 0)?;
-    let gate = rules.stage(&task.stage)?.gate.as_deref().unwrap_or("");
-    (s.stage == task.stage && s.gate == gate)
+    let gate = rules.stage(stage)?.gate.as_deref().unwrap_or("");
+    (s.stage == stage && s.gate == gate)
         .then(|| policy::next_gate_check(rules, s.last_at, s.reds, interval))
 }
 
 /// Whether an event about the task came after the sweep's last red reading of its gate in
 /// this stage (`store::gate_backoff::news`).
-pub(super) fn has_news(task: &Task, streak: Option<&RedStreak>) -> bool {
-    streak.is_some_and(|s| s.reds == 0 && s.stage == task.stage)
+pub(super) fn has_news(stage: &str, streak: Option<&RedStreak>) -> bool {
+    streak.is_some_and(|s| s.reds == 0 && s.stage == stage)
 }
 
 /// A sweep starts at least one interval after the previous one began, but the clock it reads
@@ -169,22 +171,26 @@ impl Reconciler {
     pub(super) async fn triage(
         &self,
         pass: &mut Pass<'_>,
-        task: Task,
+        stage: &str,
+        task: OpenTask,
         streak: Option<&RedStreak>,
         report: &mut SweepReport,
     ) {
-        let (rules, now) = (pass.rules, pass.now);
-        let snapshot = snapshot_of(
-            &task,
-            pass.ctx.active.contains(&task.id),
-            pass.ctx.awaiting.contains(&task.id),
-        );
+        let (rules, now, id) = (pass.rules, pass.now, task.id);
+        let snapshot = TaskSnapshot {
+            work_item: task.work_item,
+            stage: stage.to_string(),
+            labels: task.labels,
+            updated_at: task.updated_at,
+            has_active_job: pass.ctx.active.contains(&id),
+            awaiting_input: pass.ctx.awaiting.contains(&id),
+        };
         let decision = policy::decide_task(rules, &self.overrides, &snapshot, None, now);
-        self.note_decision_error(rules, pass.mode, &task, &decision, report);
+        self.note_decision_error(rules, pass.mode, id, &snapshot, &decision, report);
         if pass.mode == Mode::Apply {
             // The decision log (a decision that failed) and the shadow set's comparison.
             self.pipeline
-                .observe_sweep(&self.overrides, &snapshot, task.id, &decision, now)
+                .observe_sweep(&self.overrides, &snapshot, id, &decision, now)
                 .await;
         }
         if matches!(
@@ -194,16 +200,16 @@ impl Reconciler {
             }
         ) && !snapshot.has_active_job
             && !snapshot.awaiting_input
-            && now.since(task.updated_at) >= self.interval
+            && now.since(snapshot.updated_at) >= self.interval
         {
-            pass.unannounced.push(task.clone());
+            pass.unannounced.push((id, snapshot.updated_at));
         }
         let left = |report: &mut SweepReport, what: &str, decision: Decision, action| {
-            report.count(&task.stage, what);
+            report.count(stage, what);
             if pass.rows == Rows::All || matches!(decision.outcome, Decided::Error { .. }) {
                 report.tasks.push(TaskReport {
-                    work_item: task.work_item.clone(),
-                    stage: task.stage.clone(),
+                    work_item: snapshot.work_item.clone(),
+                    stage: stage.to_string(),
                     decision,
                     action,
                 });
@@ -212,10 +218,10 @@ impl Reconciler {
         if !matches!(decision.outcome, Decided::CheckGate { .. }) {
             return left(report, label(&decision.outcome), decision, None);
         }
-        if self.backing_off(task.id, now) {
+        if self.backing_off(id, now) {
             return left(report, "error_backoff", decision, None);
         }
-        let red_due = red_due_at(rules, self.interval, &task, streak);
+        let red_due = red_due_at(rules, self.interval, stage, streak);
         if let (Some(at), Some(s)) = (red_due, streak)
             && !is_due(at, now, self.interval)
         {
@@ -227,7 +233,7 @@ impl Reconciler {
             );
             return left(report, "backoff", decision, Some(action));
         }
-        if pass.ctx.late.concern(&task) {
+        if pass.ctx.late.contains(&id) {
             if pass.mode == Mode::Apply {
                 self.pipeline.metrics.reconcile_late.inc();
             }
@@ -236,21 +242,21 @@ impl Reconciler {
         }
         let grace =
             policy::grace_for(rules, &self.overrides, &snapshot, now).unwrap_or(Duration::ZERO);
-        let due_at = red_due.unwrap_or_else(|| task.updated_at.plus(grace));
+        let due_at = red_due.unwrap_or_else(|| snapshot.updated_at.plus(grace));
         let queued = Due {
-            news: has_news(&task, streak),
+            news: has_news(stage, streak),
             due_at,
-            task,
+            id,
             snapshot,
             decision,
         };
         if let Some(lost) = pass.due.push(queued) {
             report.over_budget += 1;
-            report.count(&lost.task.stage, "over_budget");
+            report.count(&lost.snapshot.stage, "over_budget");
             if pass.rows == Rows::All {
                 report.tasks.push(TaskReport {
-                    work_item: lost.task.work_item,
-                    stage: lost.task.stage,
+                    work_item: lost.snapshot.work_item,
+                    stage: lost.snapshot.stage,
                     decision: lost.decision,
                     action: Some(
                         "over this sweep's budget (reconcile.max_gate_checks): checked in a later sweep"

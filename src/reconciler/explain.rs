@@ -150,7 +150,7 @@ impl Reconciler {
                             .into(),
                     });
                 }
-                let red = red_due_at(rules, self.interval, task, streak)
+                let red = red_due_at(rules, self.interval, &task.stage, streak)
                     .filter(|at| !is_due(*at, now, self.interval));
                 Some(match (red, streak) {
                     (Some(at), Some(s)) => NextCheck {
@@ -165,7 +165,7 @@ impl Reconciler {
                             s.reason
                         ),
                     },
-                    _ if has_news(task, streak) => NextCheck {
+                    _ if has_news(&task.stage, streak) => NextCheck {
                         at: now,
                         why:
                             "an event about the task came after the sweep last read the gate red: \

@@ -15,6 +15,7 @@
 //!
 //! [`Pipeline::apply_gate`]: crate::pipeline::Pipeline::apply_gate
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -35,6 +36,19 @@ use super::{DecisionError, Mode, Reconciler, Rows, Sides, SweepReport, TaskRepor
 pub const GATE_ERROR_CAP: u32 = 5;
 /// How many waiting inbox deliveries a sweep looks at to tell a late webhook from a lost one.
 const INBOX_LOOKAHEAD: usize = 10_000;
+
+/// The tasks deliveries still waiting in the inbox may move: the sweep leaves them to those
+/// deliveries (late, not lost).
+fn late_tasks(c: &store::Conn<'_>) -> Result<HashSet<i64>, store::StoreError> {
+    let waiting = store::inbox::pending(
+        c,
+        crate::inbox::MAX_ATTEMPTS,
+        0,
+        Timestamp::from_millis(i64::MAX),
+        INBOX_LOOKAHEAD,
+    )?;
+    Subjects::of(&waiting).tasks(c)
+}
 
 /// Kept in memory only: a restart is a fresh chance for every task.
 #[derive(Debug, Clone, Copy)]
@@ -103,7 +117,7 @@ impl Reconciler {
                 let full = page.len() == PAGE;
                 for (task, streak) in page {
                     after = task.id;
-                    self.triage(&mut pass, task, streak.as_ref(), report)
+                    self.triage(&mut pass, &stage, task, streak.as_ref(), report)
                         .await;
                 }
                 if !full {
@@ -126,22 +140,48 @@ impl Reconciler {
     /// Human gates whose "ready for review" notice was never written (a crash between the
     /// agent's end and the gate): owe it now. Not an unblock, and not a red gate report: the
     /// notice is the one the webhook path gives, once per visit.
+    ///
+    /// Each visit of a human gate (a task id and its `updated_at`) is checked once per process:
+    /// a notice found or owed stays so, and a gate with thousands of tasks waiting for people
+    /// would otherwise cost several reads per task on every sweep.
     async fn announce_human_gates(
         &self,
         rules: &Arc<RuleSet>,
-        tasks: Vec<Task>,
+        visits: Vec<(i64, Timestamp)>,
         cancel: &CancellationToken,
         report: &mut SweepReport,
     ) {
-        for task in tasks {
+        let fresh: Vec<(i64, Timestamp)> = {
+            let mut checked = self.announced.lock().unwrap_or_else(|p| p.into_inner());
+            // Visits no longer waiting (moved on, or a new visit) are forgotten.
+            let now_waiting: HashSet<(i64, Timestamp)> = visits.iter().copied().collect();
+            checked.retain(|v| now_waiting.contains(v));
+            visits.into_iter().filter(|v| !checked.contains(v)).collect()
+        };
+        for (id, visit) in fresh {
             if cancel.is_cancelled() {
                 return;
             }
-            match self.pipeline.owe_awaiting_human(rules, &task).await {
-                Ok(true) => {
-                    tracing::info!(work_item = %task.work_item, stage = %task.stage, "reconciler: the human gate's notice was never given (crash); owed now");
+            let task = match self.pipeline.store.call(move |c| store::tasks::get(c, id)).await {
+                Ok(Some(t)) if t.updated_at == visit => t,
+                // Gone or moved since the pass read it: the next sweep sees the new visit.
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(task_id = id, error = %e, "reconciler: cannot read a human gate's task");
+                    report.errors.push(format!("task {id}: {e}"));
+                    continue;
                 }
-                Ok(false) => {}
+            };
+            match self.pipeline.owe_awaiting_human(rules, &task).await {
+                Ok(owed) => {
+                    if owed {
+                        tracing::info!(work_item = %task.work_item, stage = %task.stage, "reconciler: the human gate's notice was never given (crash); owed now");
+                    }
+                    self.announced
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert((id, visit));
+                }
                 Err(e) => {
                     tracing::warn!(work_item = %task.work_item, error = %e, "reconciler: cannot check the human gate's notice");
                     report.errors.push(format!("{}: {e}", task.work_item));
@@ -160,21 +200,15 @@ impl Reconciler {
                 Ok((
                     store::jobs::tasks_with_active_jobs(c)?,
                     store::jobs::tasks_awaiting_input(c)?,
-                    store::inbox::pending(
-                        c,
-                        crate::inbox::MAX_ATTEMPTS,
-                        0,
-                        Timestamp::from_millis(i64::MAX),
-                        INBOX_LOOKAHEAD,
-                    )?,
+                    late_tasks(c)?,
                 ))
             })
             .await;
         match loaded {
-            Ok((active, awaiting, waiting)) => Some(Context {
+            Ok((active, awaiting, late)) => Some(Context {
                 active,
                 awaiting,
-                late: Subjects::of(&waiting),
+                late,
             }),
             Err(e) => {
                 tracing::error!(error = %e, "reconciler: cannot load open tasks");
@@ -335,7 +369,8 @@ impl Reconciler {
         &self,
         rules: &RuleSet,
         mode: Mode,
-        task: &Task,
+        task_id: i64,
+        task: &crate::policy::TaskSnapshot,
         decision: &Decision,
         report: &mut SweepReport,
     ) {
@@ -347,7 +382,7 @@ impl Reconciler {
             _ => return,
         };
         if mode == Mode::Apply {
-            let key = (rules.version.clone(), task.id, task.stage.clone());
+            let key = (rules.version.clone(), task_id, task.stage.clone());
             let first = {
                 let mut seen = self
                     .reported_decision_errors

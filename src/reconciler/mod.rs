@@ -100,6 +100,9 @@ pub struct Reconciler {
     /// The decision errors already logged and counted, by rule-set version, task and stage:
     /// a broken rule is reported once per version, not once per sweep.
     reported_decision_errors: Mutex<HashSet<(String, i64, String)>>,
+    /// The human-gate visits (task id, `updated_at`) whose notice was checked (see
+    /// `announce_human_gates`).
+    announced: Mutex<HashSet<(i64, Timestamp)>>,
     /// When the last level-triggered Plane sync ran (`None`: it is due).
     last_sync: Mutex<Option<Timestamp>>,
     /// How many gate checks run at once in a sweep (`reconcile.gate_concurrency`).
@@ -134,6 +137,7 @@ impl Reconciler {
             plane_since,
             first_seen: Mutex::new(HashMap::new()),
             reported_decision_errors: Mutex::new(HashSet::new()),
+            announced: Mutex::new(HashSet::new()),
             last_sync: Mutex::new(None),
             concurrency,
             max_gate_checks,

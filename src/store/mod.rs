@@ -42,7 +42,7 @@ pub mod verdicts;
 pub use db::Conn;
 pub use inbox::InboxItem;
 pub use jobs::{Job, JobStatus};
-pub use tasks::{HistoryRow, NewTask, Task, Trigger};
+pub use tasks::{HistoryRow, NewTask, OpenTask, Task, Trigger};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

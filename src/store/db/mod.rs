@@ -123,6 +123,18 @@ impl Row {
             .ok_or_else(|| StoreError::Corrupt(format!("no column {i} in the row")))?;
         T::from_value(v).map_err(|e| StoreError::Corrupt(format!("column {i}: {e}")))
     }
+
+    /// Column `i` as text, borrowed: for a value parsed on the spot (JSON) rather than kept.
+    pub fn text(&self, i: usize) -> Result<&str, StoreError> {
+        match self.values.get(i) {
+            Some(Value::Text(s)) => Ok(s),
+            Some(other) => Err(StoreError::Corrupt(format!(
+                "column {i}: expected text, found {}",
+                kind(other)
+            ))),
+            None => Err(StoreError::Corrupt(format!("no column {i} in the row"))),
+        }
+    }
 }
 
 /// A Rust type a [`Value`] converts to.

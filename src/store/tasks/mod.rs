@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::db::{Conn, Row};
+use super::db::{Conn, Param, Row};
 use super::StoreError;
 use crate::clock::Timestamp;
 
@@ -180,6 +180,18 @@ pub fn stages_in_use(conn: &Conn<'_>) -> Result<Vec<String>, StoreError> {
     Ok(rows.into_iter().collect())
 }
 
+/// What the sweep's pass reads of an open task: what deciding it needs and nothing else. The
+/// pass decides every open task on every sweep, but checks at most `reconcile.max_gate_checks`
+/// of them, and reads those in full ([`get_many`]); decoding the other columns of 80,000
+/// tasks only to drop them was most of a sweep's time.
+#[derive(Debug, Clone)]
+pub struct OpenTask {
+    pub id: i64,
+    pub work_item: String,
+    pub labels: Vec<String>,
+    pub updated_at: Timestamp,
+}
+
 /// One page of the tasks in `stage` with an id above `after`, by id, each with its red-gate
 /// backoff: the sweep streams the open stages through this, so it never holds more than a
 /// page, and never reads a finished task.
@@ -188,21 +200,78 @@ pub fn open_page(
     stage: &str,
     after: i64,
     limit: usize,
-) -> Result<Vec<(Task, Option<super::gate_backoff::RedStreak>)>, StoreError> {
-    let columns = COLUMNS
-        .split(", ")
-        .map(|c| format!("t.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+) -> Result<Vec<(OpenTask, Option<super::gate_backoff::RedStreak>)>, StoreError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = conn.query_map(&format!(
-        "SELECT {columns}, {} FROM tasks t LEFT JOIN gate_backoff b ON b.task_id = t.id
-         WHERE t.stage = ?1 AND t.id > ?2 ORDER BY t.id LIMIT ?3",
-        super::gate_backoff::COLUMNS
-    ), args![stage, after, limit], |r| {
-        Ok((from_row(r)?, super::gate_backoff::from_row(r, 12)?))
-    })?;
-    Ok(rows.into_iter().collect())
+    conn.query_map(
+        &format!(
+            "SELECT t.id, t.work_item, t.labels, t.updated_at, {} FROM tasks t
+             LEFT JOIN gate_backoff b ON b.task_id = t.id
+             WHERE t.stage = ?1 AND t.id > ?2 ORDER BY t.id LIMIT ?3",
+            super::gate_backoff::SWEEP_COLUMNS
+        ),
+        args![stage, after, limit],
+        |r| {
+            let task = OpenTask {
+                id: r.get(0)?,
+                work_item: r.get(1)?,
+                labels: serde_json::from_str(r.text(2)?).unwrap_or_default(),
+                updated_at: Timestamp::from_millis(r.get(3)?),
+            };
+            Ok((task, super::gate_backoff::from_sweep_row(r, 4)?))
+        },
+    )
+}
+
+/// The tasks with these ids (those that still exist), by id.
+pub fn get_many(conn: &Conn<'_>, ids: &[i64]) -> Result<Vec<Task>, StoreError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let marks = (1..=chunk.len())
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let params: Vec<Param<'_>> = chunk.iter().map(|id| Param::Int(*id)).collect();
+        out.extend(conn.query_map(
+            &format!("SELECT {COLUMNS} FROM tasks WHERE id IN ({marks}) ORDER BY id"),
+            &params,
+            from_row,
+        )?);
+    }
+    Ok(out)
+}
+
+/// The ids of the tasks that deliveries about these Plane items, repositories or branches
+/// may concern (see `pipeline::subjects`): one query for the whole set, none when it is empty.
+pub fn concerned_by(
+    conn: &Conn<'_>,
+    issues: &[&str],
+    repos: &[&str],
+    branches: &[(&str, &str)],
+) -> Result<Vec<i64>, StoreError> {
+    let mut clauses = Vec::new();
+    let mut params: Vec<Param<'_>> = Vec::new();
+    for id in issues {
+        params.push(Param::Text(id));
+        clauses.push(format!("plane_issue_id = ?{}", params.len()));
+    }
+    for repo in repos {
+        params.push(Param::Text(repo));
+        clauses.push(format!("repo = ?{}", params.len()));
+    }
+    for (repo, branch) in branches {
+        params.push(Param::Text(repo));
+        params.push(Param::Text(branch));
+        let n = params.len();
+        clauses.push(format!("(repo = ?{} AND branch = ?{n})", n - 1));
+    }
+    if clauses.is_empty() {
+        return Ok(Vec::new());
+    }
+    conn.query_map(
+        &format!("SELECT id FROM tasks WHERE {}", clauses.join(" OR ")),
+        &params,
+        |r| r.get(0),
+    )
 }
 
 /// The tasks of a Plane project whose Plane state orch keeps in sync: open ones, and those
