@@ -1314,3 +1314,38 @@ async fn tasks_a_waiting_delivery_concerns_are_left_to_it() {
     assert_eq!(report.summary["development"]["late"], 3, "{report:#?}");
     assert_eq!(h.stage_of(other.id).await, "development");
 }
+
+// Plane's budget shared fairly (issue 16): while effects owed to Plane wait in the outbox,
+// the sweep's Plane reads take at most every other slot of the Plane client, leaving the rest
+// to the dispatcher. At 120 requests a minute a slot is 0.5 s, so the sweep's three page reads
+// are at least a second apart with effects waiting: 2 s at the least (a lower bound, which
+// load cannot break). With nothing owed the reads run at the client's pace, one per slot.
+#[tokio::test]
+async fn with_plane_effects_waiting_the_sweep_reads_plane_at_most_every_other_slot() {
+    let h = harness(|c, _| c.plane.requests_per_minute = 120).await;
+    three_pages(&h).await;
+    let effect = orch::store::outbox::NewEffect::new(
+        "ET-9",
+        orch::store::outbox::Effect::PlaneState {
+            project: PROJECT_ID.into(),
+            issue: "issue-9".into(),
+            state: "In Progress".into(),
+        },
+    );
+    let now = h.clock.now();
+    h.state
+        .store
+        .call(move |c| orch::store::outbox::push(c, None, &effect, now))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let report = h.state.reconciler.reconcile_plane_once().await;
+    let took = started.elapsed();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let reqs = h.peers.plane.received_requests().await.unwrap();
+    assert_eq!(list_requests(&reqs), 3);
+    assert!(
+        took >= Duration::from_millis(1_950),
+        "three reads with effects waiting took {took:?}: the sweep took the dispatcher's slots"
+    );
+}
