@@ -122,15 +122,17 @@ impl Reconciler {
             }
         };
         let mut tasks = tasks;
-        Some(
-            due.into_iter()
-                .filter_map(|d| {
-                    let task = tasks.remove(&d.id)?;
-                    (task.stage == d.snapshot.stage && task.updated_at == d.snapshot.updated_at)
-                        .then_some((d, task))
-                })
-                .collect(),
-        )
+        let mut out = Vec::with_capacity(due.len());
+        for d in due {
+            match tasks.remove(&d.id) {
+                Some(t) if t.stage == d.snapshot.stage && t.updated_at == d.snapshot.updated_at => {
+                    out.push((d, t));
+                }
+                // Every open task is counted once: this one under what it was decided as.
+                _ => report.count(&d.snapshot.stage, "moved"),
+            }
+        }
+        Some(out)
     }
 }
 

@@ -47,7 +47,7 @@ pub struct SweepReport {
     pub at: Option<Timestamp>,
     pub gate_enabled: bool,
     pub plane_enabled: bool,
-    /// Open tasks per stage and decision (`skip:human_gate`, `wait`, `backoff`, `late`,
+    /// Open tasks per stage and decision (`skip:human_gate`, `wait`, `backoff`, `late`, `moved`,
     /// `over_budget`, `advance`, `hold`, `error`, …): every open task is counted once.
     pub summary: BTreeMap<String, BTreeMap<String, u64>>,
     /// Gate evaluations this sweep made (at most `reconcile.max_gate_checks`).
