@@ -1,0 +1,145 @@
+//! A serving replica among replicas (issue 15): it registers and heartbeats, `/queue` lists the
+//! replicas, a graceful stop marks it stopped, and a replica that fences itself (no heartbeat
+//! in time) stops its agents and claims nothing until a heartbeat succeeds again.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// A pipeline with a slow analyst and a long lease time, so the heartbeat
+/// loop (every third of it) stays out of the way of a test that moves the fence by hand.
+async fn spawn_slow(peers: &Peers, pid_file: &std::path::Path) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = bare_repo(dir.path());
+    let mut cfg = test_config(dir.path());
+    peers.configure(&mut cfg, bare.to_str().unwrap());
+    cfg.reconcile.enabled = Some(false);
+    cfg.replicas.lease_ttl = Duration::from_secs(600);
+    cfg.replicas.name = Some("orch-test".into());
+    cfg.agents.insert(
+        "analyst".into(),
+        slow_agent(pid_file, Duration::from_secs(600)),
+    );
+    TestApp::spawn_in(dir, cfg).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_lists_this_replica_alive_with_its_running_jobs_and_a_stop_marks_it_stopped() {
+    let peers = Peers::start().await;
+    let pids = tempfile::tempdir().unwrap();
+    let pid_file = pids.path().join("children.pid");
+    let app = spawn_slow(&peers, &pid_file).await;
+    post_plane(&app, plane_webhook("In Progress", "started")).await;
+    eventually(
+        "the analyst is running",
+        Duration::from_secs(20),
+        || async { !recorded_pids(&pid_file).is_empty() },
+    )
+    .await;
+    let q = get_json(&app, "/queue").await;
+    let me = app.state.replica.to_string();
+    assert!(me.starts_with("orch-test:"), "{me}");
+    let replicas = q["replicas"].as_array().unwrap();
+    assert_eq!(replicas.len(), 1, "{q}");
+    let r = &replicas[0];
+    assert_eq!(r["id"], me.as_str());
+    assert_eq!(r["self"], true);
+    assert_eq!(r["alive"], true);
+    assert_eq!(r["running_jobs"], 1);
+    assert_eq!(r["pid"], std::process::id());
+    assert_eq!(r["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        r["listen"].as_str().map(|l| format!("http://{l}")),
+        Some(app.url("")),
+        "{r}"
+    );
+    assert!(
+        r["started_at"].is_string() && r["seen_at"].is_string(),
+        "{r}"
+    );
+    let metrics = get_text(&app, "/metrics").await;
+    assert!(metrics.contains("orch_replicas_alive 1"), "{metrics}");
+    assert!(
+        metrics.contains("orch_jobs_requeued_expired_total 0"),
+        "{metrics}"
+    );
+
+    let store = app.state.store.clone();
+    let ttl = app.state.config.replicas.lease_ttl;
+    app.stop().await;
+    let after = store
+        .call(move |c| orch::store::replicas::list(c, ttl))
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 1);
+    assert!(
+        !after[0].alive && after[0].stopped_at.is_some(),
+        "{after:?}"
+    );
+    assert_eq!(after[0].running_jobs, 0, "the interrupted job was released");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_replica_stops_its_agents_and_claims_nothing_until_a_heartbeat_succeeds() {
+    let peers = Peers::start().await;
+    let pids = tempfile::tempdir().unwrap();
+    let pid_file = pids.path().join("children.pid");
+    let app = spawn_slow(&peers, &pid_file).await;
+    post_plane(&app, plane_webhook("In Progress", "started")).await;
+    eventually(
+        "the analyst is running",
+        Duration::from_secs(20),
+        || async { !recorded_pids(&pid_file).is_empty() },
+    )
+    .await;
+    let child = recorded_pids(&pid_file)[0];
+    let task = task_of(&app, "ET-42").await.unwrap();
+
+    // No heartbeat in time: the agent is killed and its job queued again, attempt given back.
+    assert!(app.state.liveness.fence());
+    eventually(
+        "the agent's child is gone",
+        Duration::from_secs(10),
+        || async { process_gone(child) },
+    )
+    .await;
+    eventually(
+        "the job is queued again",
+        Duration::from_secs(10),
+        || async {
+            let jobs = task_jobs(&app, task.id).await;
+            jobs.len() == 1
+                && jobs[0].status == orch::store::JobStatus::Queued
+                && jobs[0].attempts == 0
+        },
+    )
+    .await;
+    // While fenced nothing is claimed, however often the worker is woken (it polls every 1 s).
+    let until = tokio::time::Instant::now() + Duration::from_millis(2500);
+    while tokio::time::Instant::now() < until {
+        app.state.pipeline.job_wakeup.notify_one();
+        let jobs = task_jobs(&app, task.id).await;
+        assert_eq!(
+            jobs[0].status,
+            orch::store::JobStatus::Queued,
+            "claimed while fenced"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A heartbeat succeeds: the fence comes down and the job runs again, under a new claim.
+    assert!(app.state.liveness.heartbeat_ok(tokio::time::Instant::now()));
+    app.state.pipeline.job_wakeup.notify_one();
+    eventually(
+        "the analyst runs again",
+        Duration::from_secs(20),
+        || async { recorded_pids(&pid_file).len() == 2 },
+    )
+    .await;
+    let jobs = task_jobs(&app, task.id).await;
+    assert_eq!(jobs[0].status, orch::store::JobStatus::Running);
+    assert_eq!(jobs[0].claim, 2);
+    app.stop().await;
+}
