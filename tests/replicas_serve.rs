@@ -4,6 +4,9 @@
 
 mod common;
 
+#[path = "store_portable/backends.rs"]
+mod backends;
+
 use std::time::Duration;
 
 use common::*;
@@ -13,8 +16,20 @@ use common::*;
 async fn spawn_slow(peers: &Peers, pid_file: &std::path::Path) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let bare = bare_repo(dir.path());
+    spawn_replica(dir, peers, &bare, pid_file, None).await
+}
+
+/// A replica with its own directory (repos), on `db_url` when given.
+async fn spawn_replica(
+    dir: tempfile::TempDir,
+    peers: &Peers,
+    bare: &std::path::Path,
+    pid_file: &std::path::Path,
+    db_url: Option<&str>,
+) -> TestApp {
     let mut cfg = test_config(dir.path());
     peers.configure(&mut cfg, bare.to_str().unwrap());
+    cfg.db_url = db_url.map(str::to_string);
     cfg.reconcile.enabled = Some(false);
     cfg.replicas.lease_ttl = Duration::from_secs(600);
     cfg.replicas.name = Some("orch-test".into());
@@ -142,4 +157,87 @@ async fn a_fenced_replica_stops_its_agents_and_claims_nothing_until_a_heartbeat_
     assert_eq!(jobs[0].status, orch::store::JobStatus::Running);
     assert_eq!(jobs[0].claim, 2);
     app.stop().await;
+}
+
+/// Two replicas on one PostgreSQL database: B runs the analyst; A starts (and, on PostgreSQL,
+/// does not take B's running job at startup); a cancel handled by A reaches B, which stops
+/// its agent; the job ends cancelled and A sees B's heartbeat in `/queue`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_handled_by_one_replica_stops_the_agent_another_replica_runs() {
+    let Some((_schema, url)) = backends::pg_schema() else {
+        return;
+    };
+    let peers = Peers::start().await;
+    let shared = tempfile::tempdir().unwrap();
+    let bare = bare_repo(shared.path());
+    let (pid_a, pid_b) = (shared.path().join("a.pid"), shared.path().join("b.pid"));
+    let b = spawn_replica(
+        tempfile::tempdir().unwrap(),
+        &peers,
+        &bare,
+        &pid_b,
+        Some(&url),
+    )
+    .await;
+    post_plane(&b, plane_webhook("In Progress", "started")).await;
+    eventually("B runs the analyst", Duration::from_secs(30), || async {
+        !recorded_pids(&pid_b).is_empty()
+    })
+    .await;
+    let child = recorded_pids(&pid_b)[0];
+    let task = task_of(&b, "ET-42").await.unwrap();
+
+    let a = spawn_replica(
+        tempfile::tempdir().unwrap(),
+        &peers,
+        &bare,
+        &pid_a,
+        Some(&url),
+    )
+    .await;
+    let job = &task_jobs(&a, task.id).await[0];
+    assert_eq!(
+        (job.status, job.claim),
+        (orch::store::JobStatus::Running, 1),
+        "A's start left B's job alone"
+    );
+    let q = get_json(&a, "/queue").await;
+    let replicas = q["replicas"].as_array().unwrap();
+    assert_eq!(replicas.len(), 2, "{q}");
+    assert!(replicas.iter().all(|r| r["alive"] == true), "{q}");
+    let b_row = replicas
+        .iter()
+        .find(|r| r["id"] == b.state.replica.as_str())
+        .unwrap();
+    assert_eq!(
+        (b_row["self"].clone(), b_row["running_jobs"].clone()),
+        (false.into(), 1.into())
+    );
+
+    // Only A processes deliveries from here on.
+    assert!(b.state.loops.inbox.stop(Duration::from_secs(5)).await);
+    post_plane(&a, plane_webhook("Cancelled", "cancelled")).await;
+    eventually("the task is cancelled", Duration::from_secs(20), || async {
+        task_of(&a, "ET-42").await.unwrap().stage == "cancelled"
+    })
+    .await;
+    eventually(
+        "B's agent child is gone",
+        Duration::from_secs(10),
+        || async { process_gone(child) },
+    )
+    .await;
+    eventually(
+        "the job ended cancelled",
+        Duration::from_secs(10),
+        || async {
+            let jobs = task_jobs(&a, task.id).await;
+            jobs[0].status == orch::store::JobStatus::Failed
+                && jobs[0].error.as_deref() == Some("cancelled")
+        },
+    )
+    .await;
+    assert!(recorded_pids(&pid_a).is_empty(), "A never ran the analyst");
+    a.stop().await;
+    b.stop().await;
 }
