@@ -119,9 +119,7 @@ impl Worker {
         // agent had already finished, records the end as usual.
         while running.join_next().await.is_some() {}
     }
-}
 
-impl Worker {
     /// Stops the agents of this replica's jobs whose task was cancelled, on any replica: each
     /// then ends cancelled through its own run (fenced by its claim).
     async fn stop_requested(&self) {
@@ -146,9 +144,10 @@ impl Worker {
 
 /// Runs one claimed job to its end; never returns an error (it is recorded on the job).
 /// A job whose task has left the job's stage (cancelled, or moved on while a retry waited or
-/// the process was down) is not run. `stop` (shutdown) interrupts the agent: it is killed with
-/// its process group and the job goes back in the queue with the attempt given back.
-/// `cancelled` (the task was cancelled) kills it too, and the job ends failed.
+/// the process was down) is not run. `stop` (shutdown, or the replica fencing itself)
+/// interrupts the agent: it is killed with its process group and the job goes back in the
+/// queue with the attempt given back. `cancelled` (the task was cancelled) kills it too, and
+/// the job ends failed.
 pub async fn run_job(
     pipeline: &Pipeline,
     job: Job,
@@ -178,7 +177,7 @@ pub async fn run_job(
         _ = stop.cancelled() => {
             let (id, claim) = (job.id, job.claim);
             match pipeline.store.call(move |c| store::jobs::release_interrupted(c, id, claim)).await {
-                Ok(_) => tracing::info!(job = job.id, agent = %job.agent, "job interrupted by shutdown; queued again"),
+                Ok(_) => tracing::info!(job = job.id, agent = %job.agent, "job interrupted (shutdown, or the replica fenced itself); queued again"),
                 Err(e) => tracing::error!(job = job.id, error = %e, "job interrupted by shutdown; it will be queued again at the next start"),
             }
         }

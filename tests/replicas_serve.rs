@@ -241,3 +241,98 @@ async fn a_cancel_handled_by_one_replica_stops_the_agent_another_replica_runs() 
     a.stop().await;
     b.stop().await;
 }
+
+/// The run of a job that was taken over (another replica claimed it while this one was taken
+/// for dead) does not push, and its end writes nothing: the claim fences both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_lost_its_claim_neither_pushes_nor_records_its_end() {
+    let peers = Peers::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bare = bare_repo(dir.path());
+    let go = dir.path().join("go");
+    let mut cfg = test_config(dir.path());
+    peers.configure(&mut cfg, bare.to_str().unwrap());
+    cfg.reconcile.enabled = Some(false);
+    cfg.worker.concurrency = 1;
+    // The developer commits, then waits for the test before it ends (and orch pushes).
+    let developer = format!(
+        "{}/tests/agents/developer.sh && while [ ! -e \"$GO_FILE\" ]; do sleep 0.05; done",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    cfg.agents.insert(
+        "developer".into(),
+        orch::config::AgentConfig {
+            command: vec![
+                "/usr/bin/env".into(),
+                format!("GO_FILE={}", go.display()),
+                "/bin/sh".into(),
+                "-c".into(),
+                developer,
+            ],
+            timeout: Duration::from_secs(60),
+            push: true,
+        },
+    );
+    cfg.agents.insert("analyst".into(), agent("analyst"));
+    let app = TestApp::spawn_in(dir, cfg).await;
+    let now = app.state.clock.now();
+    let (dev_task, next_task) = (
+        insert_task(&app, "ET-1", "development", now).await,
+        insert_task(&app, "ET-2", "analysis", now).await,
+    );
+    let enqueue = |task_id: i64, agent: &'static str, stage: &'static str| {
+        let store = app.state.store.clone();
+        async move {
+            store
+                .call(move |c| orch::store::jobs::enqueue(c, task_id, agent, stage, now))
+                .await
+                .unwrap()
+                .0
+        }
+    };
+    let job = enqueue(dev_task.id, "developer", "development").await;
+    app.state.pipeline.job_wakeup.notify_one();
+    eventually("the developer runs", Duration::from_secs(20), || async {
+        task_jobs(&app, dev_task.id).await[0].status == orch::store::JobStatus::Running
+    })
+    .await;
+    // Another (live) replica takes the job over meanwhile.
+    app.state
+        .store
+        .call(move |c| {
+            let other = orch::store::replicas::ReplicaInfo {
+                id: "other".into(),
+                host: "elsewhere".into(),
+                pid: 1,
+                version: "0".into(),
+                listen: None,
+            };
+            orch::store::replicas::heartbeat(c, &other)?;
+            c.execute(
+                "UPDATE jobs SET claim = claim + 1, claimed_by = 'other' WHERE id = ?1",
+                orch::args![job.id],
+            )
+        })
+        .await
+        .unwrap();
+    // The one worker slot frees only when the developer's run has ended: the next job runs.
+    enqueue(next_task.id, "analyst", "analysis").await;
+    std::fs::write(&go, "").unwrap();
+    eventually("the next job ran", Duration::from_secs(30), || async {
+        task_jobs(&app, next_task.id).await[0].status != orch::store::JobStatus::Queued
+    })
+    .await;
+    assert_eq!(
+        common::git_head(&bare, &dev_task.branch),
+        None,
+        "not pushed"
+    );
+    let after = &task_jobs(&app, dev_task.id).await[0];
+    assert_eq!(
+        (after.status, after.claim, after.finished_at),
+        (orch::store::JobStatus::Running, 2, None),
+        "the old run wrote nothing"
+    );
+    assert_eq!(task_of(&app, "ET-1").await.unwrap().stage, "development");
+    app.stop().await;
+}
