@@ -111,6 +111,7 @@ impl Components {
                 reconcile,
                 loops,
                 replica,
+                liveness: Default::default(),
             },
         })
     }
@@ -272,6 +273,12 @@ impl Application {
         let state = self.state.clone();
 
         recover_after_last_process(&state).await?;
+        // Registered before anything claims a job: a job is claimed by a known replica.
+        let heartbeat = heartbeat(&state, addr);
+        heartbeat
+            .register()
+            .await
+            .context("registering this replica")?;
         warn_about_unsigned_webhooks(&state.config);
         let watcher = match crate::policy::watch(state.rules.clone()) {
             Ok(w) => Some(w),
@@ -291,6 +298,8 @@ impl Application {
         // crashed loop is rebuilt from the same cheap handles (store, pipeline, clients).
         // Started first, stopped last: everything else owes them effects.
         let loops = Arc::clone(&state.loops);
+        let beat = Arc::clone(&heartbeat);
+        loops.heartbeat.start(move |cancel| Arc::clone(&beat).run(cancel));
         for peer in Peer::ALL {
             let s = state.clone();
             let failpoint = self
@@ -307,11 +316,14 @@ impl Application {
 
         let pipeline = state.pipeline.clone();
         let concurrency = state.config.worker.concurrency;
+        let (replica, liveness) = (state.replica.clone(), Arc::clone(&state.liveness));
         loops.worker.start(move |cancel| {
             crate::worker::Worker {
                 pipeline: pipeline.clone(),
                 concurrency,
                 poll: Duration::from_secs(1),
+                replica: replica.clone(),
+                liveness: Arc::clone(&liveness),
             }
             .run(cancel)
         });
@@ -345,6 +357,8 @@ impl Application {
         for peer in Peer::ALL {
             loops.dispatcher(peer).stop(STOP_TIMEOUT).await;
         }
+        loops.heartbeat.stop(STOP_TIMEOUT).await;
+        heartbeat.mark_stopped().await;
         drop(watcher);
         drop(shadow_watcher);
         served.context("HTTP server failed")?;
@@ -354,11 +368,16 @@ impl Application {
 }
 
 /// What the last process left half-done: jobs it was running go back to the queue; effects
-/// it was sending are queued again (Plane) or skipped (Telegram, at most once).
+/// it was sending are queued again (Plane) or skipped (Telegram, at most once). With
+/// PostgreSQL the running jobs may be other replicas': they come back when their replica is
+/// silent for the lease time (the heartbeat loop), this process's previous run's included.
 async fn recover_after_last_process(state: &AppState) -> anyhow::Result<()> {
     let requeued = state
         .store
-        .call(crate::store::jobs::requeue_running)
+        .call(|c| match c {
+            crate::store::Conn::Sqlite(_) => crate::store::jobs::requeue_running(c),
+            crate::store::Conn::Pg(_) => Ok(0),
+        })
         .await?;
     if requeued > 0 {
         tracing::info!(
@@ -368,6 +387,25 @@ async fn recover_after_last_process(state: &AppState) -> anyhow::Result<()> {
     }
     crate::outbox::recover(&state.store, state.clock.as_ref()).await?;
     Ok(())
+}
+
+/// The heartbeat loop of this replica, serving on `addr`.
+fn heartbeat(state: &AppState, addr: SocketAddr) -> Arc<crate::heartbeat::Heartbeat> {
+    Arc::new(crate::heartbeat::Heartbeat {
+        store: state.store.clone(),
+        clock: Arc::clone(&state.clock),
+        metrics: Arc::clone(&state.metrics),
+        info: crate::store::replicas::ReplicaInfo {
+            id: state.replica.to_string(),
+            host: crate::replica::host_name(),
+            pid: i64::from(std::process::id()),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            listen: Some(addr.to_string()),
+        },
+        lease_ttl: state.config.replicas.lease_ttl,
+        liveness: Arc::clone(&state.liveness),
+        job_wakeup: Arc::clone(&state.pipeline.job_wakeup),
+    })
 }
 
 /// One line per webhook endpoint without a secret: refused, or accepted unsigned by choice.

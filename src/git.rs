@@ -324,6 +324,42 @@ impl Git {
         Ok(path)
     }
 
+    /// Brings the worktree of `branch` to `origin/<branch>` (as of the clone's last fetch)
+    /// when the remote has that branch: `reset --hard` and `clean -fd`. With replicas the
+    /// remote branch is the only shared state of a task's code; a worktree left behind by
+    /// another replica's push would otherwise fail every push of its own. Local commits the
+    /// remote does not have belong to a run that never pushed them (a crash) and go too
+    /// (logged). True when it reset; false when the remote has no such branch yet.
+    pub async fn sync_worktree(
+        &self,
+        repo_path: &Path,
+        worktree: &Path,
+        branch: &str,
+    ) -> Result<bool, GitError> {
+        let held = self.hold(repo_path).await;
+        let remote = format!("refs/remotes/origin/{branch}");
+        let verify = ["rev-parse", "--verify", "--quiet", remote.as_str()];
+        if self.run_held(repo_path, &verify, Some(&held)).await.is_err() {
+            return Ok(false);
+        }
+        let unpushed = self
+            .run_held(
+                worktree,
+                &["rev-list", "--count", &format!("{remote}..HEAD")],
+                Some(&held),
+            )
+            .await
+            .unwrap_or_default();
+        if !unpushed.is_empty() && unpushed != "0" {
+            tracing::warn!(branch, unpushed = %unpushed, "dropping local commits the remote branch does not have (a run that never pushed)");
+        }
+        self.run_held(worktree, &["reset", "--quiet", "--hard", &remote], Some(&held))
+            .await?;
+        self.run_held(worktree, &["clean", "-fdq"], Some(&held))
+            .await?;
+        Ok(true)
+    }
+
     /// Removes the worktree of `branch` (its uncommitted files with it); the branch and its
     /// commits stay in the clone. Removing a worktree that is not there succeeds.
     pub async fn remove_worktree(&self, repo_path: &Path, branch: &str) -> Result<(), GitError> {

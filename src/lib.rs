@@ -40,6 +40,7 @@ modules! {
     config,
     duration,
     git,
+    heartbeat,
     http,
     http_client,
     impact,

@@ -108,6 +108,10 @@ pub struct Metrics {
     pub shadow_divergences: Family<RuleLabels, Counter>,
     /// Decisions that could not be written to the decision log (or a divergence to the store).
     pub decision_log_errors: Counter,
+    /// Running jobs of silent replicas put back in the queue (issue 15).
+    pub jobs_requeued_expired: Counter,
+    /// Replicas heartbeaten within the lease time, as of the last scrape.
+    pub replicas_alive: Gauge,
 }
 
 impl Metrics {
@@ -260,6 +264,16 @@ impl Metrics {
             "decision_log_errors",
             "Decisions or shadow divergences that could not be stored",
             self.decision_log_errors.clone(),
+        );
+        r.register(
+            "jobs_requeued_expired",
+            "Running jobs of replicas silent for the lease time, put back in the queue",
+            self.jobs_requeued_expired.clone(),
+        );
+        r.register(
+            "replicas_alive",
+            "Replicas sharing the database that heartbeated within the lease time",
+            self.replicas_alive.clone(),
         );
         r.register(
             "background_restarts",

@@ -1,8 +1,10 @@
 //! The worker: claims queued jobs and runs their agents, at most `concurrency` at once.
 //!
 //! A job runs in the task's worktree with the agent protocol's environment; its end is handed
-//! to [`Pipeline::job_finished`], which retries, rejects or advances. Jobs still `running` when
-//! the process dies are put back in the queue at the next start (`store::jobs::requeue_running`).
+//! to [`Pipeline::job_finished`], which retries, rejects or advances. Every replica runs a
+//! worker; a job is claimed by one of them, and every write about its run carries the claim.
+//! Jobs still `running` when the process dies are put back in the queue at the next start
+//! (SQLite) or when the replica has been silent for the lease time (PostgreSQL).
 //! On a clean shutdown the worker does not wait for agents (they may run for half an hour): it
 //! kills them and puts their jobs back in the queue at once, without spending a retry, so a
 //! deploy never counts against an agent.
@@ -15,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::{self, AgentOutcome, AgentRun, AgentStatus};
 use crate::pipeline::Pipeline;
+use crate::replica::{Liveness, ReplicaId};
 use crate::store::{self, Job, Task};
 
 /// The bounded output kept per job (the tail).
@@ -23,8 +26,13 @@ const MAX_OUTPUT_BYTES: usize = 16 * 1024;
 pub struct Worker {
     pub pipeline: Pipeline,
     pub concurrency: usize,
-    /// How often to look for due jobs when nobody wakes us (retries whose backoff expired).
+    /// How often to look for due jobs when nobody wakes us (retries whose backoff expired),
+    /// and for stop requests of this replica's jobs.
     pub poll: Duration,
+    /// This replica: what its claims carry.
+    pub replica: ReplicaId,
+    /// While fenced (no heartbeat in time), the worker runs nothing and claims nothing.
+    pub liveness: Arc<Liveness>,
 }
 
 impl Worker {
@@ -33,10 +41,11 @@ impl Worker {
         // was running still marked `running`: their tasks were dropped with it, so nothing
         // here runs them. They go back to the queue, attempt kept, as after a crash.
         self.pipeline.running_jobs.clear();
+        let me = self.replica.to_string();
         match self
             .pipeline
             .store
-            .call(store::jobs::requeue_running)
+            .call(move |c| store::jobs::requeue_claimed_by(c, &me))
             .await
         {
             Ok(0) => {}
@@ -51,21 +60,30 @@ impl Worker {
         let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
         let wakeup = self.pipeline.job_wakeup.clone();
         let mut running = tokio::task::JoinSet::new();
+        let mut fence = self.liveness.subscribe();
+        // The jobs claimed since the fence last went up; cancelled (as by a shutdown) when it
+        // goes up again.
+        let mut batch = cancel.child_token();
         loop {
             // Reap finished jobs so the set does not grow.
             while running.try_join_next().is_some() {}
-            while let Ok(permit) = permits.clone().try_acquire_owned() {
-                let now = self.pipeline.clock.now();
+            if !running.is_empty() {
+                self.stop_requested().await;
+            }
+            while !self.liveness.is_fenced()
+                && let Ok(permit) = permits.clone().try_acquire_owned()
+            {
+                let (now, me) = (self.pipeline.clock.now(), self.replica.to_string());
                 let claimed = self
                     .pipeline
                     .store
-                    .call(move |c| store::jobs::claim_next(c, now))
+                    .call(move |c| store::jobs::claim_next(c, &me, now))
                     .await;
                 match claimed {
                     Ok(Some(job)) => {
                         let pipeline = self.pipeline.clone();
                         let wakeup = wakeup.clone();
-                        let stop = cancel.child_token();
+                        let stop = batch.child_token();
                         // Registered at once, so a cancel of its task can find it.
                         let cancelled = pipeline.running_jobs.register(job.id);
                         running.spawn(async move {
@@ -87,6 +105,13 @@ impl Worker {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = wakeup.notified() => {}
+                changed = fence.changed() => {
+                    if changed.is_ok() && *fence.borrow_and_update() {
+                        tracing::warn!(running = running.len(), "fenced: stopping this replica's agents");
+                        batch.cancel();
+                        batch = cancel.child_token();
+                    }
+                }
                 _ = tokio::time::sleep(self.poll) => {}
             }
         }
@@ -94,13 +119,35 @@ impl Worker {
         // agent had already finished, records the end as usual.
         while running.join_next().await.is_some() {}
     }
+
+    /// Stops the agents of this replica's jobs whose task was cancelled, on any replica: each
+    /// then ends cancelled through its own run (fenced by its claim).
+    async fn stop_requested(&self) {
+        let me = self.replica.to_string();
+        match self
+            .pipeline
+            .store
+            .call(move |c| store::jobs::stop_requested(c, &me))
+            .await
+        {
+            Ok(ids) => {
+                for id in ids {
+                    if self.pipeline.running_jobs.stop(id) {
+                        tracing::info!(job = id, "stop requested by a cancel; stopping the agent");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the stop requests; will retry"),
+        }
+    }
 }
 
 /// Runs one claimed job to its end; never returns an error (it is recorded on the job).
 /// A job whose task has left the job's stage (cancelled, or moved on while a retry waited or
-/// the process was down) is not run. `stop` (shutdown) interrupts the agent: it is killed with
-/// its process group and the job goes back in the queue with the attempt given back.
-/// `cancelled` (the task was cancelled) kills it too, and the job ends failed.
+/// the process was down) is not run. `stop` (shutdown, or the replica fencing itself)
+/// interrupts the agent: it is killed with its process group and the job goes back in the
+/// queue with the attempt given back. `cancelled` (the task was cancelled) kills it too, and
+/// the job ends failed.
 pub async fn run_job(
     pipeline: &Pipeline,
     job: Job,
@@ -128,9 +175,9 @@ pub async fn run_job(
     tokio::select! {
         outcome = execute(pipeline, &job, &task) => finished(pipeline, &job, outcome).await,
         _ = stop.cancelled() => {
-            let id = job.id;
-            match pipeline.store.call(move |c| store::jobs::release_interrupted(c, id)).await {
-                Ok(_) => tracing::info!(job = job.id, agent = %job.agent, "job interrupted by shutdown; queued again"),
+            let (id, claim) = (job.id, job.claim);
+            match pipeline.store.call(move |c| store::jobs::release_interrupted(c, id, claim)).await {
+                Ok(_) => tracing::info!(job = job.id, agent = %job.agent, "job interrupted (shutdown, or the replica fenced itself); queued again"),
                 Err(e) => tracing::error!(job = job.id, error = %e, "job interrupted by shutdown; it will be queued again at the next start"),
             }
         }
@@ -141,10 +188,10 @@ pub async fn run_job(
 /// Ends a job without (or without finishing) its agent run: failed with `reason`, never
 /// retried.
 async fn abandon(pipeline: &Pipeline, job: &Job, reason: String) {
-    let (id, now, why) = (job.id, pipeline.clock.now(), reason.clone());
+    let (id, claim, now, why) = (job.id, job.claim, pipeline.clock.now(), reason.clone());
     match pipeline
         .store
-        .call(move |c| store::jobs::abandon(c, id, &why, now))
+        .call(move |c| store::jobs::abandon(c, id, claim, &why, now))
         .await
     {
         Ok(_) => {
@@ -211,12 +258,30 @@ async fn execute(pipeline: &Pipeline, job: &Job, task: &Task) -> AgentOutcome {
         && outcome.result_error.is_none()
         && agent_cfg.push
     {
-        let pushed = match pipeline.git.clone_path(&task.repo) {
-            Ok(clone) => pipeline.git.push(&clone, &worktree, &task.branch).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = pushed {
-            outcome.result_error = Some(format!("push of {} failed: {e}", task.branch));
+        // A push cannot be taken back: only a run that still holds its claim pushes (a
+        // replica taken for dead may finish after another run took the job over).
+        let (id, claim) = (job.id, job.claim);
+        match pipeline
+            .store
+            .call(move |c| store::jobs::holds_claim(c, id, claim))
+            .await
+        {
+            Ok(true) => {
+                let pushed = match pipeline.git.clone_path(&task.repo) {
+                    Ok(clone) => pipeline.git.push(&clone, &worktree, &task.branch).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = pushed {
+                    outcome.result_error = Some(format!("push of {} failed: {e}", task.branch));
+                }
+            }
+            Ok(false) => {
+                tracing::warn!(job = job.id, claim, branch = %task.branch, "the run lost its claim; not pushing");
+                outcome.result_error = Some("the run lost its claim; not pushed".to_string());
+            }
+            Err(e) => {
+                outcome.result_error = Some(format!("cannot check the job's claim before the push: {e}"));
+            }
         }
     }
     outcome

@@ -212,3 +212,75 @@ async fn a_stale_lock_file_left_by_a_killed_git_is_cleared_and_a_fresh_one_kept(
         "{err}"
     );
 }
+
+fn commit(wt: &std::path::Path, file: &str) {
+    std::fs::write(wt.join(file), file).unwrap();
+    for args in [
+        &["add", file][..],
+        &[
+            "-c",
+            "user.name=agent",
+            "-c",
+            "user.email=a@example.com",
+            "commit",
+            "-qm",
+            file,
+        ][..],
+    ] {
+        let ok = std::process::Command::new("git")
+            .args(args)
+            .current_dir(wt)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "git {args:?}");
+    }
+}
+
+/// Two replicas (two clones of one bare remote): A develops, B develops on top of A's push,
+/// then A again. Without the sync A's worktree is behind B's push and its push is refused as
+/// non-fast-forward; with it A continues from B's commit and its push goes through.
+#[tokio::test]
+async fn a_worktree_behind_another_replicas_push_is_brought_to_the_remote_branch() {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = common::bare_repo(dir.path());
+    let url = bare.to_str().unwrap();
+    let a = Git::new(dir.path().join("repos-a"), Duration::from_secs(30));
+    let b = Git::new(dir.path().join("repos-b"), Duration::from_secs(30));
+    let branch = "feature/ET-7-replicas";
+    // A, first run: worktree, commit, push. No remote branch yet: nothing to sync.
+    let clone_a = a.ensure_clone("acme/widget", url).await.unwrap();
+    let wt_a = a.add_worktree(&clone_a, branch, None).await.unwrap();
+    assert!(!a.sync_worktree(&clone_a, &wt_a, branch).await.unwrap());
+    commit(&wt_a, "one.txt");
+    a.push(&clone_a, &wt_a, branch).await.unwrap();
+    // B, second run: starts from A's push, adds its commit, pushes.
+    let clone_b = b.ensure_clone("acme/widget", url).await.unwrap();
+    let wt_b = b.add_worktree(&clone_b, branch, None).await.unwrap();
+    assert!(b.sync_worktree(&clone_b, &wt_b, branch).await.unwrap());
+    assert!(wt_b.join("one.txt").exists());
+    commit(&wt_b, "two.txt");
+    b.push(&clone_b, &wt_b, branch).await.unwrap();
+    // A, third run, in its old worktree, with leftovers of a crashed run in it.
+    std::fs::write(wt_a.join("scratch.txt"), "left over").unwrap();
+    std::fs::write(wt_a.join("one.txt"), "changed, never committed").unwrap();
+    a.ensure_clone("acme/widget", url).await.unwrap();
+    assert_eq!(a.add_worktree(&clone_a, branch, None).await.unwrap(), wt_a);
+    assert!(a.sync_worktree(&clone_a, &wt_a, branch).await.unwrap());
+    assert_eq!(
+        a.head_sha(&wt_a).await.unwrap(),
+        common::git_head(&bare, branch).unwrap(),
+        "at B's push"
+    );
+    assert!(wt_a.join("two.txt").exists());
+    assert!(!wt_a.join("scratch.txt").exists(), "cleaned");
+    assert_eq!(
+        std::fs::read_to_string(wt_a.join("one.txt")).unwrap(),
+        "one.txt"
+    );
+    commit(&wt_a, "three.txt");
+    a.push(&clone_a, &wt_a, branch).await.unwrap();
+    assert_eq!(
+        common::git_head(&bare, branch).unwrap(),
+        a.head_sha(&wt_a).await.unwrap()
+    );
+}

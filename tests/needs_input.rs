@@ -40,14 +40,16 @@ async fn ask(
     queued: Timestamp,
     asked: Timestamp,
 ) {
+    let me = app.state.replica.to_string();
     app.state
         .store
         .call(move |c| {
             store::jobs::enqueue(c, task_id, agent, stage, queued)?;
-            let job = store::jobs::claim_next(c, queued)?.expect("the job just queued");
+            let job = store::jobs::claim_next(c, &me, queued)?.expect("the job just queued");
             store::jobs::finish(
                 c,
                 job.id,
+                job.claim,
                 true,
                 &store::jobs::JobResult {
                     exit_code: Some(0),

@@ -110,12 +110,12 @@ async fn running_job(state: &AppState, stage: &str, agent: &'static str) -> stor
         stage: stage.into(),
         labels: vec![],
     };
-    let now = state.clock.now();
+    let (now, me) = (state.clock.now(), state.replica.to_string());
     state
         .store
         .call(move |c| {
             store::tasks::create_atomic(c, &new, Some(agent), "v", Trigger::Webhook, now)?;
-            Ok(store::jobs::claim_next(c, now)?.expect("the job just queued"))
+            Ok(store::jobs::claim_next(c, &me, now)?.expect("the job just queued"))
         })
         .await
         .unwrap()
@@ -159,10 +159,12 @@ async fn crash_and_restart(
                 verdict: Some(verdict.as_str().into()),
                 ..Default::default()
             };
-            let (id, st, now) = (job.id, job.stage.clone(), before.clock.now());
+            let (id, claim, st, now) = (job.id, job.claim, job.stage.clone(), before.clock.now());
             before
                 .store
-                .call(move |c| store::jobs::finish_owing(c, id, true, &result, &st, None, &[], now))
+                .call(move |c| {
+                    store::jobs::finish_owing(c, id, claim, true, &result, &st, None, &[], now)
+                })
                 .await
                 .unwrap();
         } else {

@@ -181,7 +181,7 @@ async fn a_job_left_running_by_a_crash_is_run_to_completion_after_a_restart() {
             })
             .unwrap();
         let claimed = store
-            .call_sync(|c| store::jobs::claim_next(c, now))
+            .call_sync(|c| store::jobs::claim_next(c, "crashed-process", now))
             .unwrap()
             .unwrap();
         assert_eq!(claimed.status, store::JobStatus::Running);

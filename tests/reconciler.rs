@@ -997,8 +997,8 @@ async fn plane_side_loses_nothing_and_repeats_nothing_with_plane_ten_minutes_off
         .state
         .store
         .call({
-            let now = h.clock.now();
-            move |c| store::jobs::claim_next(c, now)
+            let (now, me) = (h.clock.now(), h.state.replica.to_string());
+            move |c| store::jobs::claim_next(c, &me, now)
         })
         .await
         .unwrap()

@@ -202,7 +202,7 @@ fn enqueue_never_makes_a_second_active_job_and_claim_is_fifo() {
         .unwrap();
 
     let first = store
-        .call_sync(|c| jobs::claim_next(c, T0))
+        .call_sync(|c| jobs::claim_next(c, "r1", T0))
         .unwrap()
         .unwrap();
     assert_eq!(first.id, j1.id);
@@ -216,20 +216,20 @@ fn enqueue_never_makes_a_second_active_job_and_claim_is_fifo() {
     assert_eq!(again.id, j1.id);
 
     let second = store
-        .call_sync(|c| jobs::claim_next(c, T0))
+        .call_sync(|c| jobs::claim_next(c, "r1", T0))
         .unwrap()
         .unwrap();
     assert_eq!(second.id, j2.id);
     assert!(
         store
-            .call_sync(|c| jobs::claim_next(c, T0))
+            .call_sync(|c| jobs::claim_next(c, "r1", T0))
             .unwrap()
             .is_none()
     );
 
     // Finishing frees the slot for a new job of the same agent.
     store
-        .call_sync(|c| jobs::finish(c, j1.id, true, &jobs::JobResult::default(), T0))
+        .call_sync(|c| jobs::finish(c, j1.id, first.claim, true, &jobs::JobResult::default(), T0))
         .unwrap()
         .unwrap();
     let (_, created) = store
@@ -249,33 +249,40 @@ fn running_jobs_are_requeued_at_startup_and_backoff_is_respected() {
         .call_sync(|c| jobs::enqueue(c, a.id, "analyst", "analysis", T0))
         .unwrap();
     store
-        .call_sync(|c| jobs::claim_next(c, T0))
+        .call_sync(|c| jobs::claim_next(c, "r1", T0))
         .unwrap()
         .unwrap();
     assert_eq!(store.call_sync(jobs::requeue_running).unwrap(), 1);
     let claimed = store
-        .call_sync(|c| jobs::claim_next(c, T0))
+        .call_sync(|c| jobs::claim_next(c, "r1", T0))
         .unwrap()
         .unwrap();
     assert_eq!(claimed.id, j.id);
     assert_eq!(claimed.attempts, 2);
+    assert_eq!(claimed.claim, 2, "each claim counts");
 
     let due = T0.plus(std::time::Duration::from_secs(30));
     assert!(
         store
-            .call_sync(|c| jobs::retry_later(c, j.id, &jobs::JobResult::default(), due))
+            .call_sync(|c| jobs::retry_later(
+                c,
+                j.id,
+                claimed.claim,
+                &jobs::JobResult::default(),
+                due
+            ))
             .unwrap()
     );
     assert!(
         store
-            .call_sync(|c| jobs::claim_next(c, T0))
+            .call_sync(|c| jobs::claim_next(c, "r1", T0))
             .unwrap()
             .is_none(),
         "not due yet"
     );
     assert!(
         store
-            .call_sync(|c| jobs::claim_next(c, due))
+            .call_sync(|c| jobs::claim_next(c, "r1", due))
             .unwrap()
             .is_some()
     );
@@ -288,10 +295,13 @@ fn a_failed_job_is_not_queued_again_once_its_task_left_the_jobs_stage() {
     let (a, _) = store
         .call_sync(|c| tasks::create_atomic(c, &new_task("ET-1"), None, "v1", Trigger::Webhook, T0))
         .unwrap();
-    let (j, _) = store
+    store
         .call_sync(|c| jobs::enqueue(c, a.id, "analyst", "analysis", T0))
         .unwrap();
-    store.call_sync(|c| jobs::claim_next(c, T0)).unwrap();
+    let j = store
+        .call_sync(|c| jobs::claim_next(c, "r1", T0))
+        .unwrap()
+        .unwrap();
     // The task is cancelled while the agent runs.
     assert!(
         store
@@ -309,7 +319,7 @@ fn a_failed_job_is_not_queued_again_once_its_task_left_the_jobs_stage() {
     );
     assert!(
         !store
-            .call_sync(|c| jobs::retry_later(c, j.id, &jobs::JobResult::default(), T0))
+            .call_sync(|c| jobs::retry_later(c, j.id, j.claim, &jobs::JobResult::default(), T0))
             .unwrap(),
         "no retry for a visit that is over"
     );

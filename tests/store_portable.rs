@@ -70,10 +70,13 @@ fn plane_applied_keeps_the_newest_stamp(s: &Store) {
 
 fn an_interrupted_job_gives_its_attempt_back_but_never_below_zero(s: &Store) {
     let id = task(s, "ET-1", "development", Some("developer"));
-    let job = s.call_sync(|c| jobs::claim_next(c, T0)).unwrap().unwrap();
+    let job = s
+        .call_sync(|c| jobs::claim_next(c, "r1", T0))
+        .unwrap()
+        .unwrap();
     assert_eq!(job.attempts, 1);
     assert!(
-        s.call_sync(|c| jobs::release_interrupted(c, job.id))
+        s.call_sync(|c| jobs::release_interrupted(c, job.id, job.claim))
             .unwrap()
     );
     let attempts = |s: &Store| {
@@ -96,7 +99,7 @@ fn an_interrupted_job_gives_its_attempt_back_but_never_below_zero(s: &Store) {
     })
     .unwrap();
     assert!(
-        s.call_sync(|c| jobs::release_interrupted(c, job.id))
+        s.call_sync(|c| jobs::release_interrupted(c, job.id, job.claim))
             .unwrap()
     );
     assert_eq!(attempts(s), 0, "not -1");

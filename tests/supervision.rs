@@ -13,7 +13,8 @@ use orch::outbox::{Failpoint, Step};
 use orch::service::RestartPolicy;
 use orch::store::outbox::Peer;
 
-const LOOPS: [&str; 5] = [
+const LOOPS: [&str; 6] = [
+    "heartbeat",
     "outbox-plane",
     "outbox-telegram",
     "worker",

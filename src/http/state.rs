@@ -34,6 +34,8 @@ pub struct AppState {
     pub loops: Arc<Loops>,
     /// This process among the replicas sharing the database (`jobs.claimed_by`, lease holder).
     pub replica: crate::replica::ReplicaId,
+    /// Whether this replica may run agents (self-fencing when its heartbeat fails).
+    pub liveness: Arc<crate::replica::Liveness>,
 }
 
 /// The supervised background loops besides the reconciler's, created with the state so
@@ -45,6 +47,8 @@ pub struct Loops {
     pub outbox_telegram: Background,
     pub worker: Background,
     pub inbox: Background,
+    /// This replica's heartbeat, and the take-over of silent replicas' jobs.
+    pub heartbeat: Background,
 }
 
 impl Loops {
@@ -54,6 +58,7 @@ impl Loops {
             outbox_telegram: Background::new("outbox-telegram", metrics),
             worker: Background::new("worker", metrics),
             inbox: Background::new("inbox", metrics),
+            heartbeat: Background::new("heartbeat", metrics),
         }
     }
 
@@ -104,6 +109,7 @@ impl AppState {
     /// Every supervised loop in start order, with its state.
     pub fn loops(&self) -> Vec<&Background> {
         vec![
+            &self.loops.heartbeat,
             &self.loops.outbox_plane,
             &self.loops.outbox_telegram,
             &self.loops.worker,

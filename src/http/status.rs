@@ -19,12 +19,14 @@ struct Levels {
     awaiting_input: i64,
     inbox: store::inbox::Backlog,
     outbox: Vec<(store::outbox::Peer, store::outbox::EffectStatus, i64)>,
+    replicas: Vec<store::replicas::Replica>,
 }
 
 async fn levels(state: &AppState) -> Result<Levels, store::StoreError> {
+    let ttl = state.config.replicas.lease_ttl;
     state
         .store
-        .call(|c| {
+        .call(move |c| {
             let mut jobs: BTreeMap<&'static str, i64> =
                 JobStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
             for (s, n) in store::jobs::counts_by_status(c)? {
@@ -34,12 +36,14 @@ async fn levels(state: &AppState) -> Result<Levels, store::StoreError> {
             let awaiting_input = store::jobs::tasks_awaiting_input(c)?.len() as i64;
             let inbox = store::inbox::backlog(c, crate::inbox::MAX_ATTEMPTS)?;
             let outbox = store::outbox::counts(c)?;
+            let replicas = store::replicas::list(c, ttl)?;
             Ok(Levels {
                 jobs,
                 tasks,
                 awaiting_input,
                 inbox,
                 outbox,
+                replicas,
             })
         })
         .await
@@ -59,7 +63,22 @@ pub async fn status_json(state: &AppState) -> Result<serde_json::Value, store::S
         "decision_errors": state.decision_errors(),
         "rules": state.rules_status(),
         "replica": state.replica.as_str(),
+        "replicas": replicas_block(state, &levels.replicas),
     }))
+}
+
+/// The replicas sharing the database, alive first; `self` marks this one.
+fn replicas_block(state: &AppState, replicas: &[store::replicas::Replica]) -> serde_json::Value {
+    replicas
+        .iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(r).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("self".into(), json!(r.id == state.replica.as_str()));
+            }
+            v
+        })
+        .collect()
 }
 
 pub async fn queue(State(state): State<AppState>) -> Response {
@@ -118,6 +137,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
                 .set(*n);
         }
         m.tasks_awaiting_input.set(levels.awaiting_input);
+        m.replicas_alive
+            .set(levels.replicas.iter().filter(|r| r.alive).count() as i64);
         m.inbox_pending.set(levels.inbox.pending);
         m.inbox_dead.set(levels.inbox.dead);
         let lag = levels

@@ -1,8 +1,9 @@
 //! Cancel: the work item was cancelled in Plane.
 //!
 //! The task moves to the rules' cancel stage (a terminal one) in the same transaction that
-//! fails its queued jobs; then its running agent is stopped and its worktree removed. A task
-//! that already ended is left alone: a cancelled task is final.
+//! fails its queued jobs and asks its running ones to stop; then the agent is stopped by the
+//! replica that runs it and the worktree removed. A task that already ended is left alone: a
+//! cancelled task is final.
 
 use crate::store::{self, Trigger};
 
@@ -69,12 +70,14 @@ impl Pipeline {
         else {
             return Ok(Outcome::Raced { task_id: task.id });
         };
-        let now = self.clock.now();
+        // Each running job was asked to stop in the change's transaction. Those running here
+        // stop now; a live replica stops its own on its next poll; a job whose run is gone (a
+        // crash, a silent replica) is ended here. All end cancelled, fenced by their claim.
+        let (now, ttl) = (self.clock.now(), self.config.replicas.lease_ttl);
         for job in changed.running {
             if !self.running_jobs.stop(job) {
-                // Not running in this process (a crash left it): end it here.
                 self.store
-                    .call(move |c| store::jobs::abandon(c, job, store::jobs::CANCELLED, now))
+                    .call(move |c| store::jobs::end_cancelled_orphan(c, job, ttl, now))
                     .await?;
             }
         }

@@ -74,12 +74,16 @@ impl Pipeline {
         } else {
             Vec::new()
         };
-        let (job_id, stage) = (job.id, job.stage.clone());
-        self.store
+        let (job_id, claim, stage) = (job.id, job.claim, job.stage.clone());
+        let (ended, _) = self
+            .store
             .call(move |c| {
-                store::jobs::finish_owing(c, job_id, true, &result, &stage, None, &owed, now)
+                store::jobs::finish_owing(c, job_id, claim, true, &result, &stage, None, &owed, now)
             })
             .await?;
+        if ended.is_none() {
+            return Ok(lost_claim(job));
+        }
         if task.stage != job.stage {
             // The task moved on while the agent ran (e.g. a human rejected it); the result
             // belongs to a visit that is over.
@@ -165,7 +169,7 @@ impl Pipeline {
             .map(|p| (p.max_attempts, p.backoff))
             .unwrap_or((DEFAULT_MAX_ATTEMPTS, DEFAULT_BACKOFF));
         let now = self.clock.now();
-        let job_id = job.id;
+        let (job_id, claim) = (job.id, job.claim);
         if job.attempts < i64::from(max_attempts) {
             let exp = u32::try_from(job.attempts.saturating_sub(1))
                 .unwrap_or(0)
@@ -175,23 +179,28 @@ impl Pipeline {
             let requeued = self
                 .store
                 .call(move |c| {
-                    if store::jobs::retry_later(c, job_id, &result, due)? {
-                        return Ok(true);
+                    if store::jobs::retry_later(c, job_id, claim, &result, due)? {
+                        return Ok(Some(true));
                     }
                     // The task left the stage while the agent ran (a cancel): no retry.
-                    store::jobs::abandon(
+                    let ended = store::jobs::abandon(
                         c,
                         job_id,
+                        claim,
                         "the task left its stage while the job ran",
                         now,
                     )?;
-                    Ok(false)
+                    Ok(ended.then_some(false))
                 })
                 .await?;
-            if !requeued {
-                return Ok(Outcome::Ignored {
-                    reason: format!("task left {} while {} ran", job.stage, job.agent),
-                });
+            match requeued {
+                Some(true) => {}
+                Some(false) => {
+                    return Ok(Outcome::Ignored {
+                        reason: format!("task left {} while {} ran", job.stage, job.agent),
+                    });
+                }
+                None => return Ok(lost_claim(job)),
             }
             tracing::warn!(job = job.id, agent = %job.agent, attempt = job.attempts, error, retry_in = ?delay, "job failed; will retry");
             return Ok(Outcome::Held {
@@ -220,12 +229,13 @@ impl Pipeline {
             .chain(effects::telegram(&task.work_item, &text))
             .collect();
         let stage = job.stage.clone();
-        let (_, owed) = self
+        let (ended, owed) = self
             .store
             .call(move |c| {
                 store::jobs::finish_owing(
                     c,
                     job_id,
+                    claim,
                     false,
                     &result,
                     &stage,
@@ -235,6 +245,9 @@ impl Pipeline {
                 )
             })
             .await?;
+        if ended.is_none() {
+            return Ok(lost_claim(job));
+        }
         if owed {
             self.outbox_wakeup.notify_one();
         }
@@ -242,5 +255,15 @@ impl Pipeline {
             task_id: job.task_id,
             reason: format!("{} failed {} times: {error}", job.agent, job.attempts),
         })
+    }
+}
+
+/// The job's run no longer holds its claim: the job ended meanwhile (a cancel), or its
+/// replica was taken for dead and another run claimed it. Nothing was written; the result
+/// belongs to nobody.
+fn lost_claim(job: &Job) -> Outcome {
+    tracing::warn!(job = job.id, agent = %job.agent, claim = job.claim, "the run lost its claim; its result is dropped");
+    Outcome::Ignored {
+        reason: "the run lost its claim".to_string(),
     }
 }

@@ -1,7 +1,8 @@
 //! The agents running in this process, so a cancelled task can stop its own.
 //!
-//! Only the process that runs an agent can stop it; a job left `running` by a crash has no
-//! entry here, and cancel ends it in the store instead.
+//! Only the process that runs an agent can stop it: a cancel stops the ones here and leaves a
+//! stop request (`jobs.stop_requested_at`) that the worker of the replica running the others
+//! acts on; a job left `running` by a crash has no entry anywhere, and is ended in the store.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -100,7 +100,8 @@ impl Pipeline {
         Ok(Outcome::Started { task_id: task.id })
     }
 
-    /// Clones the task's repository on first use and adds the task's worktree.
+    /// Clones the task's repository on first use (fetches it otherwise), adds the task's
+    /// worktree and brings it to the remote branch, when there is one.
     pub async fn prepare_worktree(&self, task: &Task) -> Result<std::path::PathBuf, PipelineError> {
         let project = self
             .config
@@ -120,9 +121,14 @@ impl Pipeline {
             ))
         })?;
         let repo_path = self.git.ensure_clone(&task.repo, &url).await?;
-        Ok(self
+        let worktree = self
             .git
             .add_worktree(&repo_path, &task.branch, None)
-            .await?)
+            .await?;
+        // The remote branch is the truth: another replica (or an earlier run) may have pushed.
+        self.git
+            .sync_worktree(&repo_path, &worktree, &task.branch)
+            .await?;
+        Ok(worktree)
     }
 }

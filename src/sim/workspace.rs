@@ -41,7 +41,7 @@ pub(super) fn write_list(path: &Path, seqs: &HashSet<i64>) -> anyhow::Result<()>
 /// The scripted agents. The analyst of an item listed in `ask_list` first asks a question
 /// (verdict `needs_input`) and analyses once it has an answer in `ORCH_FEEDBACK`; the
 /// reviewer of an item listed in `reject_list` rejects its first review (it leaves a mark in
-/// the worktree, which lives until the task is done).
+/// `<reject_list>.reviewed/`, shared by every replica of the run).
 /// One script per agent of `agents`, playing its [`Role`]; each is `<agent>.sh` in `dir`.
 pub(super) fn write_agents(
     dir: &Path,
@@ -58,14 +58,19 @@ pub(super) fn write_agents(
          echo \"analysis of $ORCH_WORK_ITEM ($ORCH_FEEDBACK)\" > ANALYSIS.md\n",
         ask_list.display()
     );
+    // The mark lives beside the lists, not in the worktree: a worktree is reset to the remote
+    // branch before every job (and each replica has its own).
+    let marks = reject_list.with_extension("reviewed");
+    std::fs::create_dir_all(&marks)?;
     let reviewer = format!(
-        "if [ ! -e .reviewed ] && grep -qx \"$ORCH_WORK_ITEM\" '{}'; then\n\
-         \x20   touch .reviewed\n\
+        "if [ ! -e '{marks}'/\"$ORCH_WORK_ITEM\" ] && grep -qx \"$ORCH_WORK_ITEM\" '{}'; then\n\
+         \x20   touch '{marks}'/\"$ORCH_WORK_ITEM\"\n\
          \x20   printf '{{\"verdict\": \"reject\", \"summary\": \"Please split the change.\"}}' > \"$ORCH_RESULT_FILE\"\n\
          \x20   exit 0\n\
          fi\n\
          printf '{{\"verdict\": \"approve\", \"summary\": \"ok\"}}' > \"$ORCH_RESULT_FILE\"\n",
-        reject_list.display()
+        reject_list.display(),
+        marks = marks.display(),
     );
     let developer = "echo \"$ORCH_WORK_ITEM\" >> CHANGES.txt\ngit add CHANGES.txt\ngit -c user.name=sim -c user.email=sim@example.com commit -q -m \"$ORCH_WORK_ITEM\"\n";
     let tester = "printf '{\"verdict\": \"pass\", \"summary\": \"ok\"}' > \"$ORCH_RESULT_FILE\"\n";

@@ -6,6 +6,10 @@ use super::db::{Conn, Param, Row};
 use super::StoreError;
 use crate::clock::Timestamp;
 
+pub use super::claims::{
+    Expired, end_cancelled_orphan, holds_claim, requeue_claimed_by, requeue_expired, stop_requested,
+};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
@@ -60,9 +64,13 @@ pub struct Job {
     pub created_at: Timestamp,
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
+    /// How many times the job was claimed: the fencing token of its current run. Every write
+    /// about the running job carries it, so a run whose claim was taken over (its replica
+    /// went silent and the job was queued again) changes nothing any more.
+    pub claim: i64,
 }
 
-const COLUMNS: &str = "id, task_id, agent, stage, status, attempts, exit_code, verdict, summary, log_excerpt, error, not_before, created_at, started_at, finished_at";
+const COLUMNS: &str = "id, task_id, agent, stage, status, attempts, exit_code, verdict, summary, log_excerpt, error, not_before, created_at, started_at, finished_at, claim";
 
 fn from_row(r: &Row) -> Result<(Job, String), StoreError> {
     let ts = |i: usize| -> Result<Option<Timestamp>, StoreError> {
@@ -86,6 +94,7 @@ fn from_row(r: &Row) -> Result<(Job, String), StoreError> {
             created_at: Timestamp::from_millis(r.get(12)?),
             started_at: ts(13)?,
             finished_at: ts(14)?,
+            claim: r.get(15)?,
         },
         status,
     ))
@@ -201,17 +210,27 @@ pub fn resume_after_input(
     })
 }
 
-/// Atomically takes the oldest due queued job and marks it running.
-pub fn claim_next(conn: &Conn<'_>, now: Timestamp) -> Result<Option<Job>, StoreError> {
+/// Atomically takes the oldest due queued job for `replica`: marks it running, claimed by
+/// `replica`, with the next claim (the run's fencing token). On PostgreSQL concurrent claims
+/// skip the rows another claim holds (`FOR UPDATE SKIP LOCKED`) instead of waiting, so each
+/// job is taken once; on SQLite one writer at a time does the same.
+pub fn claim_next(
+    conn: &Conn<'_>,
+    replica: &str,
+    now: Timestamp,
+) -> Result<Option<Job>, StoreError> {
     query_one(
         conn,
         &format!(
-            "UPDATE jobs SET status = 'running', started_at = ?1, attempts = attempts + 1
+            "UPDATE jobs SET status = 'running', started_at = ?1, attempts = attempts + 1,
+                             claimed_by = ?2, claim = claim + 1
              WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND (not_before IS NULL OR not_before <= ?1)
-                         ORDER BY id LIMIT 1)
-             RETURNING {COLUMNS}"
+                         ORDER BY id LIMIT 1 {})
+               AND status = 'queued'
+             RETURNING {COLUMNS}",
+            conn.skip_locked_sql()
         ),
-        args![now.as_millis()],
+        args![now.as_millis(), replica],
     )
 }
 
@@ -225,10 +244,12 @@ pub struct JobResult {
     pub error: Option<String>,
 }
 
-/// Records the end of a running job: `done` or `failed`.
+/// Records the end of a running job (`done` or `failed`) by the run holding `claim`; `None`
+/// when the job is not running under that claim (it ended, or another run took it over).
 pub fn finish(
     conn: &Conn<'_>,
     job_id: i64,
+    claim: i64,
     ok: bool,
     result: &JobResult,
     now: Timestamp,
@@ -237,7 +258,7 @@ pub fn finish(
         conn,
         &format!(
             "UPDATE jobs SET status = ?1, exit_code = ?2, verdict = ?3, summary = ?4, log_excerpt = ?5, error = ?6, finished_at = ?7
-             WHERE id = ?8 AND status = 'running'
+             WHERE id = ?8 AND status = 'running' AND claim = ?9
              RETURNING {COLUMNS}"
         ),
         args![
@@ -248,7 +269,8 @@ pub fn finish(
             result.log_excerpt,
             result.error,
             now.as_millis(),
-            job_id
+            job_id,
+            claim
         ],
     )
 }
@@ -257,11 +279,13 @@ pub fn finish(
 /// transaction with what the end owes: `effects` are owed only while the task is still in
 /// `stage` (a result for a visit that is over owes nothing), and, with `notice`, only when
 /// that notice (`(kind, key)`) was not given before. Returns the job (`None` when it was
-/// not running) and whether the effects were owed.
+/// not running under `claim`: the run lost its claim, and nothing was written) and whether
+/// the effects were owed.
 #[allow(clippy::too_many_arguments)]
 pub fn finish_owing(
     conn: &Conn<'_>,
     job_id: i64,
+    claim: i64,
     ok: bool,
     result: &JobResult,
     stage: &str,
@@ -270,7 +294,7 @@ pub fn finish_owing(
     now: Timestamp,
 ) -> Result<(Option<Job>, bool), StoreError> {
     conn.write(|tx| {
-        let Some(job) = finish(tx, job_id, ok, result, now)? else {
+        let Some(job) = finish(tx, job_id, claim, ok, result, now)? else {
             return Ok((None, false));
         };
         // The stage read below and the effects it decides must not straddle a stage change.
@@ -298,32 +322,39 @@ pub fn finish_owing(
 
 /// Puts a running job back in the queue, due at `not_before` (retry with backoff), but only
 /// while its task is still in the job's stage: a task cancelled or moved on while its agent
-/// ran owes no retry. False when the job was not requeued (see [`abandon`]).
+/// ran owes no retry. False when the job was not requeued (see [`abandon`]), or when the run
+/// no longer holds `claim`.
 pub fn retry_later(
     conn: &Conn<'_>,
     job_id: i64,
+    claim: i64,
     result: &JobResult,
     not_before: Timestamp,
 ) -> Result<bool, StoreError> {
     let n = conn.execute(
-        "UPDATE jobs SET status = 'queued', not_before = ?1, exit_code = ?2, log_excerpt = ?3, error = ?4, started_at = NULL
-         WHERE id = ?5 AND status = 'running'
+        "UPDATE jobs SET status = 'queued', not_before = ?1, exit_code = ?2, log_excerpt = ?3, error = ?4, started_at = NULL,
+                         claimed_by = NULL
+         WHERE id = ?5 AND status = 'running' AND claim = ?6
            AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = jobs.task_id AND t.stage = jobs.stage)",
         args![
             not_before.as_millis(),
             result.exit_code,
             result.log_excerpt,
             result.error,
-            job_id
+            job_id,
+            claim
         ],
     )?;
     Ok(n == 1)
 }
 
-/// At startup: jobs left `running` by a crash go back to the queue. Returns how many.
+/// At startup of the one serving process (SQLite): jobs left `running` by a crash go back to
+/// the queue. Returns how many. Not for PostgreSQL, where the running jobs may be other
+/// replicas' (theirs come back through [`requeue_expired`]).
 pub fn requeue_running(conn: &Conn<'_>) -> Result<usize, StoreError> {
     conn.execute(
-        "UPDATE jobs SET status = 'queued', started_at = NULL, not_before = NULL WHERE status = 'running'",
+        "UPDATE jobs SET status = 'queued', started_at = NULL, not_before = NULL, claimed_by = NULL
+         WHERE status = 'running'",
         args![],
     )
 }
@@ -332,28 +363,31 @@ pub fn requeue_running(conn: &Conn<'_>) -> Result<usize, StoreError> {
 pub const CANCELLED: &str = "cancelled";
 
 /// Ends a running job without running (or without finishing) its agent: failed, with
-/// `error`, and never retried.
+/// `error`, and never retried; only while the run holds `claim`.
 pub fn abandon(
     conn: &Conn<'_>,
     id: i64,
+    claim: i64,
     error: &str,
     now: Timestamp,
 ) -> Result<bool, StoreError> {
     Ok(conn.execute(
         "UPDATE jobs SET status = 'failed', error = ?1, finished_at = ?2
-         WHERE id = ?3 AND status = 'running'",
-        args![error, now.as_millis(), id],
+         WHERE id = ?3 AND status = 'running' AND claim = ?4",
+        args![error, now.as_millis(), id, claim],
     )? == 1)
 }
 
 /// Puts a job its worker gave up on at shutdown back in the queue and gives back the attempt
 /// its claim counted: an interrupted run is not a failed one. Only a job still `running`
-/// changes (one that finished meanwhile keeps its result); true when it did.
-pub fn release_interrupted(conn: &Conn<'_>, id: i64) -> Result<bool, StoreError> {
+/// changes (one that finished meanwhile keeps its result), and only while the run holds
+/// `claim`; true when it did.
+pub fn release_interrupted(conn: &Conn<'_>, id: i64, claim: i64) -> Result<bool, StoreError> {
     Ok(conn.execute(
-        "UPDATE jobs SET status = 'queued', started_at = NULL, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END
-         WHERE id = ?1 AND status = 'running'",
-        args![id],
+        "UPDATE jobs SET status = 'queued', started_at = NULL, claimed_by = NULL,
+                         attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END
+         WHERE id = ?1 AND status = 'running' AND claim = ?2",
+        args![id, claim],
     )? == 1)
 }
 

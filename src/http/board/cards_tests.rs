@@ -53,6 +53,7 @@ fn job(task_id: i64, stage: &str, status: JobStatus, attempts: i64) -> Job {
         created_at: Timestamp::from_millis(0),
         started_at: None,
         finished_at: None,
+        claim: 0,
     }
 }
 

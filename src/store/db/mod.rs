@@ -300,11 +300,22 @@ impl Conn<'_> {
     /// The database's clock in epoch milliseconds, as an SQL expression. The one exception to
     /// "the store never reads a clock": lease and heartbeat times are compared across hosts,
     /// and only the database's clock is common to all of them.
-    #[cfg_attr(orch_audit, allow(dead_code))] // the replica registry and leases come next
     pub fn now_ms_sql(&self) -> &'static str {
         match self {
             Conn::Sqlite(_) => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
             Conn::Pg(_) => "(extract(epoch from clock_timestamp()) * 1000)::BIGINT",
+        }
+    }
+}
+
+impl Conn<'_> {
+    /// The end of a row-taking subquery (`SELECT id … LIMIT 1`) whose row the statement then
+    /// changes: PostgreSQL skips the rows other transactions are taking (`FOR UPDATE SKIP
+    /// LOCKED`) instead of waiting for them; SQLite has one writer at a time, nothing to add.
+    pub fn skip_locked_sql(&self) -> &'static str {
+        match self {
+            Conn::Sqlite(_) => "",
+            Conn::Pg(_) => "FOR UPDATE SKIP LOCKED",
         }
     }
 }

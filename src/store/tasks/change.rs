@@ -164,7 +164,8 @@ pub struct StageChange {
 pub struct StageChanged {
     /// The new stage's job and whether this change queued it (false: one was active).
     pub job: Option<(crate::store::Job, bool)>,
-    /// With `end_jobs`: the jobs still running, whose agents the caller stops.
+    /// With `end_jobs`: the jobs still running, now asked to stop (`stop_requested_at`); the
+    /// caller stops those whose agents run in its process.
     pub running: Vec<i64>,
 }
 
@@ -205,11 +206,15 @@ pub fn change_stage(
                     change.task_id
                 ],
             )?;
+            // The running ones are asked to stop: the replica running each agent (maybe not
+            // this one) sees the request and stops it; the job then ends cancelled.
             running = tx.query_map(
-                "SELECT id FROM jobs WHERE task_id = ?1 AND status = 'running' ORDER BY id",
-                args![change.task_id],
+                "UPDATE jobs SET stop_requested_at = ?1 WHERE task_id = ?2 AND status = 'running'
+                 RETURNING id",
+                args![now.as_millis(), change.task_id],
                 |r| r.get(0),
             )?;
+            running.sort_unstable();
         }
         let job = match &change.agent {
             Some(agent) => Some(crate::store::jobs::enqueue_in(
