@@ -45,6 +45,7 @@ modules! {
     impact,
     inbox,
     integrations,
+    lease,
     metrics,
     outbox,
     pipeline,

@@ -34,6 +34,8 @@ pub struct AppState {
     pub loops: Arc<Loops>,
     /// This process among the replicas sharing the database (`jobs.claimed_by`, lease holder).
     pub replica: crate::replica::ReplicaId,
+    /// The leases this process contends for (`sweep`, `dispatch:<peer>`).
+    pub leases: Arc<crate::lease::Leases>,
 }
 
 /// The supervised background loops besides the reconciler's, created with the state so
@@ -87,6 +89,7 @@ impl AppState {
             wakeup: Arc::clone(&self.pipeline.outbox_wakeup),
             poll: Duration::from_secs(1),
             failpoint: None,
+            lease: None,
         }
     }
 

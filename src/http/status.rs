@@ -19,6 +19,7 @@ struct Levels {
     awaiting_input: i64,
     inbox: store::inbox::Backlog,
     outbox: Vec<(store::outbox::Peer, store::outbox::EffectStatus, i64)>,
+    leases: Vec<store::leases::LeaseRow>,
 }
 
 async fn levels(state: &AppState) -> Result<Levels, store::StoreError> {
@@ -34,12 +35,14 @@ async fn levels(state: &AppState) -> Result<Levels, store::StoreError> {
             let awaiting_input = store::jobs::tasks_awaiting_input(c)?.len() as i64;
             let inbox = store::inbox::backlog(c, crate::inbox::MAX_ATTEMPTS)?;
             let outbox = store::outbox::counts(c)?;
+            let leases = store::leases::list(c)?;
             Ok(Levels {
                 jobs,
                 tasks,
                 awaiting_input,
                 inbox,
                 outbox,
+                leases,
             })
         })
         .await
@@ -59,6 +62,9 @@ pub async fn status_json(state: &AppState) -> Result<serde_json::Value, store::S
         "decision_errors": state.decision_errors(),
         "rules": state.rules_status(),
         "replica": state.replica.as_str(),
+        // Who does the work one replica at a time: name, holder, token, since (acquired),
+        // expires_at, valid (held and not expired by the database's clock).
+        "leases": levels.leases,
     }))
 }
 

@@ -45,7 +45,7 @@ impl Reconciler {
         for d in due {
             let extra = self.unblock_effects(rules, &d.task);
             let check = check_one(
-                self.pipeline.clone(),
+                crate::pipeline::Pipeline::clone(&self.pipeline()),
                 Arc::clone(rules),
                 self.overrides.clone(),
                 mode,
@@ -75,8 +75,7 @@ impl Reconciler {
         }
         if mode == Mode::Apply && !readings.notes.is_empty() {
             let Readings { reds, green, notes } = readings;
-            let written = self
-                .pipeline
+            let written = self.pipeline()
                 .store
                 .call(move |c| {
                     c.write(|tx| {
