@@ -12,6 +12,8 @@ use orch::store::{Store, StoreError, kv};
 #[path = "store_portable/backends.rs"]
 mod backends;
 
+mod common;
+
 const TTL_MS: i64 = 60_000;
 
 fn acquire(s: &Store, name: &str, holder: &str, ttl_ms: i64) -> Option<i64> {
@@ -221,4 +223,62 @@ fn a_fenced_transaction_in_progress_delays_the_takeover_postgres() {
         Some("a"),
         "a's transaction committed"
     );
+}
+
+/// SQLite serves one `orch serve` process: at startup it takes over what its previous
+/// incarnation held (here a lease still valid for a minute) at once, and `/queue` and the
+/// metrics show the leases it holds.
+#[tokio::test]
+async fn serve_on_sqlite_takes_over_its_previous_incarnations_leases_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::test_config(dir.path());
+    {
+        let s = Store::open(&cfg.db_path).unwrap();
+        for name in ["sweep", "dispatch:plane", "dispatch:telegram"] {
+            assert_eq!(acquire(&s, name, "orch:1:deadbeef", TTL_MS), Some(1));
+        }
+    }
+    let app = common::TestApp::spawn_in(dir, cfg).await;
+    let me = app.state.replica.to_string();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let leases = loop {
+        let leases = common::get_json(&app, "/queue").await["leases"].clone();
+        let all_mine = leases
+            .as_array()
+            .is_some_and(|l| l.len() == 3 && l.iter().all(|x| x["holder"] == me.as_str()));
+        if all_mine {
+            break leases;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "this process holds every lease: {leases}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for l in leases.as_array().unwrap() {
+        assert_eq!(l["token"], 2, "{l}");
+        assert_eq!(l["valid"], true, "{l}");
+        assert!(l["since"].is_string() && l["expires_at"].is_string(), "{l}");
+    }
+    let metrics = common::get_text(&app, "/metrics").await;
+    assert!(
+        metrics.contains("orch_lease_held{lease=\"sweep\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("orch_lease_acquired_total{lease=\"dispatch:telegram\"} 1"),
+        "{metrics}"
+    );
+    let state = app.state.clone();
+    app.stop().await;
+    // A graceful stop releases them.
+    let held = state
+        .store
+        .call(|c| leases::list(c))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.valid)
+        .count();
+    assert_eq!(held, 0);
 }
