@@ -446,6 +446,7 @@ fn inbox_processor(state: &AppState) -> crate::inbox::Processor {
             })
         }),
         poll: Duration::from_secs(1),
+        prune_under: Some(Arc::clone(&state.leases.sweep)),
     }
 }
 

@@ -97,10 +97,6 @@ impl Lease {
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// The lease as held now by this process, if it is.
     pub fn held(&self) -> Option<Held> {
         self.held.borrow().clone()
@@ -169,7 +165,7 @@ impl Lease {
             .call(move |c| leases::acquire(c, &name, &holder, ttl, take_over))
             .await?;
         self.take_over.store(false, Ordering::Relaxed);
-        Ok(got.map(|a| a.token))
+        Ok(got)
     }
 
     fn ttl_ms(&self) -> i64 {

@@ -20,7 +20,6 @@ fn acquire(s: &Store, name: &str, holder: &str, ttl_ms: i64) -> Option<i64> {
     let (name, holder) = (name.to_string(), holder.to_string());
     s.call_sync(|c| leases::acquire(c, &name, &holder, ttl_ms, false))
         .unwrap()
-        .map(|a| a.token)
 }
 
 fn kv_get(s: &Store, key: &str) -> Option<String> {
@@ -149,8 +148,7 @@ fn take_over_bumps_the_token(s: &Store) {
     assert_eq!(acquire(s, "dispatch:telegram", "old", TTL_MS), Some(1));
     let taken = s
         .call_sync(|c| leases::acquire(c, "dispatch:telegram", "new", TTL_MS, true))
-        .unwrap()
-        .map(|a| a.token);
+        .unwrap();
     assert_eq!(taken, Some(2));
     assert_eq!(
         s.call_sync(|c| leases::holder(c, "dispatch:telegram"))
@@ -274,7 +272,7 @@ async fn serve_on_sqlite_takes_over_its_previous_incarnations_leases_at_once() {
     // A graceful stop releases them.
     let held = state
         .store
-        .call(|c| leases::list(c))
+        .call(leases::list)
         .await
         .unwrap()
         .into_iter()

@@ -155,7 +155,9 @@ impl Reconciler {
 
     /// Starts the supervised sweep loop; a second call while it runs does nothing (returns
     /// false). A sweep that panics is restarted with the reconciler's state intact: the error
-    /// backoff and watermarks are not lost with the loop.
+    /// backoff and watermarks are not lost with the loop. Unleased: `orch serve` uses
+    /// [`Reconciler::start_leased`].
+    #[cfg_attr(orch_audit, allow(dead_code))]
     pub fn start(self: &Arc<Self>) -> bool {
         let me = Arc::clone(self);
         self.background.start(move |cancel| {

@@ -40,14 +40,6 @@ impl Fence {
     }
 }
 
-/// A lease just acquired.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Acquired {
-    pub token: i64,
-    /// Database time.
-    pub expires_at: Timestamp,
-}
-
 /// One lease as `/queue` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LeaseRow {
@@ -65,14 +57,14 @@ pub struct LeaseRow {
 /// Acquires `name` for `holder` for `ttl_ms` if it is free or expired (or, with `take_over`,
 /// whoever holds it: a SQLite database serves one process, whose previous incarnation's
 /// leases are void at its start). Every acquisition bumps the token. `None`: someone else
-/// holds it.
+/// holds it; else the new token.
 pub fn acquire(
     c: &Conn<'_>,
     name: &str,
     holder: &str,
     ttl_ms: i64,
     take_over: bool,
-) -> Result<Option<Acquired>, StoreError> {
+) -> Result<Option<i64>, StoreError> {
     let now = c.now_ms_sql();
     c.write(|tx| {
         tx.query_opt(
@@ -84,15 +76,10 @@ pub fn acquire(
                         acquired_at = excluded.acquired_at, renewed_at = excluded.renewed_at,
                         expires_at = excluded.expires_at
                   WHERE l.holder IS NULL OR l.expires_at <= excluded.acquired_at OR ?4 = 1
-                 RETURNING token, expires_at"
+                 RETURNING token"
             ),
             args![name, holder, ttl_ms, take_over],
-            |r| {
-                Ok(Acquired {
-                    token: r.get(0)?,
-                    expires_at: Timestamp::from_millis(r.get(1)?),
-                })
-            },
+            |r| r.get(0),
         )
     })
 }

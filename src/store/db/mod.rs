@@ -355,7 +355,7 @@ impl Conn<'_> {
 /// True for a statement that changes rows (`INSERT`, `UPDATE`, `DELETE`, also with
 /// `RETURNING`): on a fenced connection it is fenced even when run as a query.
 fn is_write(sql: &str) -> bool {
-    let first = sql.trim_start().split_whitespace().next().unwrap_or_default();
+    let first = sql.split_whitespace().next().unwrap_or_default();
     ["INSERT", "UPDATE", "DELETE", "REPLACE"]
         .iter()
         .any(|w| first.eq_ignore_ascii_case(w))
