@@ -97,6 +97,12 @@ impl Components {
         let reconciler = Reconciler::new(pipeline.clone(), Arc::clone(&reconcile), plane_since);
         let loops = Arc::new(Loops::new(&metrics));
         let replica = crate::replica::ReplicaId::generate(config.replicas.name.as_deref());
+        let leases = Arc::new(crate::lease::Leases::new(
+            &store,
+            &replica,
+            config.replicas.lease_ttl,
+            &metrics,
+        ));
         Ok(Components {
             state: AppState {
                 config,
@@ -112,6 +118,7 @@ impl Components {
                 loops,
                 replica,
                 liveness: Default::default(),
+                leases,
             },
         })
     }
@@ -296,7 +303,9 @@ impl Application {
 
         // Every loop is supervised: each start takes a fresh future from its factory, so a
         // crashed loop is rebuilt from the same cheap handles (store, pipeline, clients).
-        // Started first, stopped last: everything else owes them effects.
+        // Started first, stopped last: everything else owes them effects. Each dispatches only
+        // while this process holds its peer's lease; Plane's only under `sweep` too, so the
+        // sweep and the dispatcher, orch's only Plane callers, share one replica's budget.
         let loops = Arc::clone(&state.loops);
         let beat = Arc::clone(&heartbeat);
         loops.heartbeat.start(move |cancel| Arc::clone(&beat).run(cancel));
@@ -307,10 +316,20 @@ impl Application {
                 .iter()
                 .find(|(p, _)| *p == peer)
                 .map(|(_, f)| Arc::clone(f));
+            let (lease, under) = match peer {
+                Peer::Plane => (
+                    Arc::clone(&state.leases.dispatch_plane),
+                    Some(Arc::clone(&state.leases.sweep)),
+                ),
+                Peer::Telegram => (Arc::clone(&state.leases.dispatch_telegram), None),
+            };
             loops.dispatcher(peer).start(move |cancel| {
-                let mut d = s.dispatcher(peer);
-                d.failpoint = failpoint.clone();
-                d.run(cancel)
+                let (s, failpoint) = (s.clone(), failpoint.clone());
+                Arc::clone(&lease).run(cancel, under.clone(), move |held| {
+                    let mut d = s.dispatcher(peer);
+                    d.failpoint = failpoint.clone();
+                    d.run_leased(held)
+                })
             });
         }
 
@@ -333,8 +352,11 @@ impl Application {
             .inbox
             .start(move |cancel| processor.clone().run(cancel));
 
-        // Started last, stopped first: it replays through the other two.
-        state.reconciler.start();
+        // Started last, stopped first: it replays through the other two. It sweeps while this
+        // process holds the `sweep` lease.
+        state
+            .reconciler
+            .start_leased(Arc::clone(&state.leases.sweep));
 
         tracing::info!(%addr, db = %state.store.location(), rules = %state.rules.current().version(), "orch listening");
         let app = crate::http::router(state.clone());
@@ -367,16 +389,20 @@ impl Application {
     }
 }
 
-/// What the last process left half-done: jobs it was running go back to the queue; effects
-/// it was sending are queued again (Plane) or skipped (Telegram, at most once). With
+/// What the last process left half-done: jobs it was running go back to the queue (with
 /// PostgreSQL the running jobs may be other replicas': they come back when their replica is
-/// silent for the lease time (the heartbeat loop), this process's previous run's included.
+/// silent for the lease time, by the heartbeat loop, this process's previous run's included).
+/// Effects it was sending are recovered by each peer's dispatcher when it takes the peer's
+/// lease (`Dispatcher::run_leased`).
 async fn recover_after_last_process(state: &AppState) -> anyhow::Result<()> {
     let requeued = state
         .store
-        .call(|c| match c {
-            crate::store::Conn::Sqlite(_) => crate::store::jobs::requeue_running(c),
-            crate::store::Conn::Pg(_) => Ok(0),
+        .call(|c| {
+            if c.is_postgres() {
+                Ok(0)
+            } else {
+                crate::store::jobs::requeue_running(c)
+            }
         })
         .await?;
     if requeued > 0 {
@@ -385,7 +411,6 @@ async fn recover_after_last_process(state: &AppState) -> anyhow::Result<()> {
             "jobs left running by the last process were put back in the queue"
         );
     }
-    crate::outbox::recover(&state.store, state.clock.as_ref()).await?;
     Ok(())
 }
 
@@ -462,6 +487,7 @@ fn inbox_processor(state: &AppState) -> crate::inbox::Processor {
             })
         }),
         poll: Duration::from_secs(1),
+        prune_under: Some(Arc::clone(&state.leases.sweep)),
     }
 }
 

@@ -69,9 +69,20 @@ pub struct Processor {
     pub handler: Handler,
     /// How often to look for work when nobody wakes us (failed deliveries being retried).
     pub poll: Duration,
+    /// Pruning runs only while this process holds this lease (`orch serve`: `sweep`), its
+    /// delete fenced by it; `None`: always, unfenced.
+    pub prune_under: Option<Arc<crate::lease::Lease>>,
 }
 
 impl Processor {
+    /// The store to prune through now, if this process may prune.
+    fn prune_store(&self) -> Option<Store> {
+        match &self.prune_under {
+            None => Some(self.store.clone()),
+            Some(lease) => lease.held().map(|h| h.fenced(&self.store)),
+        }
+    }
+
     /// Runs until cancelled.
     pub async fn run(self, cancel: CancellationToken) {
         let mut last_prune: Option<tokio::time::Instant> = None;
@@ -79,11 +90,12 @@ impl Processor {
             if let Err(e) = self.drain(&cancel).await {
                 tracing::error!(error = %e, "inbox pass failed; will retry");
             }
-            if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY)
+                && let Some(store) = self.prune_store()
+            {
                 last_prune = Some(tokio::time::Instant::now());
                 let before = self.clock.now().minus(RETENTION);
-                match self
-                    .store
+                match store
                     .call(move |c| inbox::prune_processed(c, before))
                     .await
                 {

@@ -46,6 +46,7 @@ modules! {
     impact,
     inbox,
     integrations,
+    lease,
     metrics,
     outbox,
     pipeline,

@@ -77,6 +77,12 @@ pub struct LoopLabels {
     pub r#loop: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LeaseLabels {
+    /// sweep | dispatch:plane | dispatch:telegram
+    pub lease: String,
+}
+
 /// Every metric orch exports. Cheap to clone (the families share their storage).
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
@@ -112,6 +118,11 @@ pub struct Metrics {
     pub jobs_requeued_expired: Counter,
     /// Replicas heartbeaten within the lease time, as of the last scrape.
     pub replicas_alive: Gauge,
+    /// 1 while this process holds the lease, else 0.
+    pub lease_held: Family<LeaseLabels, Gauge>,
+    pub lease_acquired: Family<LeaseLabels, Counter>,
+    /// Leases lost while held (expired, taken over, or a fenced write refused), not released.
+    pub lease_lost: Family<LeaseLabels, Counter>,
 }
 
 impl Metrics {
@@ -274,6 +285,21 @@ impl Metrics {
             "replicas_alive",
             "Replicas sharing the database that heartbeated within the lease time",
             self.replicas_alive.clone(),
+        );
+        r.register(
+            "lease_held",
+            "1 while this process holds the lease (sweep, dispatch:plane, dispatch:telegram)",
+            self.lease_held.clone(),
+        );
+        r.register(
+            "lease_acquired",
+            "Times this process acquired the lease",
+            self.lease_acquired.clone(),
+        );
+        r.register(
+            "lease_lost",
+            "Times this process lost the lease while holding it (expired, taken over, or a fenced write refused)",
+            self.lease_lost.clone(),
         );
         r.register(
             "background_restarts",

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::inbox::{MAX_ATTEMPTS, RETENTION, retry_delay};
 use crate::integrations::{IntegrationError, Notifier, Tracker};
+use crate::lease::Held;
 use crate::metrics::{Metrics, PeerResultLabels};
 use crate::pipeline::{Outcome, Pipeline};
 use crate::policy::PlaneAction;
@@ -47,6 +48,7 @@ pub type Failpoint = Arc<dyn Fn(i64, Step) -> bool + Send + Sync>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flow {
     Go,
+    /// Stopped at a failpoint, or past the lease's deadline.
     Crashed,
 }
 
@@ -73,9 +75,47 @@ pub struct Dispatcher {
     /// Crash injection for tests: when it returns true the dispatcher stops at that step
     /// and leaves the effect exactly as a killed process would.
     pub failpoint: Option<Failpoint>,
+    /// The peer's lease (`dispatch:<peer>`) when run by `orch serve`: no peer call is made
+    /// past its local deadline. `None` (one-shot drains, tests): no deadline.
+    pub lease: Option<Held>,
 }
 
 impl Dispatcher {
+    /// Runs the dispatcher under `held`, the peer's lease: its writes fenced by it, no peer
+    /// call past its local deadline. First the peer's effects a previous holder (a crashed
+    /// process, a replica that lost the lease) left `sending` are recovered.
+    pub async fn run_leased(mut self, held: Held) {
+        self.store = held.fenced(&self.store);
+        self.pipeline.store = held.fenced(&self.pipeline.store);
+        let cancel = held.cancel.clone();
+        self.lease = Some(held);
+        let (peer, now) = (self.peer, self.clock.now());
+        match self
+            .store
+            .call(move |c| outbox::recover_peer(c, peer, now))
+            .await
+        {
+            Ok((0, 0)) => {}
+            Ok((requeued, skipped)) => tracing::info!(
+                peer = peer.as_str(),
+                requeued,
+                skipped,
+                "effects interrupted by the previous dispatcher: Plane ones queued again, Telegram ones not resent"
+            ),
+            Err(e) => {
+                // Fenced, or the database is away: stop; the lease runner tries again.
+                tracing::warn!(peer = peer.as_str(), error = %e, "cannot recover the outbox; not dispatching");
+                return;
+            }
+        }
+        self.run(cancel).await;
+    }
+
+    /// False once the lease's local deadline passed: no more peer calls.
+    fn may_call_peer(&self) -> bool {
+        self.lease.as_ref().is_none_or(Held::within_deadline)
+    }
+
     /// Runs until cancelled. A failing pass is logged and the loop goes on.
     pub async fn run(self, cancel: CancellationToken) {
         let mut last_prune: Option<tokio::time::Instant> = None;
@@ -138,10 +178,14 @@ impl Dispatcher {
                 return Ok(Flow::Go);
             }
         }
+        if !self.may_call_peer() {
+            return Ok(Flow::Crashed);
+        }
         if !self.store.call(move |c| outbox::begin(c, id)).await? {
             return Ok(Flow::Go);
         }
-        if self.crashes_at(id, Step::Claimed) {
+        if self.crashes_at(id, Step::Claimed) || !self.may_call_peer() {
+            // Left `sending`, as a crash would: the next holder's recovery decides.
             return Ok(Flow::Crashed);
         }
         let attempts = row.attempts + 1;
@@ -285,7 +329,9 @@ impl Dispatcher {
     }
 }
 
-/// At startup: effects left `sending` by a crash (see [`outbox::recover`]).
+/// Effects of every peer left `sending` by a crash (see [`outbox::recover`]); `orch serve`
+/// recovers each peer's when its dispatcher takes the peer's lease instead.
+#[cfg_attr(orch_audit, allow(dead_code))]
 pub async fn recover(store: &Store, clock: &dyn Clock) -> Result<(), StoreError> {
     let now = clock.now();
     let (requeued, skipped) = store.call(move |c| outbox::recover(c, now)).await?;

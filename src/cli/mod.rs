@@ -383,7 +383,10 @@ fn reconcile(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
         }
         match args.format {
             OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-            OutputFormat::Text => print!("{}", crate::report::sweep_table(&report, args.dry_run, args.all)),
+            OutputFormat::Text => {
+                print!("{}", crate::report::sweep_table(&report, args.dry_run, args.all));
+                println!("{}", sweep_lease_line(&parts.state.store).await);
+            }
         }
         // A task the rules cannot decide is as much a failure as a peer that did not answer:
         // a cron job or CI gate running this must see it.
@@ -393,6 +396,21 @@ fn reconcile(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
             ExitCode::from(2)
         })
     })
+}
+
+/// Who holds the `sweep` lease: this one-shot sweep ran beside it, without the lease (its
+/// writes are compare-and-set guarded, as against a serving process's own sweep).
+async fn sweep_lease_line(store: &crate::store::Store) -> String {
+    match store
+        .call(|c| crate::store::leases::holder(c, "sweep"))
+        .await
+    {
+        Ok(Some((holder, token))) => format!(
+            "sweep lease: held by {holder} (token {token}); this sweep ran beside it, without the lease"
+        ),
+        Ok(None) => "sweep lease: not held (no orch serve is sweeping)".to_string(),
+        Err(e) => format!("sweep lease: unknown ({e})"),
+    }
 }
 
 fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {

@@ -36,6 +36,8 @@ pub struct AppState {
     pub replica: crate::replica::ReplicaId,
     /// Whether this replica may run agents (self-fencing when its heartbeat fails).
     pub liveness: Arc<crate::replica::Liveness>,
+    /// The leases this process contends for (`sweep`, `dispatch:<peer>`).
+    pub leases: Arc<crate::lease::Leases>,
 }
 
 /// The supervised background loops besides the reconciler's, created with the state so
@@ -92,6 +94,7 @@ impl AppState {
             wakeup: Arc::clone(&self.pipeline.outbox_wakeup),
             poll: Duration::from_secs(1),
             failpoint: None,
+            lease: None,
         }
     }
 

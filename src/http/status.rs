@@ -20,6 +20,7 @@ struct Levels {
     inbox: store::inbox::Backlog,
     outbox: Vec<(store::outbox::Peer, store::outbox::EffectStatus, i64)>,
     replicas: Vec<store::replicas::Replica>,
+    leases: Vec<store::leases::LeaseRow>,
 }
 
 async fn levels(state: &AppState) -> Result<Levels, store::StoreError> {
@@ -37,6 +38,7 @@ async fn levels(state: &AppState) -> Result<Levels, store::StoreError> {
             let inbox = store::inbox::backlog(c, crate::inbox::MAX_ATTEMPTS)?;
             let outbox = store::outbox::counts(c)?;
             let replicas = store::replicas::list(c, ttl)?;
+            let leases = store::leases::list(c)?;
             Ok(Levels {
                 jobs,
                 tasks,
@@ -44,6 +46,7 @@ async fn levels(state: &AppState) -> Result<Levels, store::StoreError> {
                 inbox,
                 outbox,
                 replicas,
+                leases,
             })
         })
         .await
@@ -64,6 +67,9 @@ pub async fn status_json(state: &AppState) -> Result<serde_json::Value, store::S
         "rules": state.rules_status(),
         "replica": state.replica.as_str(),
         "replicas": replicas_block(state, &levels.replicas),
+        // Who does the work one replica at a time: name, holder, token, since (acquired),
+        // expires_at, valid (held and not expired by the database's clock).
+        "leases": levels.leases,
     }))
 }
 

@@ -48,7 +48,7 @@ impl Reconciler {
         for (d, task) in due {
             let extra = self.unblock_effects(rules, &task);
             let check = check_one(
-                self.pipeline.clone(),
+                crate::pipeline::Pipeline::clone(&self.pipeline()),
                 Arc::clone(rules),
                 self.overrides.clone(),
                 mode,
@@ -78,8 +78,7 @@ impl Reconciler {
         }
         if mode == Mode::Apply && !readings.notes.is_empty() {
             let Readings { reds, green, notes } = readings;
-            let written = self
-                .pipeline
+            let written = self.pipeline()
                 .store
                 .call(move |c| {
                     c.write(|tx| {
@@ -109,7 +108,7 @@ impl Reconciler {
     async fn read_due(&self, due: Vec<Due>, report: &mut SweepReport) -> Option<Vec<(Due, Task)>> {
         let ids: Vec<i64> = due.iter().map(|d| d.id).collect();
         let tasks = self
-            .pipeline
+            .pipeline()
             .store
             .call(move |c| store::tasks::get_many(c, &ids))
             .await;

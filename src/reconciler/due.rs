@@ -189,7 +189,7 @@ impl Reconciler {
         self.note_decision_error(rules, pass.mode, id, &snapshot, &decision, report);
         if pass.mode == Mode::Apply {
             // The decision log (a decision that failed) and the shadow set's comparison.
-            self.pipeline
+            self.pipeline()
                 .observe_sweep(&self.overrides, &snapshot, id, &decision, now)
                 .await;
         }
@@ -235,7 +235,7 @@ impl Reconciler {
         }
         if pass.ctx.late.contains(&id) {
             if pass.mode == Mode::Apply {
-                self.pipeline.metrics.reconcile_late.inc();
+                self.pipeline().metrics.reconcile_late.inc();
             }
             let action = "left to a delivery waiting in the inbox (late, not lost)".to_string();
             return left(report, "late", decision, Some(action));

@@ -48,8 +48,7 @@ impl Reconciler {
         view: GateView,
     ) -> Result<Option<Explanation>, store::StoreError> {
         let wi = work_item.to_string();
-        let loaded = self
-            .pipeline
+        let loaded = self.pipeline()
             .store
             .call(move |c| {
                 let Some(t) = store::tasks::get_by_work_item(c, &wi)? else {
@@ -67,15 +66,15 @@ impl Reconciler {
             return Ok(None);
         };
         let awaiting = question.is_some();
-        let rules = self.pipeline.rules.current();
-        let now = self.pipeline.clock.now();
+        let rules = self.pipeline().rules.current();
+        let now = self.pipeline().clock.now();
         let snapshot = snapshot_of(&task, busy, awaiting);
         let mut decision = policy::decide_task(&rules, &self.overrides, &snapshot, None, now);
         let next_check = self.next_check(&rules, &task, &decision, streak.as_ref(), now);
         let mut gate = None;
         if matches!(decision.outcome, Decided::CheckGate { .. }) {
             match view {
-                GateView::Live => match self.pipeline.evaluate_gate(&rules, &task).await {
+                GateView::Live => match self.pipeline().evaluate_gate(&rules, &task).await {
                     Ok(g) => {
                         decision =
                             policy::decide_task(&rules, &self.overrides, &snapshot, Some(&g), now);

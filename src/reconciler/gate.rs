@@ -89,7 +89,7 @@ impl Reconciler {
             rules,
             mode,
             rows,
-            now: self.pipeline.clock.now(),
+            now: self.pipeline().clock.now(),
             ctx: &ctx,
             due: DueQueue::new(self.max_gate_checks),
             unannounced: Vec::new(),
@@ -101,8 +101,7 @@ impl Reconciler {
                     break 'stages;
                 }
                 let st = stage.clone();
-                let page = self
-                    .pipeline
+                let page = self.pipeline()
                     .store
                     .call(move |c| store::tasks::open_page(c, &st, after, PAGE))
                     .await;
@@ -162,7 +161,7 @@ impl Reconciler {
             if cancel.is_cancelled() {
                 return;
             }
-            let task = match self.pipeline.store.call(move |c| store::tasks::get(c, id)).await {
+            let task = match self.pipeline().store.call(move |c| store::tasks::get(c, id)).await {
                 Ok(Some(t)) if t.updated_at == visit => t,
                 // Gone or moved since the pass read it: the next sweep sees the new visit.
                 Ok(_) => continue,
@@ -172,7 +171,7 @@ impl Reconciler {
                     continue;
                 }
             };
-            match self.pipeline.owe_awaiting_human(rules, &task).await {
+            match self.pipeline().owe_awaiting_human(rules, &task).await {
                 Ok(owed) => {
                     if owed {
                         tracing::info!(work_item = %task.work_item, stage = %task.stage, "reconciler: the human gate's notice was never given (crash); owed now");
@@ -193,8 +192,7 @@ impl Reconciler {
     /// Which tasks have an active job, which wait for an answer, and the deliveries still
     /// waiting in the inbox: one read for the whole sweep.
     async fn load_context(&self, report: &mut SweepReport) -> Option<Context> {
-        let loaded = self
-            .pipeline
+        let loaded = self.pipeline()
             .store
             .call(move |c| {
                 Ok((
@@ -221,8 +219,7 @@ impl Reconciler {
     /// The stages tasks are in that are not terminal (stages the rules do not have
     /// included: their tasks are decision errors to report).
     async fn open_stages(&self, rules: &RuleSet, report: &mut SweepReport) -> Option<Vec<String>> {
-        match self
-            .pipeline
+        match self.pipeline()
             .store
             .call(store::tasks::stages_in_use)
             .await
@@ -332,7 +329,7 @@ impl Reconciler {
                     ],
                 );
                 tracing::info!("{text}");
-                self.pipeline.metrics.reconcile_unblocked.inc();
+                self.pipeline().metrics.reconcile_unblocked.inc();
                 self.with_state(|s| s.last_unblocked = Some(task.work_item.clone()));
                 line.action = Some(format!("advanced {from} -> {to}"));
                 report.unblocked.push(text);
@@ -401,7 +398,7 @@ impl Reconciler {
                     task.work_item,
                     task.stage
                 );
-                self.pipeline.metrics.decision_errors.inc();
+                self.pipeline().metrics.decision_errors.inc();
             }
         }
         report.decision_errors.push(DecisionError {
@@ -431,7 +428,7 @@ impl Reconciler {
     /// A gate that errors (not red: could not be evaluated) backs off per task; at the cap it
     /// is reported once as needing a human.
     async fn gate_error(&self, rules: &RuleSet, task: &Task, error: &str) {
-        let now = self.pipeline.clock.now();
+        let now = self.pipeline().clock.now();
         let failures = {
             let mut map = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
             let entry = map.entry(task.id).or_insert(ErrorBackoff {
@@ -471,8 +468,7 @@ impl Reconciler {
             let owed: Vec<_> = crate::pipeline::effects::telegram(&task.work_item, &text)
                 .into_iter()
                 .collect();
-            let claimed = self
-                .pipeline
+            let claimed = self.pipeline()
                 .store
                 .call(move |c| {
                     store::verdicts::claim_notice_owing(c, id, "needs_human", &key, &owed, now)
@@ -481,7 +477,7 @@ impl Reconciler {
                 .unwrap_or(false);
             if claimed {
                 tracing::error!("{text}");
-                self.pipeline.outbox_wakeup.notify_one();
+                self.pipeline().outbox_wakeup.notify_one();
             }
         }
     }

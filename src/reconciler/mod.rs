@@ -15,9 +15,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Timestamp;
+use crate::lease::Lease;
 use crate::pipeline::Pipeline;
 use crate::policy::{Overrides, TaskSnapshot};
 use crate::service::Background;
@@ -82,7 +84,11 @@ pub enum ReconcileError {
 }
 
 pub struct Reconciler {
-    pipeline: Pipeline,
+    /// The pipeline as built: unfenced (`orch reconcile --once`, tests' one-shot sweeps).
+    base: Arc<Pipeline>,
+    /// The pipeline sweeps use now: `base`'s, fenced by the `sweep` lease while the loop
+    /// holds it.
+    pipeline: ArcSwap<Pipeline>,
     overrides: Overrides,
     interval: Duration,
     state: Arc<Mutex<ReconcileState>>,
@@ -125,8 +131,10 @@ impl Reconciler {
         let interval = cfg.interval;
         let (concurrency, max_gate_checks) = (cfg.gate_concurrency, cfg.max_gate_checks);
         let plane_share = share::PlaneShare::new(pipeline.config.plane.requests_per_minute);
+        let base = Arc::new(pipeline);
         Arc::new(Reconciler {
-            pipeline,
+            pipeline: ArcSwap::new(Arc::clone(&base)),
+            base,
             overrides,
             interval,
             state,
@@ -151,13 +159,45 @@ impl Reconciler {
 
     /// Starts the supervised sweep loop; a second call while it runs does nothing (returns
     /// false). A sweep that panics is restarted with the reconciler's state intact: the error
-    /// backoff and watermarks are not lost with the loop.
+    /// backoff and watermarks are not lost with the loop. Unleased: `orch serve` uses
+    /// [`Reconciler::start_leased`].
+    #[cfg_attr(orch_audit, allow(dead_code))]
     pub fn start(self: &Arc<Self>) -> bool {
         let me = Arc::clone(self);
         self.background.start(move |cancel| {
             let me = Arc::clone(&me);
             async move { me.run(cancel).await }
         })
+    }
+
+    /// Starts the supervised sweep loop under `lease` (`sweep`): it sweeps only while this
+    /// process holds the lease, with every write fenced by it; another replica's loop waits.
+    pub fn start_leased(self: &Arc<Self>, lease: Arc<Lease>) -> bool {
+        let me = Arc::clone(self);
+        self.background.start(move |cancel| {
+            let (me, lease) = (Arc::clone(&me), Arc::clone(&lease));
+            async move {
+                lease
+                    .run(cancel, None, |held| {
+                        let me = Arc::clone(&me);
+                        async move {
+                            let fenced = Pipeline {
+                                store: held.fenced(&me.base.store),
+                                ..Pipeline::clone(&me.base)
+                            };
+                            me.pipeline.store(Arc::new(fenced));
+                            Arc::clone(&me).run(held.cancel.clone()).await;
+                            me.pipeline.store(Arc::clone(&me.base));
+                        }
+                    })
+                    .await;
+            }
+        })
+    }
+
+    /// The pipeline the sweep acts through now (fenced while the loop holds `sweep`).
+    fn pipeline(&self) -> Arc<Pipeline> {
+        self.pipeline.load_full()
     }
 
     pub fn is_running(&self) -> bool {
@@ -198,7 +238,7 @@ impl Reconciler {
     /// True (once) after a successful rule reload; clears the error backoff so a policy fix
     /// reaches every stuck task in the next sweep.
     fn rules_reloaded(&self) -> bool {
-        let current = self.pipeline.rules.status().generation;
+        let current = self.pipeline().rules.status().generation;
         let mut seen = self.generation.lock().unwrap_or_else(|p| p.into_inner());
         if *seen == current {
             return false;
@@ -208,7 +248,7 @@ impl Reconciler {
         if !first {
             let unknown = unknown_override_stages(
                 &self.overrides.grace_by_stage,
-                &self.pipeline.rules.current(),
+                &self.pipeline().rules.current(),
             );
             if !unknown.is_empty() {
                 tracing::warn!(
@@ -228,8 +268,7 @@ impl Reconciler {
     /// Waits for the sweep's turn before a Plane request: at most every other slot of the
     /// Plane client while effects owed to Plane wait in the outbox (see `share.rs`).
     async fn plane_turn(&self) {
-        let waiting = self
-            .pipeline
+        let waiting = self.pipeline()
             .store
             .call(|c| crate::store::outbox::owed(c, crate::store::outbox::Peer::Plane))
             .await
@@ -259,7 +298,7 @@ impl Reconciler {
     async fn sweep_until(&self, mode: Mode, rows: Rows, cancel: &CancellationToken) -> SweepReport {
         let report = self.run_sides(Sides::Both, mode, rows, cancel).await;
         if mode == Mode::Apply {
-            self.pipeline.metrics.reconcile_sweeps.inc();
+            self.pipeline().metrics.reconcile_sweeps.inc();
             self.with_state(|s| s.last_sweep_at = report.at);
         }
         report
@@ -273,10 +312,10 @@ impl Reconciler {
         rows: Rows,
         cancel: &CancellationToken,
     ) -> SweepReport {
-        let rules = self.pipeline.rules.current();
+        let rules = self.pipeline().rules.current();
         let switches = self.overrides.effective_switches(&rules);
         let mut report = SweepReport {
-            at: Some(self.pipeline.clock.now()),
+            at: Some(self.pipeline().clock.now()),
             gate_enabled: switches.reconcile_enabled && sides != Sides::Plane,
             plane_enabled: switches.reconcile_enabled
                 && switches.plane_enabled
@@ -298,7 +337,7 @@ impl Reconciler {
             self.plane_sync(&rules, mode, cancel, &mut report).await;
         }
         if mode == Mode::Apply {
-            self.pipeline
+            self.pipeline()
                 .metrics
                 .reconcile_errors
                 .inc_by(report.errors.len() as u64);

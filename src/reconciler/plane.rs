@@ -65,7 +65,7 @@ impl Reconciler {
         report: &mut SweepReport,
     ) {
         let waiting = self.questions_waiting().await;
-        for project in self.pipeline.config.projects.clone() {
+        for project in self.pipeline().config.projects.clone() {
             if cancel.is_cancelled() {
                 break;
             }
@@ -92,8 +92,7 @@ impl Reconciler {
     /// The tasks waiting for a person's answer, with when the question was asked; forgets
     /// the look-ups of tasks that no longer wait.
     async fn questions_waiting(&self) -> Result<Vec<(Task, Timestamp)>, store::StoreError> {
-        let waiting = self
-            .pipeline
+        let waiting = self.pipeline()
             .store
             .call(store::tasks::awaiting_answer)
             .await;
@@ -133,7 +132,7 @@ impl Reconciler {
             else {
                 continue;
             };
-            let now = self.pipeline.clock.now();
+            let now = self.pipeline().clock.now();
             let last = self
                 .answer_checks
                 .lock()
@@ -151,8 +150,7 @@ impl Reconciler {
                     .insert(task.id, now);
             }
             self.plane_turn().await;
-            let comments = match self
-                .pipeline
+            let comments = match self.pipeline()
                 .tracker
                 .recent_comments(project_id, issue_id)
                 .await
@@ -168,8 +166,7 @@ impl Reconciler {
                 .iter()
                 .filter(|c| c.created_at > *asked_at)
                 .filter(|c| {
-                    !self
-                        .pipeline
+                    !self.pipeline()
                         .is_own_comment(c.external_source.as_deref(), c.author.as_deref())
                 })
                 .map(|c| crate::pipeline::webhook::plain_text(&c.html))
@@ -184,15 +181,14 @@ impl Reconciler {
                 ));
                 continue;
             }
-            match self
-                .pipeline
+            match self.pipeline()
                 // Only comments newer than the question were considered above.
                 .answer(task, answer, None, Trigger::Reconciler)
                 .await
             {
                 Ok(Outcome::Resumed { .. }) => {
                     tracing::info!(work_item = %task.work_item, stage = %task.stage, "reconciler: replayed a person's answer from Plane (lost comment webhook)");
-                    self.pipeline.metrics.reconcile_replays.inc();
+                    self.pipeline().metrics.reconcile_replays.inc();
                     report.replays += 1;
                     report.answers.push(format!(
                         "{}: answer replayed from Plane; the {} agent runs again",
@@ -218,8 +214,7 @@ impl Reconciler {
     ) -> Result<(), ReconcileError> {
         let key = format!("reconcile.plane.watermark.{}", project.plane_project_id);
         let k = key.clone();
-        let watermark = self
-            .pipeline
+        let watermark = self.pipeline()
             .store
             .call(move |c| store::kv::get(c, &k))
             .await?
@@ -232,8 +227,7 @@ impl Reconciler {
         let mut complete = false;
         for _ in 0..MAX_PAGES_PER_PROJECT {
             self.plane_turn().await;
-            let page = self
-                .pipeline
+            let page = self.pipeline()
                 .tracker
                 .list_work_items_page(
                     &project.plane_project_id,
@@ -281,7 +275,7 @@ impl Reconciler {
             };
             if let Some(mark) = mark.filter(|m| watermark.is_none_or(|w| *m > w)) {
                 let v = mark.as_millis().to_string();
-                self.pipeline
+                self.pipeline()
                     .store
                     .call(move |c| store::kv::set(c, &key, &v))
                     .await?;
@@ -300,8 +294,7 @@ impl Reconciler {
     ) -> Result<ItemResult, ReconcileError> {
         let work_item = format!("{}-{}", project.identifier, item.sequence_id);
         let wi = work_item.clone();
-        let (task, busy, awaiting, applied_at) = self
-            .pipeline
+        let (task, busy, awaiting, applied_at) = self.pipeline()
             .store
             .call(move |c| {
                 let t = store::tasks::get_by_work_item(c, &wi)?;
@@ -335,8 +328,7 @@ impl Reconciler {
                 updated_at: item.updated_at,
                 first_seen_at,
             };
-            let kept = self
-                .pipeline
+            let kept = self.pipeline()
                 .store
                 .call(move |c| store::plane_seen::record(c, &seen))
                 .await;
@@ -344,7 +336,7 @@ impl Reconciler {
                 tracing::warn!(work_item = %work_item, error = %e, "reconciler: cannot keep the Plane item seen");
             }
         }
-        let decided_at = self.pipeline.clock.now();
+        let decided_at = self.pipeline().clock.now();
         let decision = policy::decide_plane_item(rules, &self.overrides, &snapshot, decided_at);
         let deferred = matches!(&decision.outcome, PlaneOutcome::Ignore { why } if why == "busy" || why == "recent");
         let result = if deferred {
@@ -379,8 +371,7 @@ impl Reconciler {
                 changed_at: None,
                 plane_updated_at: Some(item.updated_at),
             };
-            let outcome = self
-                .pipeline
+            let outcome = self.pipeline()
                 .apply_plane_state(&plane_item, Trigger::Reconciler)
                 .await?;
             // Count what the replay changed; a webhook that won the race leaves nothing to count.
@@ -389,14 +380,14 @@ impl Reconciler {
                 Outcome::AlreadyStarted { .. } | Outcome::Ignored { .. } | Outcome::Raced { .. }
             ) {
                 tracing::info!(work_item = %work_item, state = %item.state_name, outcome = ?outcome, "reconciler: replayed Plane state (lost webhook)");
-                self.pipeline.metrics.reconcile_replays.inc();
+                self.pipeline().metrics.reconcile_replays.inc();
                 report.replays += 1;
                 replayed = Some(outcome.clone());
             }
             action = Some(format!("{outcome:?}"));
         }
         if mode == Mode::Apply {
-            self.pipeline
+            self.pipeline()
                 .observe_plane(
                     &self.overrides,
                     &snapshot,
@@ -418,7 +409,7 @@ impl Reconciler {
     /// When the sweep first saw this change of the item (orch's clock): the webhook's grace
     /// is measured from there, so Plane's clock being ahead or behind does not matter.
     fn first_seen(&self, issue_id: &str, updated_at: Timestamp) -> Timestamp {
-        let now = self.pipeline.clock.now();
+        let now = self.pipeline().clock.now();
         let mut seen = self.first_seen.lock().unwrap_or_else(|p| p.into_inner());
         // Forget changes seen long ago; a fresh sighting only delays a replay by one grace.
         if seen.len() > FIRST_SEEN_LIMIT {

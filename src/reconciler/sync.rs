@@ -46,7 +46,7 @@ impl Reconciler {
             .grace_default
             .unwrap_or(rules.grace.default)
             .max(self.interval);
-        let now = self.pipeline.clock.now();
+        let now = self.pipeline().clock.now();
         {
             let mut last = self.last_sync.lock().unwrap_or_else(|p| p.into_inner());
             if last.is_some_and(|t| now.since(t) < every) {
@@ -56,7 +56,7 @@ impl Reconciler {
                 *last = Some(now);
             }
         }
-        for project in self.pipeline.config.projects.clone() {
+        for project in self.pipeline().config.projects.clone() {
             if cancel.is_cancelled() {
                 return;
             }
@@ -82,10 +82,9 @@ impl Reconciler {
             .filter(|s| s.terminal)
             .map(|s| s.name.clone())
             .collect();
-        let since = self.pipeline.clock.now().minus(RECENTLY_FINISHED);
+        let since = self.pipeline().clock.now().minus(RECENTLY_FINISHED);
         let pid = project.plane_project_id.clone();
-        let tasks = self
-            .pipeline
+        let tasks = self.pipeline()
             .store
             .call(move |c| store::tasks::for_plane_sync(c, &pid, &terminal, since))
             .await?;
@@ -99,8 +98,7 @@ impl Reconciler {
                 break;
             }
             self.plane_turn().await;
-            let page = self
-                .pipeline
+            let page = self.pipeline()
                 .tracker
                 .list_work_items_page(&project.plane_project_id, cursor.as_deref(), PAGE_SIZE)
                 .await?;
@@ -127,8 +125,7 @@ impl Reconciler {
         report: &mut SweepReport,
     ) -> Result<(), ReconcileError> {
         let id = task.id;
-        let newest = self
-            .pipeline
+        let newest = self.pipeline()
             .store
             .call(move |c| store::outbox::newest_state_effect(c, id))
             .await?;
@@ -174,13 +171,13 @@ impl Reconciler {
             let Some(effect) = resend(task, &expected) else {
                 return Ok(());
             };
-            let now = self.pipeline.clock.now();
-            self.pipeline
+            let now = self.pipeline().clock.now();
+            self.pipeline()
                 .store
                 .call(move |c| store::outbox::owe(c, Some(id), &[effect], now))
                 .await?;
-            self.pipeline.outbox_wakeup.notify_one();
-            self.pipeline.metrics.plane_sync_owed.inc();
+            self.pipeline().outbox_wakeup.notify_one();
+            self.pipeline().metrics.plane_sync_owed.inc();
             tracing::info!("reconciler: {line}");
         }
         report.synced.push(line);

@@ -31,6 +31,7 @@ pub mod inbox;
 mod claims;
 pub mod jobs;
 pub mod kv;
+pub mod leases;
 pub mod migrations;
 mod migrations_pg;
 pub mod outbox;
@@ -90,12 +91,17 @@ pub enum StoreError {
         version: i64,
         source: tokio_postgres::Error,
     },
+    /// A fenced write whose lease is no longer held with its token: nothing was written.
+    #[error("lease {lease} (token {token}) is no longer held; nothing was written")]
+    Fenced { lease: String, token: i64 },
 }
 
 /// A cheaply clonable handle to the database.
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
+    /// Set on a [`Store::fenced`] clone: its writes check this lease's token first.
+    fence: Option<Arc<leases::Fence>>,
 }
 
 #[derive(Clone)]
@@ -163,6 +169,7 @@ pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
             conn: Arc::new(Mutex::new(conn)),
             path: Arc::new(path.to_path_buf()),
         },
+        fence: None,
     })
 }
 
@@ -197,6 +204,7 @@ impl Store {
                 conn,
                 path: Arc::new(path.to_path_buf()),
             },
+            fence: None,
         })
     }
 
@@ -210,6 +218,7 @@ impl Store {
                 pool: Arc::new(pool),
                 shown: Arc::new(redact_url(url)),
             },
+            fence: None,
         })
     }
 
@@ -229,14 +238,30 @@ impl Store {
         }
     }
 
+    /// A clone whose writes are fenced by `fence` (a lease this process holds): every write
+    /// transaction (and a write statement outside one) first checks that the lease is still
+    /// held with its token, and fails with [`StoreError::Fenced`], writing nothing, when it
+    /// is not. Reads are not fenced.
+    pub fn fenced(&self, fence: Arc<leases::Fence>) -> Store {
+        Store {
+            backend: self.backend.clone(),
+            fence: Some(fence),
+        }
+    }
+
+    /// True on PostgreSQL (replicas may share the database), false on SQLite (one process).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Pg { .. })
+    }
+
     /// Runs `f` with the connection on the blocking pool.
     pub async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&Conn<'_>) -> Result<R, StoreError> + Send + 'static,
     {
-        let backend = self.backend.clone();
-        tokio::task::spawn_blocking(move || run(&backend, f))
+        let (backend, fence) = (self.backend.clone(), self.fence.clone());
+        tokio::task::spawn_blocking(move || run(&backend, fence.as_deref(), f))
             .await
             .map_err(|e| StoreError::Join(e.to_string()))?
     }
@@ -248,7 +273,7 @@ impl Store {
         f: impl FnOnce(&Conn<'_>) -> Result<R, StoreError> + Send,
     ) -> Result<R, StoreError> {
         off_runtime(matches!(self.backend, Backend::Pg { .. }), || {
-            run(&self.backend, f)
+            run(&self.backend, self.fence.as_deref(), f)
         })
     }
 
@@ -279,14 +304,19 @@ fn off_runtime<R: Send>(
 
 fn run<R>(
     backend: &Backend,
+    fence: Option<&leases::Fence>,
     f: impl FnOnce(&Conn<'_>) -> Result<R, StoreError>,
 ) -> Result<R, StoreError> {
+    let fenced = |c: &Conn<'_>| match fence {
+        Some(fence) => f(&Conn::Fenced(c, fence)),
+        None => f(c),
+    };
     match backend {
         Backend::Sqlite { conn, .. } => {
             let guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            f(&Conn::Sqlite(&guard))
+            fenced(&Conn::Sqlite(&guard))
         }
-        Backend::Pg { pool, .. } => f(&Conn::Pg(&pool.session()?)),
+        Backend::Pg { pool, .. } => fenced(&Conn::Pg(&pool.session()?)),
     }
 }
 

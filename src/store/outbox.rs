@@ -373,25 +373,48 @@ pub fn retry_at(
     Ok(())
 }
 
-/// At startup: effects a crash left `sending`. Plane effects are safe to send again (a state
-/// write is idempotent, a comment carries its external id) and go back to the queue; a
-/// Telegram message may have been sent, so it is skipped rather than risk sending it twice.
+/// Effects a crash (or a lost lease) left `sending`, for every peer; see [`recover_peer`].
 /// Returns (requeued, skipped).
 pub fn recover(conn: &Conn<'_>, now: Timestamp) -> Result<(usize, usize), StoreError> {
     conn.write(|tx| {
-        let requeued = tx.execute(
-            "UPDATE outbox SET status = 'pending', due_at = ?1
-             WHERE status = 'sending' AND peer = 'plane'",
-            args![now.as_millis()],
-        )?;
-        let skipped = tx.execute(
-            "UPDATE outbox SET status = 'skipped', done_at = ?1,
-                    error = 'interrupted by a restart while sending; not sent again (at most once)'
-             WHERE status = 'sending'",
-            args![now.as_millis()],
-        )?;
-        Ok((requeued, skipped))
+        let mut total = (0, 0);
+        for peer in Peer::ALL {
+            let (r, s) = recover_peer(tx, peer, now)?;
+            total = (total.0 + r, total.1 + s);
+        }
+        Ok(total)
     })
+}
+
+/// `peer`'s effects a crash left `sending`, run by the dispatcher when it takes the peer's
+/// lease (no other dispatcher of the peer can be sending then). Plane effects are safe to
+/// send again (a state write is idempotent, a comment carries its external id) and go back to
+/// the queue; a Telegram message may have been sent, so it is skipped rather than risk
+/// sending it twice. Returns (requeued, skipped).
+pub fn recover_peer(
+    conn: &Conn<'_>,
+    peer: Peer,
+    now: Timestamp,
+) -> Result<(usize, usize), StoreError> {
+    match peer {
+        Peer::Plane => {
+            let requeued = conn.execute(
+                "UPDATE outbox SET status = 'pending', due_at = ?1
+                 WHERE status = 'sending' AND peer = 'plane'",
+                args![now.as_millis()],
+            )?;
+            Ok((requeued, 0))
+        }
+        Peer::Telegram => {
+            let skipped = conn.execute(
+                "UPDATE outbox SET status = 'skipped', done_at = ?1,
+                        error = 'interrupted by a restart while sending; not sent again (at most once)'
+                 WHERE status = 'sending' AND peer = 'telegram'",
+                args![now.as_millis()],
+            )?;
+            Ok((0, skipped))
+        }
+    }
 }
 
 /// Effects given up on, oldest first.

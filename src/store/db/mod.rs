@@ -6,6 +6,7 @@
 //! [`Conn::write`], which nests: inside an open transaction it runs inline.
 
 use super::StoreError;
+use super::leases::Fence;
 use crate::clock::Timestamp;
 
 pub(crate) mod pg;
@@ -202,6 +203,11 @@ impl<T: FromValue> FromValue for Option<T> {
 pub enum Conn<'a> {
     Sqlite(&'a rusqlite::Connection),
     Pg(&'a pg::Session),
+    /// A connection whose writes first check a lease's fencing token
+    /// ([`Store::fenced`](super::Store::fenced)): every write transaction starts with the
+    /// fence check, a write statement outside a transaction runs as a one-statement
+    /// transaction, reads run as they are.
+    Fenced(&'a Conn<'a>, &'a Fence),
 }
 
 impl Conn<'_> {
@@ -210,6 +216,17 @@ impl Conn<'_> {
         match self {
             Conn::Sqlite(c) => sqlite::execute(c, sql, p),
             Conn::Pg(s) => s.execute(sql, p),
+            Conn::Fenced(inner, _) if inner.in_transaction() => inner.execute(sql, p),
+            Conn::Fenced(..) => self.write(|tx| tx.execute(sql, p)),
+        }
+    }
+
+    /// True inside a [`Conn::write`] transaction.
+    fn in_transaction(&self) -> bool {
+        match self {
+            Conn::Sqlite(c) => !c.is_autocommit(),
+            Conn::Pg(s) => s.in_transaction(),
+            Conn::Fenced(inner, _) => inner.in_transaction(),
         }
     }
 
@@ -223,6 +240,10 @@ impl Conn<'_> {
         match self {
             Conn::Sqlite(c) => sqlite::query_map(c, sql, p, f),
             Conn::Pg(s) => s.query(sql, p)?.iter().map(f).collect(),
+            Conn::Fenced(inner, _) if inner.in_transaction() || !is_write(sql) => {
+                inner.query_map(sql, p, f)
+            }
+            Conn::Fenced(..) => self.write(|tx| tx.query_map(sql, p, f)),
         }
     }
 
@@ -236,6 +257,10 @@ impl Conn<'_> {
         match self {
             Conn::Sqlite(c) => sqlite::query_opt(c, sql, p, f),
             Conn::Pg(s) => s.query(sql, p)?.first().map(f).transpose(),
+            Conn::Fenced(inner, _) if inner.in_transaction() || !is_write(sql) => {
+                inner.query_opt(sql, p, f)
+            }
+            Conn::Fenced(..) => self.write(|tx| tx.query_opt(sql, p, f)),
         }
     }
 
@@ -253,7 +278,8 @@ impl Conn<'_> {
     /// Runs `f` in a write transaction (SQLite: `BEGIN IMMEDIATE`, PostgreSQL: `BEGIN`, read
     /// committed): commits when it returns
     /// `Ok`, rolls back on `Err` or a panic. Inside an open transaction `f` runs inline, so a
-    /// function that writes in a transaction of its own can be part of a larger one.
+    /// function that writes in a transaction of its own can be part of a larger one. On a
+    /// fenced connection the fence check is the transaction's first statement.
     pub fn write<R>(
         &self,
         f: impl FnOnce(&Conn<'_>) -> Result<R, StoreError>,
@@ -261,6 +287,21 @@ impl Conn<'_> {
         match self {
             Conn::Sqlite(c) => sqlite::write(c, f),
             Conn::Pg(s) => s.write(f),
+            Conn::Fenced(inner, _) if inner.in_transaction() => f(self),
+            Conn::Fenced(inner, fence) => {
+                let fenced = |tx: &Conn<'_>| {
+                    crate::store::leases::check(tx, fence)?;
+                    f(&Conn::Fenced(tx, fence))
+                };
+                // Not `inner.write`: that would instantiate `write` for ever deeper closures.
+                match inner {
+                    Conn::Sqlite(c) => sqlite::write(c, fenced),
+                    Conn::Pg(s) => s.write(fenced),
+                    Conn::Fenced(..) => Err(StoreError::Corrupt(
+                        "a fenced connection inside another one".into(),
+                    )),
+                }
+            }
         }
     }
 }
@@ -273,6 +314,7 @@ impl Conn<'_> {
     pub fn lock_task(&self, task_id: i64) -> Result<(), StoreError> {
         match self {
             Conn::Sqlite(_) => Ok(()),
+            Conn::Fenced(inner, _) => inner.lock_task(task_id),
             Conn::Pg(s) => s
                 .execute("SELECT 1 FROM tasks WHERE id = ?1 FOR UPDATE", args![task_id])
                 .map(|_| ()),
@@ -286,6 +328,7 @@ impl Conn<'_> {
     pub fn lock_subject(&self, subject: &str) -> Result<(), StoreError> {
         match self {
             Conn::Sqlite(_) => Ok(()),
+            Conn::Fenced(inner, _) => inner.lock_subject(subject),
             Conn::Pg(s) => s
                 .execute(
                     "SELECT pg_advisory_xact_lock(hashtextextended('outbox:' || ?1, 0))",
@@ -304,8 +347,30 @@ impl Conn<'_> {
         match self {
             Conn::Sqlite(_) => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
             Conn::Pg(_) => "(extract(epoch from clock_timestamp()) * 1000)::BIGINT",
+            Conn::Fenced(inner, _) => inner.now_ms_sql(),
         }
     }
+
+    /// The row lock a lease's fence check takes: PostgreSQL `FOR SHARE`, which conflicts with
+    /// the lock a takeover's upsert needs (`FOR KEY SHARE` would not: the upsert changes no
+    /// key), so a takeover waits for the holder's fenced transaction in progress; SQLite
+    /// nothing (`BEGIN IMMEDIATE` already excludes every other writer).
+    pub(crate) fn share_lock_sql(&self) -> &'static str {
+        match self {
+            Conn::Sqlite(_) => "",
+            Conn::Pg(_) => " FOR SHARE",
+            Conn::Fenced(inner, _) => inner.share_lock_sql(),
+        }
+    }
+}
+
+/// True for a statement that changes rows (`INSERT`, `UPDATE`, `DELETE`, also with
+/// `RETURNING`): on a fenced connection it is fenced even when run as a query.
+fn is_write(sql: &str) -> bool {
+    let first = sql.split_whitespace().next().unwrap_or_default();
+    ["INSERT", "UPDATE", "DELETE", "REPLACE"]
+        .iter()
+        .any(|w| first.eq_ignore_ascii_case(w))
 }
 
 impl Conn<'_> {
@@ -316,6 +381,16 @@ impl Conn<'_> {
         match self {
             Conn::Sqlite(_) => "",
             Conn::Pg(_) => "FOR UPDATE SKIP LOCKED",
+            Conn::Fenced(inner, _) => inner.skip_locked_sql(),
+        }
+    }
+
+    /// Whether this is PostgreSQL (a database other replicas may share).
+    pub fn is_postgres(&self) -> bool {
+        match self {
+            Conn::Sqlite(_) => false,
+            Conn::Pg(_) => true,
+            Conn::Fenced(inner, _) => inner.is_postgres(),
         }
     }
 }

@@ -130,6 +130,11 @@ impl Session {
         rows.iter().map(row).collect()
     }
 
+    /// True inside [`Session::write`]'s transaction.
+    pub(super) fn in_transaction(&self) -> bool {
+        self.in_tx.get()
+    }
+
     pub(super) fn write<R>(
         &self,
         f: impl FnOnce(&Conn<'_>) -> Result<R, StoreError>,
