@@ -137,7 +137,7 @@ async fn run(items: usize, rate: f64) -> bool {
         clone_url: None,
     }];
     let app = Application::build(cfg).await.expect("build orch");
-    hooks.retarget(&format!("http://{}", app.local_addr().expect("addr")));
+    hooks.set_targets(vec![format!("http://{}", app.local_addr().expect("addr"))]);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = stop_rx.await;

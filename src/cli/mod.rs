@@ -105,6 +105,24 @@ pub struct SimulateArgs {
     /// flight dropped, as with kill -9) and restart it on the same database.
     #[arg(long, default_value_t = 0)]
     pub kills: usize,
+    /// Engines sharing one PostgreSQL database behind a load balancer (more than one needs
+    /// --db-url); --kills then kills a random one.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub replicas: u64,
+    /// Kill the holder of the sweep lease (the leader) this many times and measure how soon
+    /// another replica takes over; the killed one restarts.
+    #[arg(long, default_value_t = 0)]
+    pub leader_kills: usize,
+    /// The PostgreSQL server to run on (the run creates a schema of its own there and drops
+    /// it at the end). Default: ORCH_TEST_PG_URL when set with --replicas above 1, else SQLite.
+    #[arg(long, value_name = "URL")]
+    pub db_url: Option<String>,
+    /// The replicas' lease time to live (a dead leader's work is taken over after it).
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: std::time::Duration,
+    /// Keep the run's PostgreSQL schema for inspection instead of dropping it.
+    #[arg(long)]
+    pub keep: bool,
     /// Seed for the drops, cancels, questions and rejections, so a run can be repeated.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -306,6 +324,15 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         ask_rate: args.ask_rate,
         reject_rate: args.reject_rate,
         kills: args.kills,
+        replicas: usize::try_from(args.replicas)?,
+        leader_kills: args.leader_kills,
+        db_url: args.db_url.or_else(|| {
+            std::env::var("ORCH_TEST_PG_URL")
+                .ok()
+                .filter(|u| args.replicas > 1 && !u.trim().is_empty())
+        }),
+        lease_ttl: args.lease_ttl,
+        keep: args.keep,
         seed: args.seed,
         grace: args.grace,
         interval: args.interval,
@@ -326,6 +353,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             && report.cancels_not_honoured == 0
             && report.duplicates == 0
             && report.webhooks_rejected == 0
+            && report.replica_criteria_met(opts.lease_ttl)
         {
             ExitCode::SUCCESS
         } else {

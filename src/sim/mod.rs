@@ -12,6 +12,11 @@
 //! flight dropped) and restarted on the same database that many times during the run; every
 //! item must still end Done in orch *and* in Plane.
 //!
+//! With `replicas > 1` (PostgreSQL only, a schema of its own per run), that many engines
+//! share the database behind a load balancer; `kills` then kills a random one, and
+//! `leader_kills` the holder of the `sweep` lease, measuring how soon another takes over
+//! (`replicas.rs`).
+//!
 //! With `rules`, the run uses that rule set instead of the embedded one: the people's Plane
 //! states, the human gates they approve and the agents' parts come from it (`script.rs`).
 
@@ -28,16 +33,20 @@ use crate::config::{AgentConfig, Config, Project};
 use crate::secret::Secret;
 
 mod checks;
+mod database;
 mod engine;
 pub mod fakes;
+mod people;
+mod replicas;
 mod report;
 mod script;
 mod workspace;
 
-pub use report::SimReport;
+pub use report::{Handover, SimReport};
 
-use engine::Engine;
 use fakes::{FakeGitea, FakePlane, Hooks};
+use people::People;
+use replicas::Replicas;
 use script::{Role, Script};
 
 const PROJECT_ID: &str = "00000000-0000-4000-8000-000000000001";
@@ -54,8 +63,19 @@ pub struct SimOptions {
     pub ask_rate: f64,
     /// The fraction of items whose reviewer rejects the first review.
     pub reject_rate: f64,
-    /// How many times the engine is killed and restarted during the run.
+    /// How many times the engine (with replicas: a random one) is killed and restarted
+    /// during the run.
     pub kills: usize,
+    /// Engines sharing the database; more than one needs PostgreSQL (`db_url`).
+    pub replicas: usize,
+    /// How many times the holder of the `sweep` lease is killed (and restarted).
+    pub leader_kills: usize,
+    /// A PostgreSQL URL: the run gets a schema of its own there. `None`: SQLite.
+    pub db_url: Option<String>,
+    /// The replicas' lease time to live (`replicas.lease_ttl`).
+    pub lease_ttl: Duration,
+    /// Keep the run's PostgreSQL schema instead of dropping it at the end.
+    pub keep: bool,
     pub seed: u64,
     pub grace: Duration,
     pub interval: Duration,
@@ -82,6 +102,11 @@ impl Default for SimOptions {
             ask_rate: 0.0,
             reject_rate: 0.0,
             kills: 0,
+            replicas: 1,
+            leader_kills: 0,
+            db_url: None,
+            lease_ttl: Duration::from_secs(3),
+            keep: false,
             seed: 1,
             grace: Duration::from_secs(2),
             interval: Duration::from_millis(500),
@@ -180,9 +205,11 @@ fn config(
     ws: &Workspace,
     plane_url: String,
     gitea_url: String,
+    db_url: Option<&str>,
 ) -> anyhow::Result<Config> {
     let mut cfg = Config {
         db_path: root.join("orch.db"),
+        db_url: db_url.map(str::to_string),
         repos_dir: root.join("repos"),
         listen: "127.0.0.1:0".parse()?,
         rules_dir: ws.rules.clone(),
@@ -207,6 +234,7 @@ fn config(
         cfg.shadow_rules_dir = opts.shadow_rules.clone();
     }
     cfg.worker.concurrency = opts.workers;
+    cfg.replicas.lease_ttl = opts.lease_ttl;
     cfg.http.retries = 1;
     cfg.http.retry_base_delay = Duration::from_millis(20);
     cfg.projects = vec![Project {
@@ -234,6 +262,32 @@ fn config(
 
 /// Runs the simulation to its end and reports it.
 pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
+    if opts.replicas > 1 && opts.db_url.is_none() {
+        anyhow::bail!(
+            "--replicas {}: replicas share a PostgreSQL database; pass --db-url or set \
+             ORCH_TEST_PG_URL (start a throwaway one with .ci/pg)",
+            opts.replicas
+        );
+    }
+    let Some(url) = &opts.db_url else {
+        return run_on(opts, None).await;
+    };
+    let schema = database::RunSchema::create(url, opts.seed).await?;
+    let report = run_on(opts, Some(&schema.url)).await;
+    if opts.keep {
+        eprintln!(
+            "kept the simulation's schema {} ({})",
+            schema.schema,
+            crate::store::redact_url(&schema.url)
+        );
+    } else {
+        schema.drop_now().await;
+    }
+    report
+}
+
+/// The run on the database `db_url` names (PostgreSQL), or on a SQLite file of its own.
+async fn run_on(opts: &SimOptions, db_url: Option<&str>) -> anyhow::Result<SimReport> {
     let started = Instant::now();
     let dir = tempfile::tempdir().context("creating the simulation directory")?;
     let ws = prepare(dir.path(), opts)?;
@@ -242,14 +296,16 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
     let gitea_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let plane_url = format!("http://{}", plane_listener.local_addr()?);
     let gitea_url = format!("http://{}", gitea_listener.local_addr()?);
-    let cfg = config(opts, dir.path(), &ws, plane_url, gitea_url)?;
-    let engine = Engine::start(cfg.clone()).await?;
+    let cfg = config(opts, dir.path(), &ws, plane_url, gitea_url, db_url)?;
+    let replicas = Replicas::start(cfg, dir.path(), opts.replicas, opts.seed).await?;
+    let urls = replicas.urls();
     let hooks = Arc::new(Hooks::new(
-        engine.url.clone(),
+        urls.first().cloned().unwrap_or_default(),
         SIM_WEBHOOK_SECRET.to_string(),
         opts.drop_rate,
         opts.seed,
     )?);
+    hooks.set_targets(urls);
     let plane = FakePlane::with_states(PROJECT_ID, Arc::clone(&hooks), ws.script.states.clone());
     let gitea = FakeGitea::new(REPO, ws.bare.clone(), Arc::clone(&hooks));
     let (plane_router, gitea_router) = (plane.router(), gitea.router());
@@ -270,123 +326,37 @@ pub async fn run(opts: &SimOptions) -> anyhow::Result<SimReport> {
     }
     let mut sim = Sim {
         opts,
-        cfg,
-        engine,
+        replicas,
         hooks,
         plane,
         gitea,
         people: People::new(opts, ws.script.clone()),
         kills: 0,
+        leader_kills: 0,
         started,
     };
-    sim.until_settled().await?;
-    let report = sim.report(&ws).await?;
-    sim.engine.stop().await;
+    let settled = sim.until_settled().await;
+    let report = match settled {
+        Ok(()) => sim.report(&ws).await,
+        Err(e) => Err(e),
+    };
+    sim.replicas.stop().await;
     for s in fake_servers {
         s.abort();
     }
-    Ok(report)
+    report
 }
 
-/// What the simulated people have done so far.
-struct People {
-    script: Script,
-    /// Which items a person will cancel once their development has started.
-    to_cancel: HashSet<i64>,
-    cancel_sent: HashSet<i64>,
-    answered: HashSet<i64>,
-    approved: HashSet<i64>,
-    /// Items a person approved that orch has not moved on yet (approved once per wait).
-    approving: HashSet<i64>,
-    /// Items whose question a person answered while orch still shows it (once per question).
-    answering: HashSet<i64>,
-    /// Heads CI already ran on.
-    ci_seen: HashSet<String>,
-}
-
-impl People {
-    fn new(opts: &SimOptions, script: Script) -> People {
-        People {
-            script,
-            to_cancel: workspace::chosen(opts.items, opts.cancel_rate, opts.seed ^ 0xC0FF_EE00),
-            cancel_sent: HashSet::new(),
-            answered: HashSet::new(),
-            approved: HashSet::new(),
-            approving: HashSet::new(),
-            answering: HashSet::new(),
-            ci_seen: HashSet::new(),
-        }
-    }
-
-    /// One look at Plane and Gitea, and what the people do about it.
-    async fn act(&mut self, plane: &FakePlane, gitea: &FakeGitea, ci_delay: Duration) {
-        let items = plane.items();
-        let s = &self.script;
-        let shows = |state: &Option<String>, i: &fakes::PlaneItem| state.as_ref() == Some(&i.state);
-        // A person answers every question orch shows (Needs Input) in a comment.
-        // (An agent that asks at more than one human gate is answered each time.)
-        for i in items.iter().filter(|i| shows(&s.needs_input, i)) {
-            self.answered.insert(i.seq);
-            if self.answering.insert(i.seq) {
-                plane.human_comments(i.seq, "The simple way, please.").await;
-            }
-        }
-        self.answering.retain(|seq| {
-            items
-                .iter()
-                .any(|i| i.seq == *seq && shows(&s.needs_input, i))
-        });
-        // A person cancels the chosen items once development has started (orch shows it as
-        // In Progress after the approval).
-        if let Some(cancel) = &s.cancel {
-            for i in items.iter().filter(|i| {
-                self.to_cancel.contains(&i.seq)
-                    && (self.approved.contains(&i.seq) || !s.has_human_gate)
-                    && shows(&s.cancel_after, i)
-            }) {
-                if self.cancel_sent.insert(i.seq) {
-                    plane.human_sets(i.seq, cancel).await;
-                }
-            }
-        }
-        // A person approves every stage that waits for one (at every human gate). A task
-        // that comes back to a human gate is approved again.
-        if let Some(approve) = &s.approve {
-            for i in items.iter().filter(|i| shows(&s.awaiting_human, i)) {
-                self.approved.insert(i.seq);
-                if self.approving.insert(i.seq) {
-                    plane.human_sets(i.seq, approve).await;
-                }
-            }
-            self.approving.retain(|seq| {
-                items
-                    .iter()
-                    .any(|i| i.seq == *seq && shows(&s.awaiting_human, i))
-            });
-        }
-        // CI runs on every new head of a task branch.
-        for (branch, sha) in gitea.heads().await {
-            if branch.starts_with("feature/") && self.ci_seen.insert(sha.clone()) {
-                let g = gitea.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(ci_delay).await;
-                    g.ci_finished(&sha).await;
-                });
-            }
-        }
-    }
-}
-
-/// A run in progress: the engine (killed and restarted as asked), the fakes and the people.
+/// A run in progress: the engines (killed and restarted as asked), the fakes and the people.
 struct Sim<'a> {
     opts: &'a SimOptions,
-    cfg: Config,
-    engine: Engine,
+    replicas: Replicas,
     hooks: Arc<Hooks>,
     plane: FakePlane,
     gitea: FakeGitea,
     people: People,
     kills: usize,
+    leader_kills: usize,
     started: Instant,
 }
 
@@ -400,12 +370,13 @@ impl Sim<'_> {
             let cancelled = if self.people.cancel_sent.is_empty() {
                 0
             } else {
-                checks::ended_cancelled(&self.engine.state).await?
+                checks::ended_cancelled(self.replicas.state()?).await?
             };
             if done + cancelled == self.opts.items || Instant::now() > deadline {
                 break;
             }
             self.maybe_kill(done + cancelled).await?;
+            self.replicas.tick(&self.hooks).await?;
             self.people
                 .act(&self.plane, &self.gitea, self.opts.ci_delay)
                 .await;
@@ -421,19 +392,19 @@ impl Sim<'_> {
         Ok(())
     }
 
-    /// kill -9 at evenly spaced points of progress, then a restart on the same database.
+    /// kill -9 at evenly spaced points of progress (`kills` of a random replica, and
+    /// `leader_kills` of the sweep's holder), each restarted on the same database.
     async fn maybe_kill(&mut self, ended: usize) -> anyhow::Result<()> {
-        let (kills, items) = (self.opts.kills, self.opts.items);
-        if self.kills >= kills || ended * (kills + 1) < (self.kills + 1) * items {
-            return Ok(());
+        let items = self.opts.items;
+        let due = |done: usize, of: usize| done < of && ended * (of + 1) >= (done + 1) * items;
+        if due(self.kills, self.opts.kills) {
+            self.kills += 1;
+            self.replicas.kill_random(&self.hooks).await?;
         }
-        self.kills += 1;
-        // The old engine dies before the new one opens the database.
-        self.engine.kill();
-        self.engine = Engine::start(self.cfg.clone())
-            .await
-            .context("restarting the engine after a kill")?;
-        self.hooks.retarget(&self.engine.url);
+        if due(self.leader_kills, self.opts.leader_kills) {
+            self.leader_kills += 1;
+            self.replicas.kill_leader(&self.hooks).await?;
+        }
         Ok(())
     }
 
@@ -447,12 +418,15 @@ impl Sim<'_> {
                 .iter()
                 .filter(|i| &i.state == done)
                 .count(),
-            None => checks::ended_done(&self.engine.state).await?,
+            None => checks::ended_done(self.replicas.state()?).await?,
         })
     }
 
     fn progress(&self, done: usize) {
-        let m = &self.engine.state.metrics;
+        let Ok(state) = self.replicas.state() else {
+            return;
+        };
+        let m = &state.metrics;
         eprint!(
             "\r[{:>4}/{:<4} done] webhooks dropped {:>4}  unblocks {:>4}  replays {:>4}  {:>5.1}s ",
             done,
@@ -466,7 +440,7 @@ impl Sim<'_> {
     }
 
     async fn report(&self, ws: &Workspace) -> anyhow::Result<SimReport> {
-        let state = &self.engine.state;
+        let state = self.replicas.state()?;
         let items = self.plane.items();
         let mut ttd: Vec<Duration> = items
             .iter()
@@ -479,6 +453,13 @@ impl Sim<'_> {
             done: self.done().await?,
             done_in_orch: checks::ended_done(state).await?,
             kills: self.kills,
+            replicas: self.opts.replicas.max(1),
+            leader_kills: self.leader_kills,
+            leaderless_kills: self.replicas.leaderless_kills,
+            handovers: self.replicas.handovers.clone(),
+            jobs_per_replica: self.replicas.jobs_per_replica().await?,
+            effects_duplicated: self.plane.comments_duplicated(),
+            effects_resent: self.plane.requests.resent.load(Ordering::Relaxed),
             plane_requests_per_item: per_item as f64 / self.opts.items as f64,
             plane_listings: self.plane.requests.listing.load(Ordering::Relaxed),
             questions: ws.to_ask.len(),
@@ -499,8 +480,8 @@ impl Sim<'_> {
             webhooks_dropped: self.hooks.dropped.load(Ordering::Relaxed),
             webhooks_rejected: self.hooks.rejected.load(Ordering::Relaxed),
             webhooks_unreachable: self.hooks.unreachable.load(Ordering::Relaxed),
-            unblocks: state.metrics.reconcile_unblocked.get(),
-            replays: state.metrics.reconcile_replays.get(),
+            unblocks: self.replicas.sum(|m| m.reconcile_unblocked.get()),
+            replays: self.replicas.sum(|m| m.reconcile_replays.get()),
             duplicates: checks::count_duplicates(&state.store, &self.gitea).await?,
             shadow_divergences: if self.opts.shadow_rules.is_some() {
                 Some(

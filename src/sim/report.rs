@@ -1,5 +1,6 @@
 //! What a simulation run reports, and its table.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -13,6 +14,22 @@ pub struct SimReport {
     pub done_in_orch: usize,
     /// Times the engine was killed and restarted.
     pub kills: usize,
+    /// Engines on the one database.
+    pub replicas: usize,
+    /// Kills of the `sweep` lease's holder; of those, `leaderless_kills` found no holder and
+    /// killed a random replica instead.
+    pub leader_kills: usize,
+    pub leaderless_kills: usize,
+    /// Per leader kill: when another replica held the lease, and when it had swept.
+    pub handovers: Vec<Handover>,
+    /// Jobs done per replica (`jobs.claimed_by`, by slot over its generations); `unknown`:
+    /// jobs with no claim recorded.
+    pub jobs_per_replica: BTreeMap<String, u64>,
+    /// Effects a person would see twice (a comment shown twice for one external id). Must be 0.
+    pub effects_duplicated: u64,
+    /// Effects sent again and harmless: repeats Plane refused, states written that an item
+    /// already had (a kill cut a call that had already arrived).
+    pub effects_resent: u64,
     /// Plane API requests about single work items (reads, state writes, comments) per item,
     /// and listings (the Plane-side sweep's pages, states) in the whole run.
     pub plane_requests_per_item: f64,
@@ -42,6 +59,15 @@ pub struct SimReport {
     /// With a shadow rule set: every divergence it kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow_divergences: Option<Vec<crate::store::shadow::DivergenceRow>>,
+}
+
+/// One leader kill's handover, in milliseconds after the kill; `None`: not seen by the end.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Handover {
+    /// Another replica acquired the `sweep` lease (a newer fencing token).
+    pub acquired_ms: Option<u64>,
+    /// The new holder had swept since the kill.
+    pub acting_ms: Option<u64>,
 }
 
 impl SimReport {
@@ -133,6 +159,10 @@ impl SimReport {
                 ],
             );
         }
+        if self.replicas > 1 || self.leader_kills > 0 {
+            let at = rows.len() - 1;
+            rows.splice(at..at, self.replica_rows());
+        }
         let mut out = crate::report::table(&["SIMULATION", "RESULT"], &rows);
         if let Some(divergences) = &self.shadow_divergences {
             out.push_str(&format!(
@@ -153,6 +183,72 @@ impl SimReport {
             }
         }
         out
+    }
+}
+
+impl SimReport {
+    /// The exit criteria for replicas, applied to what the run could see: nothing
+    /// shown twice; with claims recorded (no `unknown` jobs), every replica did work; with a
+    /// `sweep` lease found at the leader kills, every handover acquired within
+    /// `lease_ttl + 1.5 s` and no more resent effects than kills.
+    pub fn replica_criteria_met(&self, lease_ttl: Duration) -> bool {
+        let bound = (lease_ttl + Duration::from_millis(1500)).as_millis() as u64;
+        let claims = !self.jobs_per_replica.contains_key("unknown");
+        let spread = !claims
+            || self.replicas <= 1
+            || (0..self.replicas).all(|i| {
+                self.jobs_per_replica
+                    .get(&format!("sim-{i}"))
+                    .is_some_and(|n| *n > 0)
+            });
+        let leases = !self.handovers.is_empty();
+        let handovers = self
+            .handovers
+            .iter()
+            .all(|h| h.acquired_ms.is_some_and(|ms| ms <= bound));
+        let resent = self.effects_resent <= (self.kills + self.leader_kills) as u64;
+        self.effects_duplicated == 0 && spread && (!leases || (handovers && resent))
+    }
+
+    /// The rows of a run with replicas: kills of the leader, handovers, jobs per replica,
+    /// effects twice.
+    fn replica_rows(&self) -> Vec<Vec<String>> {
+        let jobs: Vec<String> = self
+            .jobs_per_replica
+            .iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        let mut rows = vec![
+            vec!["replicas".to_string(), self.replicas.to_string()],
+            vec![
+                "leader kills".into(),
+                if self.leaderless_kills > 0 {
+                    format!(
+                        "{} ({} found no sweep lease held: a random replica)",
+                        self.leader_kills, self.leaderless_kills
+                    )
+                } else {
+                    self.leader_kills.to_string()
+                },
+            ],
+            vec!["jobs per replica".into(), jobs.join(", ")],
+            vec![
+                "effects duplicated".into(),
+                self.effects_duplicated.to_string(),
+            ],
+            vec!["effects resent".into(), self.effects_resent.to_string()],
+        ];
+        let ms = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |ms| format!("{ms} ms"));
+        for (i, h) in self.handovers.iter().enumerate() {
+            rows.insert(
+                2 + i,
+                vec![
+                    format!("handover {} acquired/acting", i + 1),
+                    format!("{} / {}", ms(h.acquired_ms), ms(h.acting_ms)),
+                ],
+            );
+        }
+        rows
     }
 }
 

@@ -74,8 +74,9 @@ impl PlaneStates {
 /// Sends webhooks to orch, dropping some on purpose.
 pub struct Hooks {
     client: reqwest::Client,
-    /// orch's URL; a restarted engine listens elsewhere.
-    target: Mutex<String>,
+    /// The live engines' URLs, as a load balancer sees them; a restarted engine listens
+    /// elsewhere.
+    targets: Mutex<Vec<String>>,
     drop_rate: f64,
     /// Every delivery is signed, so the chaos run goes through signature checks as in production.
     secret: String,
@@ -98,7 +99,7 @@ impl Hooks {
     ) -> Result<Hooks, reqwest::Error> {
         Ok(Hooks {
             client: crate::http_client::build(Duration::from_secs(5))?,
-            target: Mutex::new(target),
+            targets: Mutex::new(vec![target]),
             drop_rate,
             secret,
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
@@ -109,9 +110,30 @@ impl Hooks {
         })
     }
 
-    /// Points the webhooks at a restarted orch.
-    pub fn retarget(&self, url: &str) {
-        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = url.to_string();
+    /// Points the webhooks at the live engines (after every kill and restart).
+    pub fn set_targets(&self, urls: Vec<String>) {
+        *self.targets.lock().unwrap_or_else(|p| p.into_inner()) = urls;
+    }
+
+    /// The engines to try for one delivery, as a load balancer would: one picked with the
+    /// seeded RNG, then the next once if that one refuses the connection.
+    fn pick(&self) -> Vec<String> {
+        let targets = self
+            .targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match targets.len() {
+            0 => Vec::new(),
+            1 => targets,
+            n => {
+                let first = {
+                    let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+                    rng.random_range(0..n)
+                };
+                vec![targets[first].clone(), targets[(first + 1) % n].clone()]
+            }
+        }
     }
 
     fn dropped_now(&self) -> bool {
@@ -140,31 +162,37 @@ impl Hooks {
             }
             Err(_) => String::new(),
         };
-        let target = self
-            .target
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let mut req = self
-            .client
-            .post(format!("{target}{path}"))
-            .header(signature_header, signature)
-            .body(body);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
+        let mut last_error = None;
+        for target in self.pick() {
+            let mut req = self
+                .client
+                .post(format!("{target}{path}"))
+                .header(signature_header, signature.as_str())
+                .body(body.clone());
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            match req.send().await {
+                Ok(r) if r.status().is_success() => {
+                    self.sent.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Ok(r) => {
+                    tracing::warn!(status = %r.status(), path, "orch refused a simulated webhook");
+                    self.rejected.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                // A replica just killed refuses the connection: the balancer tries the next.
+                Err(e) if e.is_connect() => last_error = Some(e),
+                // Anything else may have reached orch: not sent twice.
+                Err(e) => {
+                    last_error = Some(e);
+                    break;
+                }
+            }
         }
-        match req.send().await {
-            Ok(r) if r.status().is_success() => {
-                self.sent.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(r) => {
-                tracing::warn!(status = %r.status(), path, "orch refused a simulated webhook");
-                self.rejected.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => {
-                tracing::info!(error = %e, path, "a simulated webhook did not reach orch");
-                self.unreachable.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        let error = last_error.map_or_else(|| "no engine is up".to_string(), |e| e.to_string());
+        tracing::info!(error, path, "a simulated webhook did not reach orch");
+        self.unreachable.fetch_add(1, Ordering::Relaxed);
     }
 }

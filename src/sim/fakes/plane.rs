@@ -51,6 +51,9 @@ pub struct FakeComment {
     pub item_id: String,
     pub html: String,
     pub external_source: Option<String>,
+    /// The sender's id for the comment: Plane refuses a second one with the same
+    /// `(item, external_source, external_id)`.
+    pub external_id: Option<String>,
     pub actor: String,
     pub created_at: Timestamp,
 }
@@ -68,6 +71,9 @@ pub struct PlaneRequests {
     pub item: std::sync::atomic::AtomicU64,
     /// Listings: work item pages (the Plane-side sweep) and states.
     pub listing: std::sync::atomic::AtomicU64,
+    /// Effects sent again and harmless: a comment refused as a repeat of one with the same
+    /// `external_id` (409), a state written that the item already had.
+    pub resent: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Clone)]
@@ -188,6 +194,7 @@ impl FakePlane {
                 item_id,
                 html: format!("<p>{text}</p>"),
                 external_source: None,
+                external_id: None,
                 actor: "human".into(),
                 created_at: now,
             };
@@ -213,6 +220,11 @@ impl FakePlane {
                 bytes,
             )
             .await;
+    }
+
+    /// Comments by orch a person would see twice (see [`comments_duplicated`]).
+    pub(crate) fn comments_duplicated(&self) -> u64 {
+        comments_duplicated(&self.data.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     pub fn items(&self) -> Vec<PlaneItem> {
@@ -299,6 +311,11 @@ async fn plane_patch(
         )
             .into_response();
     };
+    if item.state == name {
+        p.requests
+            .resent
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     item.state = name.to_string();
     item.updated_at = now;
     if p.states.done.as_deref() == Some(name.as_str()) && item.done.is_none() {
@@ -330,6 +347,23 @@ async fn plane_comment(
 ) -> Response {
     let now = p.clock.now();
     let mut d = p.data.lock().unwrap_or_else(|e| e.into_inner());
+    let external_source = body["external_source"].as_str().map(str::to_string);
+    let external_id = body["external_id"].as_str().map(str::to_string);
+    // Like Plane: one comment per (item, external_source, external_id); a repeat is a 409.
+    if external_id.is_some()
+        && d.comments.iter().any(|c| {
+            c.item_id == id && c.external_source == external_source && c.external_id == external_id
+        })
+    {
+        p.requests
+            .resent
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return (
+            StatusCode::CONFLICT,
+            Json(json!({"error": "Comment with the same external id and source already exists"})),
+        )
+            .into_response();
+    }
     let comment = FakeComment {
         id: d.comments.len() as u64 + 1,
         item_id: id,
@@ -337,7 +371,8 @@ async fn plane_comment(
             .as_str()
             .unwrap_or_default()
             .to_string(),
-        external_source: body["external_source"].as_str().map(str::to_string),
+        external_source,
+        external_id,
         actor: "orch".into(),
         created_at: now,
     };
@@ -348,6 +383,21 @@ async fn plane_comment(
         Json(json!({"id": format!("comment-{cid}")})),
     )
         .into_response()
+}
+
+/// Comments a person would see twice: orch's comments with the same `(item,
+/// external_source, external_id)` (or, without an id, the same text) beyond the first. The
+/// fake refuses repeats with an id, so only comments sent without one can count.
+fn comments_duplicated(data: &PlaneData) -> u64 {
+    let mut seen = std::collections::HashSet::new();
+    let mut twice = 0;
+    for c in data.comments.iter().filter(|c| c.actor == "orch") {
+        let key = (&c.item_id, &c.external_source, &c.external_id, c.external_id.is_none().then_some(&c.html));
+        if !seen.insert(key) {
+            twice += 1;
+        }
+    }
+    twice
 }
 
 /// The item's comments, newest first, in Plane's cursor envelope (one page is all orch reads).
