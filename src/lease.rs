@@ -88,7 +88,7 @@ impl Lease {
         metrics: Arc<Metrics>,
     ) -> Arc<Lease> {
         let take_over = AtomicBool::new(!store.is_shared());
-        Arc::new(Lease {
+        let lease = Arc::new(Lease {
             name: name.to_string(),
             store,
             holder,
@@ -97,7 +97,10 @@ impl Lease {
             take_over,
             counted: true,
             held: watch::channel(None).0,
-        })
+        });
+        // Every replica exports the gauge, 0 until it holds the lease.
+        lease.set_held(false);
+        lease
     }
 
     /// Acquires the lease if it is free (or expired), runs `work` under it (renewing it),
@@ -154,7 +157,8 @@ impl Lease {
                     if shutdown.is_cancelled() {
                         return;
                     }
-                    continue;
+                    // Lost, or the work ended: try again after the usual pause, so work
+                    // that ends at once does not spin.
                 }
                 Ok(None) => {}
                 Err(e) => {
