@@ -473,8 +473,12 @@ fn inbox_processor(state: &AppState) -> crate::inbox::Processor {
         clock: Arc::clone(&state.clock),
         metrics: Arc::clone(&state.metrics),
         wakeup: Arc::clone(&state.inbox_wakeup),
-        handler: Arc::new(move |item| {
-            let pipeline = pipeline.clone();
+        handler: Arc::new(move |item, store| {
+            // The lane's store: fenced by the lane's lease on PostgreSQL.
+            let pipeline = Pipeline {
+                store,
+                ..pipeline.clone()
+            };
             Box::pin(async move {
                 pipeline
                     .handle_delivery(&item)
@@ -488,6 +492,15 @@ fn inbox_processor(state: &AppState) -> crate::inbox::Processor {
         }),
         poll: Duration::from_secs(1),
         prune_under: Some(Arc::clone(&state.leases.sweep)),
+        lane_leases: state
+            .store
+            .is_shared()
+            .then(|| crate::lease::LaneLeases {
+                store: state.store.clone(),
+                holder: state.replica.clone(),
+                ttl: state.config.replicas.lease_ttl,
+                metrics: Arc::clone(&state.metrics),
+            }),
     }
 }
 

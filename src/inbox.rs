@@ -56,9 +56,10 @@ pub struct Failure {
 
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), Failure>> + Send>>;
 
-/// Applies one delivery. An `Err` is recorded on the delivery (and retried later unless it
-/// is permanent).
-pub type Handler = Arc<dyn Fn(InboxItem) -> HandlerFuture + Send + Sync>;
+/// Applies one delivery, writing through the given store (fenced by the lane's lease when
+/// lanes are leased). An `Err` is recorded on the delivery (and retried later unless it is
+/// permanent).
+pub type Handler = Arc<dyn Fn(InboxItem, Store) -> HandlerFuture + Send + Sync>;
 
 #[derive(Clone)]
 pub struct Processor {
@@ -72,6 +73,9 @@ pub struct Processor {
     /// Pruning runs only while this process holds this lease (`orch serve`: `sweep`), its
     /// delete fenced by it; `None`: always, unfenced.
     pub prune_under: Option<Arc<crate::lease::Lease>>,
+    /// PostgreSQL (replicas): each lane runs under its subject's lease, skipped while another
+    /// replica holds it. `None` (SQLite: one process): the in-process lanes suffice.
+    pub lane_leases: Option<crate::lease::LaneLeases>,
 }
 
 impl Processor {
@@ -96,7 +100,11 @@ impl Processor {
                 last_prune = Some(tokio::time::Instant::now());
                 let before = self.clock.now().minus(RETENTION);
                 match store
-                    .call(move |c| inbox::prune_processed(c, before))
+                    .call(move |c| {
+                        // The inbox lanes' released lease rows (PostgreSQL), after an hour.
+                        crate::store::leases::prune_lanes(c, 3_600_000)?;
+                        inbox::prune_processed(c, before)
+                    })
                     .await
                 {
                     Ok(0) => {}
@@ -143,19 +151,8 @@ impl Processor {
                     let (me, cancel) = (self.clone(), cancel.clone());
                     running.spawn(async move {
                         let ids: Vec<i64> = lane.iter().map(|d| d.id).collect();
-                        let mut done = 0;
-                        let mut result = Ok(());
-                        for item in lane {
-                            if cancel.is_cancelled() {
-                                break;
-                            }
-                            if let Err(e) = me.apply(item).await {
-                                result = Err(e);
-                                break;
-                            }
-                            done += 1;
-                        }
-                        (key, ids, done, result)
+                        let ran = me.lane(&key, lane, &cancel).await;
+                        (key, ids, ran)
                     });
                 }
             }
@@ -167,14 +164,18 @@ impl Processor {
             }
             tokio::select! {
                 joined = running.join_next() => match joined {
-                    Some(Ok((key, ids, done, result))) => {
-                        busy_keys.remove(&key);
+                    Some(Ok((key, ids, ran))) => {
                         for id in ids {
                             busy_ids.remove(&id);
                         }
-                        handled += done;
-                        if let Err(e) = result {
-                            failed = Some(e);
+                        // A lane another replica holds stays out of this pass (the next
+                        // pass, a wake-up or a poll later, tries it again).
+                        if let Some((done, result)) = ran {
+                            busy_keys.remove(&key);
+                            handled += done;
+                            if let Err(e) = result {
+                                failed = Some(e);
+                            }
                         }
                     }
                     Some(Err(e)) => failed = Some(StoreError::Join(e.to_string())),
@@ -186,13 +187,66 @@ impl Processor {
         }
     }
 
+    /// One lane: its deliveries in order, each applied until one fails (the rest wait for
+    /// its retry). With lane leases, only under the subject's lease (skipped while another
+    /// replica holds it), through a store fenced by it, and only the deliveries still
+    /// pending once it is held (another replica may have applied some meanwhile). `None`:
+    /// another replica holds the lane.
+    async fn lane(
+        &self,
+        key: &str,
+        lane: Vec<InboxItem>,
+        cancel: &CancellationToken,
+    ) -> Option<(usize, Result<(), StoreError>)> {
+        let Some(leases) = &self.lane_leases else {
+            return Some(self.apply_all(lane, &self.store, cancel).await);
+        };
+        leases
+            .lease(key)
+            .run_once(cancel, |held| async move {
+                let now = self.clock.now();
+                let pending = self
+                    .store
+                    .call(move |c| inbox::pending(c, MAX_ATTEMPTS, 0, now, LOOKAHEAD))
+                    .await;
+                let still: HashSet<i64> = match pending {
+                    Ok(p) => p.iter().map(|d| d.id).collect(),
+                    Err(e) => return (0, Err(e)),
+                };
+                let lane = lane.into_iter().filter(|d| still.contains(&d.id)).collect();
+                self.apply_all(lane, &held.fenced(&self.store), &held.cancel)
+                    .await
+            })
+            .await
+    }
+
+    async fn apply_all(
+        &self,
+        lane: Vec<InboxItem>,
+        store: &Store,
+        cancel: &CancellationToken,
+    ) -> (usize, Result<(), StoreError>) {
+        let mut done = 0;
+        for item in lane {
+            if cancel.is_cancelled() {
+                break;
+            }
+            if let Err(e) = self.apply(item, store).await {
+                return (done, Err(e));
+            }
+            done += 1;
+        }
+        (done, Ok(()))
+    }
+
     /// Applies one delivery within [`DEADLINE`] and records how it went.
-    async fn apply(&self, item: InboxItem) -> Result<(), StoreError> {
+    async fn apply(&self, item: InboxItem, store: &Store) -> Result<(), StoreError> {
         let id = item.id;
         let attempts = item.attempts;
         let source = item.source.clone();
         let event = item.event.clone();
-        let result = match tokio::time::timeout(DEADLINE, (self.handler)(item)).await {
+        let handled = (self.handler)(item, store.clone());
+        let result = match tokio::time::timeout(DEADLINE, handled).await {
             Ok(r) => r,
             Err(_) => Err(Failure {
                 message: format!("not applied within {DEADLINE:?}"),
@@ -202,14 +256,14 @@ impl Processor {
         match result {
             Ok(()) => {
                 let now = self.clock.now();
-                self.store
+                store
                     .call(move |c| inbox::mark_processed(c, id, now))
                     .await?;
                 self.count("ok");
             }
             Err(f) if f.permanent || attempts + 1 >= MAX_ATTEMPTS => {
                 tracing::error!(id, source, event, error = %f.message, attempts = attempts + 1, "webhook delivery failed for good; kept for an operator");
-                self.store
+                store
                     .call(move |c| inbox::mark_dead(c, id, &f.message, MAX_ATTEMPTS))
                     .await?;
                 self.count("dead");
@@ -218,7 +272,7 @@ impl Processor {
                 let delay = retry_delay(attempts);
                 tracing::warn!(id, source, event, error = %f.message, retry_in = ?delay, "webhook delivery failed; will retry");
                 let retry_at = self.clock.now().plus(delay);
-                self.store
+                store
                     .call(move |c| inbox::mark_failed(c, id, &f.message, retry_at))
                     .await?;
                 self.count("error");

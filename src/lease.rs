@@ -62,6 +62,8 @@ pub struct Lease {
     metrics: Arc<Metrics>,
     /// SQLite: the first acquisition takes the lease over from a previous incarnation.
     take_over: AtomicBool,
+    /// Counted in the `orch_lease_*` metrics (not the many short inbox lanes).
+    counted: bool,
     held: watch::Sender<Option<Held>>,
 }
 
@@ -86,15 +88,40 @@ impl Lease {
         metrics: Arc<Metrics>,
     ) -> Arc<Lease> {
         let take_over = AtomicBool::new(!store.is_shared());
-        Arc::new(Lease {
+        let lease = Arc::new(Lease {
             name: name.to_string(),
             store,
             holder,
             ttl,
             metrics,
             take_over,
+            counted: true,
             held: watch::channel(None).0,
-        })
+        });
+        // Every replica exports the gauge, 0 until it holds the lease.
+        lease.set_held(false);
+        lease
+    }
+
+    /// Acquires the lease if it is free (or expired), runs `work` under it (renewing it),
+    /// and releases it. `None`: another replica holds it (or the database did not answer).
+    pub async fn run_once<R, W, Fut>(&self, shutdown: &CancellationToken, work: W) -> Option<R>
+    where
+        W: FnOnce(Held) -> Fut,
+        Fut: Future<Output = R>,
+    {
+        let started = Instant::now();
+        match self.acquire().await {
+            Ok(Some(token)) => {
+                let parent = CancellationToken::new();
+                self.hold(token, started, shutdown, &parent, work).await
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(lease = %self.name, error = %e, "cannot acquire the lease; will retry");
+                None
+            }
+        }
     }
 
     /// The lease as held now by this process, if it is.
@@ -130,7 +157,8 @@ impl Lease {
                     if shutdown.is_cancelled() {
                         return;
                     }
-                    continue;
+                    // Lost, or the work ended: try again after the usual pause, so work
+                    // that ends at once does not spin.
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -177,16 +205,18 @@ impl Lease {
     }
 
     /// Runs `work` while the lease is held, renewing it; releases it when the work ended.
-    async fn hold<F, Fut>(
+    /// Returns what the work returned, unless it was cancelled before it ended.
+    async fn hold<R, W, Fut>(
         &self,
         token: i64,
         started: Instant,
         shutdown: &CancellationToken,
         parent: &CancellationToken,
-        work: &F,
-    ) where
-        F: Fn(Held) -> Fut,
-        Fut: Future<Output = ()>,
+        work: W,
+    ) -> Option<R>
+    where
+        W: FnOnce(Held) -> Fut,
+        Fut: Future<Output = R>,
     {
         let fence = Arc::new(Fence::new(&self.name, self.holder.as_str(), token));
         let held = Held {
@@ -194,18 +224,20 @@ impl Lease {
             cancel: shutdown.child_token(),
             deadline: Arc::new(Mutex::new(self.deadline_after(started))),
         };
-        tracing::info!(lease = %self.name, token, "lease acquired");
+        if self.counted {
+            tracing::info!(lease = %self.name, token, "lease acquired");
+        }
         self.count_acquired();
         self.held.send_replace(Some(held.clone()));
         let mut lost = false;
         let mut next_renewal = started + self.ttl / 3;
         let job = work(held.clone());
         tokio::pin!(job);
-        loop {
+        let out = loop {
             let deadline = *held.deadline.lock().unwrap_or_else(|p| p.into_inner());
             let active = !held.cancel.is_cancelled();
             tokio::select! {
-                _ = &mut job => break,
+                out = &mut job => break out,
                 _ = fence.lost.cancelled(), if active => {
                     tracing::warn!(lease = %self.name, token, "a fenced write found the lease gone; stopping its work");
                     lost = true;
@@ -238,11 +270,11 @@ impl Lease {
                     }
                 }
             }
-        }
+        };
         held.cancel.cancel();
         self.held.send_replace(None);
         self.set_held(false);
-        if lost {
+        if lost && self.counted {
             self.metrics
                 .lease_lost
                 .get_or_create(&self.labels())
@@ -255,12 +287,13 @@ impl Lease {
             .call(move |c| leases::release(c, &name, &holder, token))
             .await
         {
-            Ok(true) => tracing::info!(lease = %self.name, token, "lease released"),
-            Ok(false) => {}
+            Ok(true) if self.counted => tracing::info!(lease = %self.name, token, "lease released"),
+            Ok(_) => {}
             Err(e) => {
                 tracing::warn!(lease = %self.name, error = %e, "cannot release the lease; it expires on its own")
             }
         }
+        Some(out)
     }
 
     async fn renew(&self, token: i64) -> Result<bool, crate::store::StoreError> {
@@ -279,6 +312,9 @@ impl Lease {
     }
 
     fn count_acquired(&self) {
+        if !self.counted {
+            return;
+        }
         self.metrics
             .lease_acquired
             .get_or_create(&self.labels())
@@ -287,6 +323,9 @@ impl Lease {
     }
 
     fn set_held(&self, held: bool) {
+        if !self.counted {
+            return;
+        }
         self.metrics
             .lease_held
             .get_or_create(&self.labels())
@@ -324,6 +363,34 @@ impl Leases {
             sweep: lease("sweep"),
             dispatch_plane: lease("dispatch:plane"),
             dispatch_telegram: lease("dispatch:telegram"),
+        }
+    }
+}
+
+/// The inbox's lanes across replicas (PostgreSQL): one lease per subject (`inbox:<order
+/// key>`), held while one replica applies that subject's deliveries, so they are applied by
+/// one replica at a time, in arrival order. Not counted in the lease metrics (they are many
+/// and short).
+#[derive(Clone, Debug)]
+pub struct LaneLeases {
+    pub store: Store,
+    pub holder: ReplicaId,
+    pub ttl: Duration,
+    pub metrics: Arc<Metrics>,
+}
+
+impl LaneLeases {
+    /// The lease of the lane of `key` (a subject's order key).
+    pub fn lease(&self, key: &str) -> Lease {
+        Lease {
+            name: format!("inbox:{key}"),
+            store: self.store.clone(),
+            holder: self.holder.clone(),
+            ttl: self.ttl,
+            metrics: Arc::clone(&self.metrics),
+            take_over: AtomicBool::new(false),
+            counted: false,
+            held: watch::channel(None).0,
         }
     }
 }

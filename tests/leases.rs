@@ -280,3 +280,97 @@ async fn serve_on_sqlite_takes_over_its_previous_incarnations_leases_at_once() {
         .count();
     assert_eq!(held, 0);
 }
+
+/// PostgreSQL: a subject's inbox lane runs under its lease (`inbox:<order key>`): while
+/// another replica holds it, this one leaves that subject's deliveries alone (and applies
+/// the others); once it is released they are applied here.
+#[tokio::test]
+async fn an_inbox_lane_held_by_another_replica_waits_for_it_postgres() {
+    let Some((_schema, url)) = backends::pg_schema() else {
+        return;
+    };
+    let app = common::TestApp::spawn(|c| {
+        c.reconcile.enabled = Some(false);
+        c.db_url = Some(url.clone());
+    })
+    .await;
+    let store = app.state.store.clone();
+    let token = store
+        .call(|c| {
+            leases::acquire(
+                c,
+                "inbox:plane:issue-held",
+                "other:1:00000000",
+                TTL_MS,
+                false,
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let now = app.state.clock.now();
+    let (held, free) = store
+        .call(move |c| {
+            let held = orch::store::inbox::insert(
+                c,
+                "plane",
+                "issue",
+                br#"{"data":{"id":"issue-held"}}"#,
+                now,
+            )?;
+            let free = orch::store::inbox::insert(
+                c,
+                "plane",
+                "issue",
+                br#"{"data":{"id":"issue-free"}}"#,
+                now,
+            )?;
+            Ok((held.unwrap(), free.unwrap()))
+        })
+        .await
+        .unwrap();
+    app.state.inbox_wakeup.notify_one();
+    let touched = |id: i64| {
+        let store = store.clone();
+        async move {
+            let item = store
+                .call(move |c| orch::store::inbox::get(c, id))
+                .await
+                .unwrap()
+                .unwrap();
+            item.processed_at.is_some() || item.attempts > 0 || item.error.is_some()
+        }
+    };
+    common::eventually(
+        "the free lane's delivery to be applied",
+        Duration::from_secs(10),
+        || touched(free),
+    )
+    .await;
+    assert!(
+        !touched(held).await,
+        "the held lane's delivery was left to its holder"
+    );
+    assert!(
+        store
+            .call(move |c| leases::release(c, "inbox:plane:issue-held", "other:1:00000000", token))
+            .await
+            .unwrap()
+    );
+    common::eventually(
+        "the released lane's delivery to be applied here",
+        Duration::from_secs(10),
+        || touched(held),
+    )
+    .await;
+    let queue = common::get_json(&app, "/queue").await;
+    assert!(
+        queue["leases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| !l["name"].as_str().unwrap().starts_with("inbox:")),
+        "inbox lanes are not listed one by one: {queue}"
+    );
+    app.stop().await;
+}

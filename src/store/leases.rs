@@ -143,13 +143,13 @@ pub fn check(c: &Conn<'_>, fence: &Fence) -> Result<(), StoreError> {
     })
 }
 
-/// Every lease, by name.
+/// Every lease but the inbox lanes (`inbox:…`: many and short-lived), by name.
 pub fn list(c: &Conn<'_>) -> Result<Vec<LeaseRow>, StoreError> {
     c.query_map(
         &format!(
             "SELECT name, holder, token, acquired_at, expires_at,
                     CASE WHEN holder IS NOT NULL AND expires_at > {} THEN 1 ELSE 0 END
-               FROM leases ORDER BY name",
+               FROM leases WHERE name NOT LIKE 'inbox:%' ORDER BY name",
             c.now_ms_sql()
         ),
         args![],
@@ -176,5 +176,19 @@ pub fn holder(c: &Conn<'_>, name: &str) -> Result<Option<(String, i64)>, StoreEr
         ),
         args![name],
         |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+}
+
+/// Deletes the inbox lanes' lease rows released, or expired, more than `older_than_ms` ago
+/// (database time). Returns how many.
+pub fn prune_lanes(c: &Conn<'_>, older_than_ms: i64) -> Result<usize, StoreError> {
+    c.execute(
+        &format!(
+            "DELETE FROM leases
+              WHERE name LIKE 'inbox:%' AND (holder IS NULL OR expires_at <= {now})
+                AND renewed_at < {now} - ?1",
+            now = c.now_ms_sql()
+        ),
+        args![older_than_ms],
     )
 }
