@@ -353,3 +353,19 @@ fn task_and_subject_locks_hold_against_another_connection_until_commit() {
         .unwrap();
     assert_eq!(free, 1, "released at commit");
 }
+
+/// PostgreSQL's twin of `tests/store.rs`'s SQLite `user_version` check: a schema migrated by a
+/// newer orch (`orch_schema.version` above `LATEST`) is refused, naming the version.
+#[test]
+fn a_postgres_schema_from_a_newer_orch_is_refused() {
+    let Some((_schema, url)) = backends::pg_schema() else {
+        return;
+    };
+    let store = Store::open_url(&url).unwrap();
+    store
+        .call_sync(|c| c.execute("UPDATE orch_schema SET version = 99", orch::args![]))
+        .unwrap();
+    drop(store);
+    let err = Store::open_url(&url).unwrap_err().to_string();
+    assert!(err.contains("99"), "{err}");
+}
