@@ -9,6 +9,7 @@ use super::StoreError;
 use crate::clock::Timestamp;
 
 pub(crate) mod pg;
+mod tls;
 mod sqlite;
 
 /// A statement parameter, borrowed from the caller for the statement's duration.

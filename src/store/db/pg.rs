@@ -28,9 +28,11 @@ pub(crate) struct PgPool {
 impl PgPool {
     /// Connects lazily: the first checkout opens the first connection.
     pub(crate) fn new(url: &str, max_size: usize) -> Result<PgPool, StoreError> {
+        let (url, tls) = super::tls::Tls::split(url)?;
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| StoreError::Url(e.to_string()))?;
+        let tls = tls.connector()?;
         let (tx, rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
@@ -52,13 +54,13 @@ impl PgPool {
             .recv()
             .map_err(|e| StoreError::Pool(e.to_string()))?
             .map_err(StoreError::Pool)?;
-        let manager = Manager::from_config(
-            config,
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let recycling = || ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match tls {
+            Some(tls) => Manager::from_config(config, tls, recycling()),
+            None => Manager::from_config(config, tokio_postgres::NoTls, recycling()),
+        };
         let timeout = Some(Duration::from_secs(5));
         let pool = Pool::builder(manager)
             .max_size(max_size)
@@ -83,7 +85,7 @@ impl PgPool {
         let client = self
             .handle
             .block_on(async move { pool.get().await })
-            .map_err(|e| StoreError::Pool(e.to_string()))?;
+            .map_err(|e| StoreError::Pool(with_causes(&e)))?;
         Ok(Session {
             client: Some(client),
             handle: self.handle.clone(),
@@ -170,6 +172,22 @@ impl Drop for Session {
             }
         }
     }
+}
+
+/// `e` and its causes, "a: b: c" (a TLS failure's reason is only in the causes), each
+/// message once.
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 /// A parameter bound to whatever type PostgreSQL inferred for it.
