@@ -31,7 +31,7 @@ impl PgPool {
         let (url, tls) = super::tls::Tls::split(url)?;
         let config: tokio_postgres::Config = url
             .parse()
-            .map_err(|e: tokio_postgres::Error| StoreError::Url(e.to_string()))?;
+            .map_err(|e: tokio_postgres::Error| StoreError::Url(with_causes(&e)))?;
         let tls = tls.connector()?;
         let (tx, rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -174,9 +174,16 @@ impl Drop for Session {
     }
 }
 
+/// A value that cannot be bound to a parameter of type `ty`: refused before it is sent, as
+/// its bytes would be read as that type (an INT8's as a FLOAT8, say).
+fn wrong_kind(what: &str, ty: &Type) -> Box<dyn std::error::Error + Sync + Send> {
+    format!("{what} cannot be bound to a parameter of type {ty}: cast the parameter in the SQL")
+        .into()
+}
+
 /// `e` and its causes, "a: b: c" (a TLS failure's reason is only in the causes), each
 /// message once.
-fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
@@ -203,13 +210,27 @@ impl ToSql for PgParam<'_> {
         match self.0 {
             Param::Null => Ok(IsNull::Yes),
             Param::Int(i) => match *ty {
+                Type::INT8 => i.to_sql(ty, out),
                 Type::INT4 => i32::try_from(i)?.to_sql(ty, out),
                 Type::INT2 => i16::try_from(i)?.to_sql(ty, out),
                 Type::BOOL => (i != 0).to_sql(ty, out),
-                _ => i.to_sql(&Type::INT8, out),
+                // As SQLite converts: a float or a text of the same value.
+                Type::FLOAT8 => (i as f64).to_sql(ty, out),
+                Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {
+                    i.to_string().to_sql(ty, out)
+                }
+                _ => Err(wrong_kind("an integer", ty)),
             },
-            Param::Text(s) => s.to_sql(ty, out),
-            Param::Blob(b) => b.to_sql(ty, out),
+            Param::Text(s) => match *ty {
+                Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
+                    s.to_sql(ty, out)
+                }
+                _ => Err(wrong_kind("text", ty)),
+            },
+            Param::Blob(b) => match *ty {
+                Type::BYTEA => b.to_sql(ty, out),
+                _ => Err(wrong_kind("a blob", ty)),
+            },
         }
     }
 
