@@ -94,7 +94,7 @@ async fn job(
                 "INSERT INTO jobs (task_id, agent, stage, status, attempts, verdict, summary, log_excerpt,
                                    not_before, created_at, started_at, finished_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'agent output <b>not bold</b>', ?8, ?9, ?9,
-                         CASE WHEN ?4 IN ('done', 'failed') THEN ?9 END)",
+                         CASE WHEN ?4 IN ('done', 'failed') THEN CAST(?9 AS BIGINT) END)",
                 orch::args![task_id, agent, stage, status, attempts, verdict, summary, not_before, at],
             )?;
             Ok(())

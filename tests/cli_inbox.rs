@@ -1,10 +1,12 @@
 //! `orch inbox dead` and `orch inbox retry`: an operator's view of deliveries given up on.
 
+mod common;
+
 use std::process::Command;
 
 use orch::clock::Timestamp;
 use orch::inbox::MAX_ATTEMPTS;
-use orch::store::{Store, inbox};
+use orch::store::inbox;
 
 const T0: Timestamp = Timestamp::from_millis(1_795_000_000_000);
 
@@ -26,19 +28,19 @@ fn orch(args: &[&str], config: &std::path::Path) -> (i32, String, String) {
 #[test]
 fn dead_deliveries_are_listed_and_offered_again() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("orch.db");
+    let cfg = common::test_config(dir.path());
     let config = dir.path().join("orch.toml");
     std::fs::write(
         &config,
         format!(
-            "db_path = \"{}\"\nrepos_dir = \"{}\"\n",
-            db.display(),
+            "{}repos_dir = \"{}\"\n",
+            common::db_toml(&cfg),
             dir.path().join("repos").display()
         ),
     )
     .unwrap();
     let (dead_id, pending_id) = {
-        let store = Store::open(&db).unwrap();
+        let store = common::open_store(&cfg);
         store
             .call_sync(|c| {
                 let dead = inbox::insert(c, "plane", "issue", b"{\"a\":1}", T0)?.unwrap();
@@ -77,7 +79,7 @@ fn dead_deliveries_are_listed_and_offered_again() {
     assert!(out.contains("1 deliveries offered again"), "{out}");
     assert!(err.contains(&pending_id.to_string()), "{err}");
 
-    let store = Store::open(&db).unwrap();
+    let store = common::open_store(&cfg);
     let revived = store
         .call_sync(move |c| inbox::get(c, dead_id))
         .unwrap()

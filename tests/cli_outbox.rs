@@ -4,7 +4,6 @@ mod common;
 
 use common::run_orch;
 use orch::clock::Timestamp;
-use orch::store::Store;
 use orch::store::outbox::{self, Effect, EffectStatus, NewEffect};
 
 const T0: Timestamp = Timestamp::from_millis(1_795_000_000_000);
@@ -19,13 +18,13 @@ fn orch(args: &[&str], config: &std::path::Path) -> (i32, String, String) {
 #[test]
 fn dead_effects_are_listed_and_offered_again() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("orch.db");
+    let cfg = common::test_config(dir.path());
     let config = dir.path().join("orch.toml");
     std::fs::write(
         &config,
         format!(
-            "db_path = \"{}\"\nrepos_dir = \"{}\"\n",
-            db.display(),
+            "{}repos_dir = \"{}\"\n",
+            common::db_toml(&cfg),
             dir.path().join("repos").display()
         ),
     )
@@ -45,7 +44,7 @@ fn dead_effects_are_listed_and_offered_again() {
         },
     );
     let (dead_id, pending_id) = {
-        let store = Store::open(&db).unwrap();
+        let store = common::open_store(&cfg);
         store
             .call_sync(|c| {
                 outbox::push(c, None, &state, T0)?;
@@ -99,7 +98,7 @@ fn dead_effects_are_listed_and_offered_again() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("1 effects offered again"), "{out}");
     assert!(err.contains(&pending_id.to_string()), "{err}");
-    let store = Store::open(&db).unwrap();
+    let store = common::open_store(&cfg);
     let dead = store.call_sync(outbox::dead).unwrap();
     assert!(dead.is_empty(), "{dead:?}");
     let (code, out, _) = orch(&["outbox", "dead"], &config);

@@ -18,10 +18,15 @@ async fn green(peers: &Peers, wi: &str) {
     peers.gitea_ci(SHA, "success").await;
 }
 
-fn write_config(dir: &std::path::Path, peers: &Peers) -> std::path::PathBuf {
+/// The config file for the binary, and the `Config` whose database it names.
+fn write_config(
+    dir: &std::path::Path,
+    peers: &Peers,
+) -> (std::path::PathBuf, orch::config::Config) {
+    let cfg = test_config(dir);
     let text = format!(
         r#"
-db_path = "{db}"
+{db}
 repos_dir = "{repos}"
 rules_dir = "{rules}"
 
@@ -45,7 +50,7 @@ plane_project_id = "{PROJECT_ID}"
 identifier = "ET"
 repo = "{REPO}"
 "#,
-        db = dir.join("orch.db").display(),
+        db = db_toml(&cfg),
         repos = dir.join("repos").display(),
         rules = concat!(env!("CARGO_MANIFEST_DIR"), "/rules"),
         plane = peers.plane.uri(),
@@ -53,11 +58,11 @@ repo = "{REPO}"
     );
     let p = dir.join("orch.toml");
     std::fs::write(&p, text).unwrap();
-    p
+    (p, cfg)
 }
 
-fn seed_task(dir: &std::path::Path, wi: &str, stage: &str, age: Duration) {
-    let store = store::Store::open(&dir.join("orch.db")).unwrap();
+fn seed_task(cfg: &orch::config::Config, wi: &str, stage: &str, age: Duration) {
+    let store = open_store(cfg);
     let now = orch::clock::SystemClock;
     let at = orch::clock::Clock::now(&now).minus(age);
     let new = store::NewTask {
@@ -75,12 +80,17 @@ fn seed_task(dir: &std::path::Path, wi: &str, stage: &str, age: Duration) {
         .unwrap();
 }
 
-fn stage_in(dir: &std::path::Path, wi: &str) -> String {
-    let c = rusqlite::Connection::open(dir.join("orch.db")).unwrap();
-    c.query_row("SELECT stage FROM tasks WHERE work_item = ?1", [wi], |r| {
-        r.get(0)
-    })
-    .unwrap()
+fn stage_in(cfg: &orch::config::Config, wi: &str) -> String {
+    let wi = wi.to_string();
+    open_store(cfg)
+        .call_sync(move |c| {
+            c.query_row(
+                "SELECT stage FROM tasks WHERE work_item = ?1",
+                orch::args![wi],
+                |r| r.get(0),
+            )
+        })
+        .unwrap()
 }
 
 fn orch(args: &[&str]) -> (i32, String, String) {
@@ -101,9 +111,9 @@ async fn reconcile_once_dry_run_changes_nothing_and_a_real_run_advances() {
     let peers = Peers::start().await;
     green(&peers, "ET-1").await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), &peers);
-    seed_task(dir.path(), "ET-1", "development", Duration::from_secs(3600));
-    seed_task(dir.path(), "ET-2", "analysis", Duration::from_secs(3600));
+    let (cfg, db) = write_config(dir.path(), &peers);
+    seed_task(&db, "ET-1", "development", Duration::from_secs(3600));
+    seed_task(&db, "ET-2", "analysis", Duration::from_secs(3600));
     let cfg_s = cfg.to_str().unwrap().to_string();
 
     let (code, out, err) = tokio::task::spawn_blocking({
@@ -146,7 +156,7 @@ async fn reconcile_once_dry_run_changes_nothing_and_a_real_run_advances() {
         "{out}"
     );
     assert_eq!(
-        stage_in(dir.path(), "ET-1"),
+        stage_in(&db, "ET-1"),
         "development",
         "the dry run changed nothing"
     );
@@ -174,16 +184,16 @@ async fn reconcile_once_dry_run_changes_nothing_and_a_real_run_advances() {
         report["unblocked"][0],
         "reconciler: ET-1 development unblocked (lost webhook)"
     );
-    assert_eq!(stage_in(dir.path(), "ET-1"), "review");
-    assert_eq!(stage_in(dir.path(), "ET-2"), "analysis");
+    assert_eq!(stage_in(&db, "ET-1"), "review");
+    assert_eq!(stage_in(&db, "ET-2"), "analysis");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_on_the_command_line() {
     let peers = Peers::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), &peers);
-    seed_task(dir.path(), "ET-3", "review", Duration::from_secs(100));
+    let (cfg, db) = write_config(dir.path(), &peers);
+    seed_task(&db, "ET-3", "review", Duration::from_secs(100));
     let c = cfg.to_str().unwrap().to_string();
     let (code, out, err) =
         tokio::task::spawn_blocking(move || orch(&["explain", "ET-3", "--config", &c]))
@@ -192,7 +202,15 @@ async fn explain_on_the_command_line() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("stage       review"), "{out}");
     assert!(out.contains("decision    wait (grace.default)"), "{out}");
-    assert!(out.contains("grace left  500s"), "{out}");
+    // 600 s of grace, 100 s quiet when seeded; the binary starts (and, on PostgreSQL,
+    // connects) a moment later.
+    let left: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("grace left  "))
+        .and_then(|l| l.trim().strip_suffix('s'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!((480..=500).contains(&left), "{out}");
     assert!(out.contains("labels      urgent"), "{out}");
     let c = cfg.to_str().unwrap().to_string();
     let (code, _, err) =

@@ -15,10 +15,15 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn_orch(dir: &std::path::Path, port: u16, plane_url: &str) -> Child {
+fn spawn_orch(
+    dir: &std::path::Path,
+    db: &orch::config::Config,
+    port: u16,
+    plane_url: &str,
+) -> Child {
     let config = format!(
         r#"
-db_path = "{db}"
+{db}
 repos_dir = "{repos}"
 listen = "127.0.0.1:{port}"
 rules_dir = "{rules}"
@@ -42,7 +47,7 @@ identifier = "ET"
 repo = "{REPO}"
 clone_url = "/nonexistent/remote.git"
 "#,
-        db = dir.join("orch.db").display(),
+        db = db_toml(db),
         repos = dir.join("repos").display(),
         rules = concat!(env!("CARGO_MANIFEST_DIR"), "/rules"),
     );
@@ -73,19 +78,21 @@ async fn wait_healthy(port: u16) {
     }
 }
 
-fn query(db: &std::path::Path, sql: &str) -> i64 {
-    let c = rusqlite::Connection::open(db).unwrap();
-    c.query_row(sql, [], |r| r.get(0)).unwrap()
+/// A count from the database the server keeps, read beside it.
+fn query(db: &orch::store::Store, sql: &'static str) -> i64 {
+    db.call_sync(|c| c.query_row(sql, orch::args![], |r| r.get(0)))
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_9_after_the_202_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
+    let cfg = test_config(dir.path());
     let port = free_port();
     // Plane is down while the first process runs: the v2 delivery carries only a state id, so
     // processing needs Plane's state list and cannot complete before the crash.
     let dead_plane = format!("http://127.0.0.1:{}", free_port());
-    let mut first = spawn_orch(dir.path(), port, &dead_plane);
+    let mut first = spawn_orch(dir.path(), &cfg, port, &dead_plane);
     wait_healthy(port).await;
     let v2 = serde_json::json!({
         "version": "v2", "event": "workitem.updated", "delivery_id": "d-1", "event_id": "e-1",
@@ -101,7 +108,7 @@ async fn a_kill_9_after_the_202_loses_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 202);
-    let db = dir.path().join("orch.db");
+    let db = open_store(&cfg);
     // The delivery is on disk, its processing attempt failed: now kill -9.
     let deadline = Instant::now() + Duration::from_secs(10);
     while query(&db, "SELECT COUNT(*) FROM inbox WHERE attempts > 0") == 0 {
@@ -119,7 +126,7 @@ async fn a_kill_9_after_the_202_loses_nothing() {
     // Restart with Plane reachable: the stored delivery is processed (once its retry time,
     // 5 s after the failed attempt, has come).
     let peers = Peers::start().await;
-    let mut second = spawn_orch(dir.path(), port, &peers.plane.uri());
+    let mut second = spawn_orch(dir.path(), &cfg, port, &peers.plane.uri());
     wait_healthy(port).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while query(&db, "SELECT COUNT(*) FROM inbox WHERE processed_at IS NULL") != 0 {

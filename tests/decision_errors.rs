@@ -112,19 +112,19 @@ async fn decision_errors_are_listed_counted_once_per_rule_set_and_explained() {
 fn reconcile_once_exits_2_when_a_task_cannot_be_decided() {
     let dir = tempfile::tempdir().unwrap();
     let rules = rules_failing_for_et1(dir.path());
-    let db = dir.path().join("orch.db");
+    let cfg = test_config(dir.path());
     let config = dir.path().join("orch.toml");
     std::fs::write(
         &config,
         format!(
-            "db_path = {:?}\nrepos_dir = {:?}\nrules_dir = {:?}\n",
-            db.display().to_string(),
+            "{}repos_dir = {:?}\nrules_dir = {:?}\n",
+            db_toml(&cfg),
             dir.path().join("repos").display().to_string(),
             rules.display().to_string(),
         ),
     )
     .unwrap();
-    let store = orch::store::Store::open(&db).unwrap();
+    let store = open_store(&cfg);
     let at = orch::clock::Clock::now(&orch::clock::SystemClock).minus(Duration::from_secs(3600));
     for (wi, stage) in [("ET-1", "development"), ("ET-2", "staging")] {
         let new = orch::store::NewTask {

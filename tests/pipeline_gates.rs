@@ -164,7 +164,7 @@ async fn a_job_left_running_by_a_crash_is_run_to_completion_after_a_restart() {
     cfg.agents.insert("analyst".into(), agent("analyst"));
     // The "crashed" process: a task whose analyst job was claimed (running) when it died.
     {
-        let store = store::Store::open(&cfg.db_path).unwrap();
+        let store = open_store(&cfg);
         let now = orch::clock::Timestamp::from_millis(1_795_000_000_000);
         let new = store::NewTask {
             work_item: "ET-5".into(),
@@ -242,7 +242,7 @@ async fn a_shutdown_kills_a_running_agent_and_queues_its_job_again_without_spend
         || async { process_gone(child) },
     )
     .await;
-    let store = store::Store::open(&cfg.db_path).unwrap();
+    let store = open_store(&cfg);
     let jobs = store
         .call_sync(|c| {
             let t = store::tasks::get_by_work_item(c, "ET-8")?.expect("the task");

@@ -4,9 +4,6 @@
 
 mod common;
 
-#[path = "store_portable/backends.rs"]
-mod backends;
-
 use common::*;
 
 const SHA: &str = "bffeb74224043ba2feb48d137756c8a9331c449a";

@@ -68,8 +68,10 @@ impl H {
         std::fs::write(
             &path,
             format!(
-                "db_path = {:?}\nrules_dir = {:?}\n[rules]\nshadow_dir = {:?}\n",
-                self.app.state.config.db_path, self.live, self.shadow
+                "{}rules_dir = {:?}\n[rules]\nshadow_dir = {:?}\n",
+                db_toml(&self.app.state.config),
+                self.live,
+                self.shadow
             ),
         )
         .unwrap();
@@ -347,7 +349,7 @@ async fn every_decision_that_acted_is_logged_with_its_facts_and_explain_shows_it
 #[test]
 fn the_decision_log_drops_what_is_older_than_its_retention() {
     let dir = tempfile::tempdir().unwrap();
-    let store = orch::store::Store::open(&dir.path().join("orch.db")).unwrap();
+    let store = open_store(&test_config(dir.path()));
     let d = |wi: &str| orch::store::decisions::NewDecision {
         work_item: wi.into(),
         task_id: None,

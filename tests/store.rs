@@ -1,4 +1,7 @@
-//! The store against a real SQLite file in a tempdir.
+//! The store against a real SQLite file in a tempdir (or, under `ORCH_TEST_DB=postgres`, a
+//! PostgreSQL schema of its own; the file-format tests are SQLite only).
+
+mod common;
 
 use std::sync::Arc;
 
@@ -87,8 +90,8 @@ fn a_database_from_a_newer_orch_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_creates_make_one_task() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("orch.db");
-    let store = Store::open(&path).unwrap();
+    let cfg = common::test_config(dir.path());
+    let store = common::open_store(&cfg);
     // Half through this handle, half through independent connections (as another process would).
     let barrier = Arc::new(tokio::sync::Barrier::new(50));
     let mut handles = Vec::new();
@@ -97,7 +100,7 @@ async fn fifty_concurrent_creates_make_one_task() {
         let store = if i % 2 == 0 {
             store.clone()
         } else {
-            Store::open(&path).unwrap()
+            common::open_store(&cfg)
         };
         handles.push(tokio::spawn(async move {
             barrier.wait().await;
@@ -131,7 +134,7 @@ async fn fifty_concurrent_creates_make_one_task() {
 #[test]
 fn stale_compare_and_set_loses_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("orch.db")).unwrap();
+    let store = common::open_store(&common::test_config(dir.path()));
     let (task, _) = store
         .call_sync(|c| tasks::create_atomic(c, &new_task("ET-7"), None, "v1", Trigger::Webhook, T0))
         .unwrap();
@@ -182,7 +185,7 @@ fn stale_compare_and_set_loses_cleanly() {
 #[test]
 fn enqueue_never_makes_a_second_active_job_and_claim_is_fifo() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("orch.db")).unwrap();
+    let store = common::open_store(&common::test_config(dir.path()));
     let (a, _) = store
         .call_sync(|c| tasks::create_atomic(c, &new_task("ET-1"), None, "v1", Trigger::Webhook, T0))
         .unwrap();
@@ -241,7 +244,7 @@ fn enqueue_never_makes_a_second_active_job_and_claim_is_fifo() {
 #[test]
 fn running_jobs_are_requeued_at_startup_and_backoff_is_respected() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("orch.db")).unwrap();
+    let store = common::open_store(&common::test_config(dir.path()));
     let (a, _) = store
         .call_sync(|c| tasks::create_atomic(c, &new_task("ET-1"), None, "v1", Trigger::Webhook, T0))
         .unwrap();
@@ -291,7 +294,7 @@ fn running_jobs_are_requeued_at_startup_and_backoff_is_respected() {
 #[test]
 fn a_failed_job_is_not_queued_again_once_its_task_left_the_jobs_stage() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("orch.db")).unwrap();
+    let store = common::open_store(&common::test_config(dir.path()));
     let (a, _) = store
         .call_sync(|c| tasks::create_atomic(c, &new_task("ET-1"), None, "v1", Trigger::Webhook, T0))
         .unwrap();
@@ -328,7 +331,7 @@ fn a_failed_job_is_not_queued_again_once_its_task_left_the_jobs_stage() {
 #[test]
 fn inbox_deduplicates_by_body_and_tracks_processing() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("orch.db")).unwrap();
+    let store = common::open_store(&common::test_config(dir.path()));
     let body = br#"{"event":"issue"}"#;
     let id = store
         .call_sync(|c| store::inbox::insert(c, "plane", "issue", body, T0))
@@ -398,7 +401,7 @@ fn inbox_deduplicates_by_body_and_tracks_processing() {
 #[test]
 fn pruning_removes_only_old_processed_deliveries() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("orch.db")).unwrap();
+    let store = common::open_store(&common::test_config(dir.path()));
     let old = T0;
     let new = T0.plus(std::time::Duration::from_secs(30 * 24 * 3600));
     let a = store
@@ -439,7 +442,7 @@ fn pruning_removes_only_old_processed_deliveries() {
 #[test]
 fn notices_are_claimed_once() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("orch.db")).unwrap();
+    let store = common::open_store(&common::test_config(dir.path()));
     let (a, _) = store
         .call_sync(|c| tasks::create_atomic(c, &new_task("ET-1"), None, "v1", Trigger::Webhook, T0))
         .unwrap();

@@ -356,3 +356,69 @@ fn task_and_subject_locks_hold_against_another_connection_until_commit() {
         .unwrap();
     assert_eq!(free, 1, "released at commit");
 }
+
+/// PostgreSQL's twin of `tests/store.rs`'s SQLite `user_version` check: a schema migrated by a
+/// newer orch (`orch_schema.version` above `LATEST`) is refused, naming the version.
+#[test]
+fn a_postgres_schema_from_a_newer_orch_is_refused() {
+    let Some((_schema, url)) = backends::pg_schema() else {
+        return;
+    };
+    let store = Store::open_url(&url).unwrap();
+    store
+        .call_sync(|c| c.execute("UPDATE orch_schema SET version = 99", orch::args![]))
+        .unwrap();
+    drop(store);
+    let err = Store::open_url(&url).unwrap_err().to_string();
+    assert!(err.contains("99"), "{err}");
+}
+
+/// A parameter is bound as the type the statement gives it: an integer where the statement
+/// wants a float or text keeps its value (PostgreSQL used to get an INT8's bytes in that
+/// slot: a float 1.5e-323 for 3, or text with NUL bytes).
+fn an_integer_parameter_binds_as_float_or_text(store: &Store) {
+    let (float, text) = store
+        .call_sync(|c| {
+            let float: i64 = c.query_row(
+                "SELECT CAST(CAST(?1 AS DOUBLE PRECISION) * 2 AS BIGINT)",
+                orch::args![3],
+                |r| r.get(0),
+            )?;
+            let text: String =
+                c.query_row("SELECT CAST(?1 AS TEXT) || 'x'", orch::args![7], |r| {
+                    r.get(0)
+                })?;
+            Ok((float, text))
+        })
+        .unwrap();
+    assert_eq!((float, text.as_str()), (6, "7x"));
+}
+both_backends!(an_integer_parameter_binds_as_float_or_text);
+
+/// On PostgreSQL a value of another kind than the parameter's type is refused before it is
+/// sent, naming the type, instead of reaching the server as bytes of the wrong type; errors
+/// carry the server's message.
+#[test]
+fn a_parameter_of_the_wrong_kind_is_refused_naming_its_type() {
+    let Some(db) = backends::postgres() else {
+        return;
+    };
+    let err = db
+        .store
+        .call_sync(|c| {
+            c.query_row("SELECT CAST(?1 AS BIGINT)", orch::args!["5"], |r| {
+                r.get::<i64>(0)
+            })
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("int8"), "{err}");
+    // And the server's own message reaches the error's text (tokio-postgres alone says "db
+    // error").
+    let err = db
+        .store
+        .call_sync(|c| c.execute("UPDATE no_such_table SET x = 1", orch::args![]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no_such_table"), "{err}");
+}

@@ -84,9 +84,11 @@ pub enum StoreError {
     Url(String),
     #[error("no PostgreSQL connection: {0}")]
     Pool(String),
-    #[error("database error: {0}")]
-    Postgres(#[from] tokio_postgres::Error),
-    #[error("schema migration to version {version} failed: {source}")]
+    /// The message is the server's (tokio-postgres says only "db error" and keeps the rest in
+    /// its causes), so this variant has no `source`: the text would repeat.
+    #[error("database error: {}", db::pg::with_causes(.0))]
+    Postgres(tokio_postgres::Error),
+    #[error("schema migration to version {version} failed: {}", db::pg::with_causes(.source))]
     PgMigration {
         version: i64,
         source: tokio_postgres::Error,
@@ -94,6 +96,12 @@ pub enum StoreError {
     /// A fenced write whose lease is no longer held with its token: nothing was written.
     #[error("lease {lease} (token {token}) is no longer held; nothing was written")]
     Fenced { lease: String, token: i64 },
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> StoreError {
+        StoreError::Postgres(e)
+    }
 }
 
 /// A cheaply clonable handle to the database.

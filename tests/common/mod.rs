@@ -2,6 +2,9 @@
 //! tempdir.
 #![allow(dead_code)]
 
+#[macro_use]
+#[path = "../store_portable/backends.rs"]
+pub mod backends;
 pub mod browser;
 
 use std::time::{Duration, Instant};
@@ -23,6 +26,9 @@ pub struct TestApp {
 ///
 /// Webhooks are accepted unsigned (`allow_unsigned`), as most tests post plain JSON; the
 /// tests of signatures and of the unsigned default set a secret or turn it off.
+///
+/// Under `ORCH_TEST_DB=postgres` the database is a fresh PostgreSQL schema (`db_url`) instead
+/// of the SQLite file `db_path` (see `backends`).
 pub fn test_config(dir: &std::path::Path) -> Config {
     let mut cfg = Config {
         db_path: dir.join("orch.db"),
@@ -31,9 +37,25 @@ pub fn test_config(dir: &std::path::Path) -> Config {
         rules_dir: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules"),
         ..Config::default()
     };
+    cfg.db_url = backends::suite_db_url();
     cfg.plane.allow_unsigned = true;
     cfg.gitea.allow_unsigned = true;
     cfg
+}
+
+/// The store `cfg` names, opened beside (or before) the server, as the server opens it.
+pub fn open_store(cfg: &Config) -> orch::store::Store {
+    orch::store::Store::open_configured(cfg.db_url.as_deref(), &cfg.db_path).unwrap()
+}
+
+/// The database lines of a config file for the `orch` binary: `db_path` and, under
+/// `ORCH_TEST_DB=postgres`, `db_url` (`cfg` from `test_config`).
+pub fn db_toml(cfg: &Config) -> String {
+    let mut s = format!("db_path = {:?}\n", cfg.db_path);
+    if let Some(url) = &cfg.db_url {
+        s.push_str(&format!("db_url = {url:?}\n"));
+    }
+    s
 }
 
 impl TestApp {

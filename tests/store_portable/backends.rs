@@ -1,6 +1,12 @@
 //! The store on both backends: a fresh SQLite file, or a fresh schema of the PostgreSQL
 //! database at `ORCH_TEST_PG_URL` (`.ci/pg` starts a throwaway one). Without that variable the
 //! PostgreSQL cases say "skipped" and pass, unless `CI` is set: then they fail.
+//!
+//! `ORCH_TEST_DB=postgres` runs the whole suite on PostgreSQL: `suite_db_url` (used by
+//! `tests/common`'s `test_config`) gives each test a schema of its own, dropped when the test's
+//! thread ends. No test needs to skip there: the few about the SQLite file itself (WAL,
+//! `user_version`, `rules diff --db FILE`, `orch serve` on defaults) open a file by path, not
+//! `test_config`'s database, and keep running on SQLite.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -76,6 +82,39 @@ pub fn pg_schema() -> Option<(Place, String)> {
     };
     let schema_url = format!("{url}{sep}options=-c%20search_path%3D{schema}");
     Some((place, schema_url))
+}
+
+/// The database the whole suite runs on: `ORCH_TEST_DB` = `sqlite` (or unset) or `postgres`.
+#[allow(dead_code)]
+pub fn suite_on_postgres() -> bool {
+    match std::env::var("ORCH_TEST_DB").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("ORCH_TEST_DB is {other:?}: use sqlite or postgres"),
+    }
+}
+
+/// Under `ORCH_TEST_DB=postgres`, the URL of a fresh schema for this test (dropped when the
+/// test's thread ends); `None` on SQLite. Fails without `ORCH_TEST_PG_URL`: the run asked for
+/// PostgreSQL.
+#[allow(dead_code)]
+pub fn suite_db_url() -> Option<String> {
+    if !suite_on_postgres() {
+        return None;
+    }
+    assert!(
+        std::env::var("ORCH_TEST_PG_URL").is_ok_and(|u| !u.trim().is_empty()),
+        "ORCH_TEST_DB=postgres needs ORCH_TEST_PG_URL (start PostgreSQL with .ci/pg)"
+    );
+    let (place, url) = pg_schema()?;
+    SCHEMAS.with(|s| s.borrow_mut().push(place));
+    Some(url)
+}
+
+thread_local! {
+    /// The schemas this test thread made; dropped (`DROP SCHEMA … CASCADE`) when it ends, which
+    /// is after the test's runtime, and so its store, is gone.
+    static SCHEMAS: std::cell::RefCell<Vec<Place>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Runs `sql` on a connection of its own, on a thread of its own (callers may be async).

@@ -10,6 +10,7 @@ use super::leases::Fence;
 use crate::clock::Timestamp;
 
 pub(crate) mod pg;
+mod tls;
 mod sqlite;
 
 /// A statement parameter, borrowed from the caller for the statement's duration.

@@ -28,9 +28,11 @@ pub(crate) struct PgPool {
 impl PgPool {
     /// Connects lazily: the first checkout opens the first connection.
     pub(crate) fn new(url: &str, max_size: usize) -> Result<PgPool, StoreError> {
+        let (url, tls) = super::tls::Tls::split(url)?;
         let config: tokio_postgres::Config = url
             .parse()
-            .map_err(|e: tokio_postgres::Error| StoreError::Url(e.to_string()))?;
+            .map_err(|e: tokio_postgres::Error| StoreError::Url(with_causes(&e)))?;
+        let tls = tls.connector()?;
         let (tx, rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
@@ -52,13 +54,13 @@ impl PgPool {
             .recv()
             .map_err(|e| StoreError::Pool(e.to_string()))?
             .map_err(StoreError::Pool)?;
-        let manager = Manager::from_config(
-            config,
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let recycling = || ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match tls {
+            Some(tls) => Manager::from_config(config, tls, recycling()),
+            None => Manager::from_config(config, tokio_postgres::NoTls, recycling()),
+        };
         let timeout = Some(Duration::from_secs(5));
         let pool = Pool::builder(manager)
             .max_size(max_size)
@@ -83,7 +85,7 @@ impl PgPool {
         let client = self
             .handle
             .block_on(async move { pool.get().await })
-            .map_err(|e| StoreError::Pool(e.to_string()))?;
+            .map_err(|e| StoreError::Pool(with_causes(&e)))?;
         Ok(Session {
             client: Some(client),
             handle: self.handle.clone(),
@@ -177,6 +179,29 @@ impl Drop for Session {
     }
 }
 
+/// A value that cannot be bound to a parameter of type `ty`: refused before it is sent, as
+/// its bytes would be read as that type (an INT8's as a FLOAT8, say).
+fn wrong_kind(what: &str, ty: &Type) -> Box<dyn std::error::Error + Sync + Send> {
+    format!("{what} cannot be bound to a parameter of type {ty}: cast the parameter in the SQL")
+        .into()
+}
+
+/// `e` and its causes, "a: b: c" (a TLS failure's reason is only in the causes), each
+/// message once.
+pub(crate) fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 /// A parameter bound to whatever type PostgreSQL inferred for it.
 #[derive(Debug)]
 struct PgParam<'a>(Param<'a>);
@@ -190,13 +215,27 @@ impl ToSql for PgParam<'_> {
         match self.0 {
             Param::Null => Ok(IsNull::Yes),
             Param::Int(i) => match *ty {
+                Type::INT8 => i.to_sql(ty, out),
                 Type::INT4 => i32::try_from(i)?.to_sql(ty, out),
                 Type::INT2 => i16::try_from(i)?.to_sql(ty, out),
                 Type::BOOL => (i != 0).to_sql(ty, out),
-                _ => i.to_sql(&Type::INT8, out),
+                // As SQLite converts: a float or a text of the same value.
+                Type::FLOAT8 => (i as f64).to_sql(ty, out),
+                Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {
+                    i.to_string().to_sql(ty, out)
+                }
+                _ => Err(wrong_kind("an integer", ty)),
             },
-            Param::Text(s) => s.to_sql(ty, out),
-            Param::Blob(b) => b.to_sql(ty, out),
+            Param::Text(s) => match *ty {
+                Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
+                    s.to_sql(ty, out)
+                }
+                _ => Err(wrong_kind("text", ty)),
+            },
+            Param::Blob(b) => match *ty {
+                Type::BYTEA => b.to_sql(ty, out),
+                _ => Err(wrong_kind("a blob", ty)),
+            },
         }
     }
 
