@@ -9,10 +9,8 @@ use orch::store::leases::{self, Fence};
 use orch::store::{Store, StoreError, kv};
 
 #[macro_use]
-#[path = "store_portable/backends.rs"]
-mod backends;
-
 mod common;
+use common::backends;
 
 const TTL_MS: i64 = 60_000;
 

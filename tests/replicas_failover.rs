@@ -5,9 +5,7 @@
 //! Skipped without `ORCH_TEST_PG_URL` outside CI (see `store_portable/backends.rs`).
 
 mod common;
-
-#[path = "store_portable/backends.rs"]
-mod backends;
+use common::backends;
 
 use std::time::{Duration, Instant};
 

@@ -3,9 +3,7 @@
 //! in time) stops its agents and claims nothing until a heartbeat succeeds again.
 
 mod common;
-
-#[path = "store_portable/backends.rs"]
-mod backends;
+use common::backends;
 
 use std::time::Duration;
 
