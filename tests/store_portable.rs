@@ -422,3 +422,24 @@ fn a_parameter_of_the_wrong_kind_is_refused_naming_its_type() {
         .to_string();
     assert!(err.contains("no_such_table"), "{err}");
 }
+
+/// Every PostgreSQL session ends a transaction left idle for 15 s (a paused replica would
+/// otherwise hold a lease row against every takeover), names itself, and keeps the URL's own
+/// options (the tests' `search_path`).
+#[test]
+fn postgres_sessions_end_idle_transactions_and_keep_the_urls_options() {
+    let Some(db) = backends::postgres() else {
+        return;
+    };
+    let show = |name: &str| -> String {
+        db.store
+            .call_sync(|c| c.query_row(&format!("SHOW {name}"), &[], |r| r.get(0)))
+            .unwrap()
+    };
+    assert_eq!(show("idle_in_transaction_session_timeout"), "15s");
+    assert_eq!(show("application_name"), "orch");
+    assert!(
+        show("search_path").starts_with('t'),
+        "the URL's options still apply"
+    );
+}

@@ -25,13 +25,36 @@ pub(crate) struct PgPool {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
+/// How long a session may sit idle inside a transaction before the server ends it. orch's
+/// transactions run synchronous closures and last milliseconds; a session idle in one for this
+/// long belongs to a paused or cut-off process, and while it lives it holds its row locks —
+/// among them a lease row (`FOR SHARE`), which would keep every other replica from taking the
+/// lease over. Ending it rolls the paused holder's transaction back.
+const IDLE_IN_TRANSACTION: &str = "15s";
+
+/// Settings every session gets, after any the URL's `options` set (theirs win for other keys),
+/// plus TCP keepalives so a vanished peer is noticed, and orch's name in `pg_stat_activity`.
+fn session_settings(config: &mut tokio_postgres::Config) {
+    let mut options = format!("-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION}");
+    if let Some(theirs) = config.get_options().filter(|o| !o.trim().is_empty()) {
+        options = format!("{options} {theirs}");
+    }
+    config.options(&options);
+    if config.get_application_name().is_none() {
+        config.application_name("orch");
+    }
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(30));
+}
+
 impl PgPool {
     /// Connects lazily: the first checkout opens the first connection.
     pub(crate) fn new(url: &str, max_size: usize) -> Result<PgPool, StoreError> {
         let (url, tls) = super::tls::Tls::split(url)?;
-        let config: tokio_postgres::Config = url
+        let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| StoreError::Url(with_causes(&e)))?;
+        session_settings(&mut config);
         let tls = tls.connector()?;
         let (tx, rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
