@@ -204,41 +204,48 @@ impl Reconciler {
         {
             pass.unannounced.push((id, snapshot.updated_at));
         }
-        let left = |report: &mut SweepReport, what: &str, decision: Decision, action| {
+        // The line's action is written only when the line is kept: most tasks are only counted,
+        // and formatting 60,000 "backing off until …" lines per sweep was a fair part of it.
+        let left = |report: &mut SweepReport,
+                    what: &str,
+                    decision: Decision,
+                    action: &dyn Fn() -> Option<String>| {
             report.count(stage, what);
             if pass.rows == Rows::All || matches!(decision.outcome, Decided::Error { .. }) {
                 report.tasks.push(TaskReport {
                     work_item: snapshot.work_item.clone(),
                     stage: stage.to_string(),
                     decision,
-                    action,
+                    action: action(),
                 });
             }
         };
         if !matches!(decision.outcome, Decided::CheckGate { .. }) {
-            return left(report, label(&decision.outcome), decision, None);
+            return left(report, label(&decision.outcome), decision, &|| None);
         }
         if self.backing_off(id, now) {
-            return left(report, "error_backoff", decision, None);
+            return left(report, "error_backoff", decision, &|| None);
         }
         let red_due = red_due_at(rules, self.interval, stage, streak);
         if let (Some(at), Some(s)) = (red_due, streak)
             && !is_due(at, now, self.interval)
         {
             report.backing_off += 1;
-            let action = format!(
-                "red gate backing off ({} red in a row): next check at {}",
-                s.reds,
-                at.to_rfc3339()
-            );
-            return left(report, "backoff", decision, Some(action));
+            let action = || {
+                Some(format!(
+                    "red gate backing off ({} red in a row): next check at {}",
+                    s.reds,
+                    at.to_rfc3339()
+                ))
+            };
+            return left(report, "backoff", decision, &action);
         }
         if pass.ctx.late.contains(&id) {
             if pass.mode == Mode::Apply {
                 self.pipeline().metrics.reconcile_late.inc();
             }
-            let action = "left to a delivery waiting in the inbox (late, not lost)".to_string();
-            return left(report, "late", decision, Some(action));
+            let action = || Some("left to a delivery waiting in the inbox (late, not lost)".into());
+            return left(report, "late", decision, &action);
         }
         let grace =
             policy::grace_for(rules, &self.overrides, &snapshot, now).unwrap_or(Duration::ZERO);
