@@ -8,7 +8,9 @@
 //! does (applied, keeping only the notable task lines), `SWEEP_SWEEPS` times (default 30),
 //! with an injected clock advanced by the 60 s interval between sweeps; shipped rules (red
 //! backoff capped at 1 h), `reconcile.max_gate_checks` 1,000 and `reconcile.gate_concurrency`
-//! `SWEEP_CONCURRENCY` (default 200).
+//! `SWEEP_CONCURRENCY` (default 400: 1,000 checks of two 20 ms requests each have a latency
+//! floor of 0.1 s there; at 200 it is 0.2 s of the 0.5 s target, and the slowest sweep
+//! lands within a few ms of it — see BENCHMARKS.md for both).
 //!
 //! Then a push to one stuck task's branch is handled (its CI still red, so the push's own
 //! check holds it), CI turns green with its status webhook lost, and the next sweep must read
@@ -190,7 +192,7 @@ fn main() {
 async fn run() -> bool {
     let tasks: usize = env_num("SWEEP_TASKS", 100_000);
     let sweeps: usize = env_num("SWEEP_SWEEPS", 30);
-    let concurrency: usize = env_num("SWEEP_CONCURRENCY", 200);
+    let concurrency: usize = env_num("SWEEP_CONCURRENCY", 400);
     let latency = Duration::from_millis(env_num("SWEEP_LATENCY_MS", 20));
     let budget: usize = env_num("SWEEP_BUDGET", 1000);
     let (double, url) = start_double(latency).await;
