@@ -276,6 +276,17 @@ impl Metrics {
             "Decisions or shadow divergences that could not be stored",
             self.decision_log_errors.clone(),
         );
+        self.register_replicas(&mut r);
+        r.register(
+            "background_restarts",
+            "Background loops started again after a panic or an unexpected end, by loop",
+            self.background_restarts.clone(),
+        );
+        r
+    }
+
+    /// The replicas' metrics: heartbeats, job expiry and leases (issue 15).
+    fn register_replicas(&self, r: &mut Registry) {
         r.register(
             "jobs_requeued_expired",
             "Running jobs of replicas silent for the lease time, put back in the queue",
@@ -301,12 +312,6 @@ impl Metrics {
             "Times this process lost the lease while holding it (expired, taken over, or a fenced write refused)",
             self.lease_lost.clone(),
         );
-        r.register(
-            "background_restarts",
-            "Background loops started again after a panic or an unexpected end, by loop",
-            self.background_restarts.clone(),
-        );
-        r
     }
 
     /// The Prometheus text exposition.

@@ -329,12 +329,23 @@ impl Dispatcher {
     }
 }
 
-/// Effects of every peer left `sending` by a crash (see [`outbox::recover`]); `orch serve`
+/// Effects of every peer left `sending` by a crash (see [`outbox::recover_peer`]); `orch serve`
 /// recovers each peer's when its dispatcher takes the peer's lease instead.
 #[cfg_attr(orch_audit, allow(dead_code))]
 pub async fn recover(store: &Store, clock: &dyn Clock) -> Result<(), StoreError> {
     let now = clock.now();
-    let (requeued, skipped) = store.call(move |c| outbox::recover(c, now)).await?;
+    let (requeued, skipped) = store
+        .call(move |c| {
+            c.write(|tx| {
+                let mut total = (0, 0);
+                for peer in outbox::Peer::ALL {
+                    let (r, s) = outbox::recover_peer(tx, peer, now)?;
+                    total = (total.0 + r, total.1 + s);
+                }
+                Ok(total)
+            })
+        })
+        .await?;
     if requeued + skipped > 0 {
         tracing::info!(
             requeued,

@@ -21,33 +21,7 @@ pub(super) fn overlay(
     // An empty variable counts as unset: `ORCH_X=` in a unit file should not be an error.
     let get = |k: &str| env(k).filter(|v| !v.trim().is_empty());
 
-    if let Some(v) = get("ORCH_DB_PATH") {
-        cfg.db_path = PathBuf::from(v);
-    }
-    if let Some(v) = get("ORCH_DB_URL") {
-        cfg.db_url = Some(v);
-    }
-    if let Some(v) = get("ORCH_REPOS_DIR") {
-        cfg.repos_dir = PathBuf::from(v);
-    }
-    if let Some(v) = get("ORCH_LISTEN") {
-        cfg.listen = parse_listen("ORCH_LISTEN", &v)?;
-    }
-    if let Some(v) = get("ORCH_RULES_DIR") {
-        cfg.rules_dir = PathBuf::from(v);
-    }
-    if let Some(v) = get("ORCH_RULES_SHADOW_DIR") {
-        cfg.shadow_rules_dir = Some(PathBuf::from(v));
-    }
-    if let Some(v) = get("ORCH_DECISIONS_RETENTION") {
-        cfg.decision_retention = nonzero_env("ORCH_DECISIONS_RETENTION", &v, false)?;
-    }
-    if let Some(v) = get("ORCH_REPLICA_NAME") {
-        cfg.replicas.name = Some(v);
-    }
-    if let Some(v) = get("ORCH_LEASE_TTL") {
-        cfg.replicas.lease_ttl = nonzero_env("ORCH_LEASE_TTL", &v, false)?;
-    }
+    overlay_service(cfg, &get)?;
     if let Some(v) = get("ORCH_GITEA_URL") {
         cfg.gitea.url = Some(v);
     }
@@ -145,6 +119,41 @@ pub(super) fn overlay(
     }
     if let Some(v) = get("ORCH_WORKER_CONCURRENCY") {
         cfg.worker.concurrency = parse_positive("ORCH_WORKER_CONCURRENCY", &v)?;
+    }
+    Ok(())
+}
+
+/// Where orch keeps its data, listens and finds its rules, and who it is among replicas.
+fn overlay_service(
+    cfg: &mut Config,
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    if let Some(v) = get("ORCH_DB_PATH") {
+        cfg.db_path = PathBuf::from(v);
+    }
+    if let Some(v) = get("ORCH_DB_URL") {
+        cfg.db_url = Some(v);
+    }
+    if let Some(v) = get("ORCH_REPOS_DIR") {
+        cfg.repos_dir = PathBuf::from(v);
+    }
+    if let Some(v) = get("ORCH_LISTEN") {
+        cfg.listen = parse_listen("ORCH_LISTEN", &v)?;
+    }
+    if let Some(v) = get("ORCH_RULES_DIR") {
+        cfg.rules_dir = PathBuf::from(v);
+    }
+    if let Some(v) = get("ORCH_RULES_SHADOW_DIR") {
+        cfg.shadow_rules_dir = Some(PathBuf::from(v));
+    }
+    if let Some(v) = get("ORCH_DECISIONS_RETENTION") {
+        cfg.decision_retention = nonzero_env("ORCH_DECISIONS_RETENTION", &v, false)?;
+    }
+    if let Some(v) = get("ORCH_REPLICA_NAME") {
+        cfg.replicas.name = Some(v);
+    }
+    if let Some(v) = get("ORCH_LEASE_TTL") {
+        cfg.replicas.lease_ttl = nonzero_env("ORCH_LEASE_TTL", &v, false)?;
     }
     Ok(())
 }

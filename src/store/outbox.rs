@@ -373,19 +373,6 @@ pub fn retry_at(
     Ok(())
 }
 
-/// Effects a crash (or a lost lease) left `sending`, for every peer; see [`recover_peer`].
-/// Returns (requeued, skipped).
-pub fn recover(conn: &Conn<'_>, now: Timestamp) -> Result<(usize, usize), StoreError> {
-    conn.write(|tx| {
-        let mut total = (0, 0);
-        for peer in Peer::ALL {
-            let (r, s) = recover_peer(tx, peer, now)?;
-            total = (total.0 + r, total.1 + s);
-        }
-        Ok(total)
-    })
-}
-
 /// `peer`'s effects a crash left `sending`, run by the dispatcher when it takes the peer's
 /// lease (no other dispatcher of the peer can be sending then). Plane effects are safe to
 /// send again (a state write is idempotent, a comment carries its external id) and go back to
