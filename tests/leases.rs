@@ -227,7 +227,9 @@ fn a_fenced_transaction_in_progress_delays_the_takeover_postgres() {
 #[tokio::test]
 async fn serve_on_sqlite_takes_over_its_previous_incarnations_leases_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = common::test_config(dir.path());
+    let mut cfg = common::test_config(dir.path());
+    // SQLite by nature, also in the suite's PostgreSQL pass (ORCH_TEST_DB=postgres).
+    cfg.db_url = None;
     {
         let s = Store::open(&cfg.db_path).unwrap();
         for name in ["sweep", "dispatch:plane", "dispatch:telegram"] {
