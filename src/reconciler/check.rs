@@ -112,7 +112,7 @@ impl Reconciler {
             .store
             .call(move |c| store::tasks::get_many(c, &ids))
             .await;
-        let tasks: std::collections::HashMap<i64, Task> = match tasks {
+        let mut tasks: std::collections::HashMap<i64, Task> = match tasks {
             Ok(t) => t.into_iter().map(|t| (t.id, t)).collect(),
             Err(e) => {
                 tracing::error!(error = %e, "reconciler: cannot read the tasks to check");
@@ -120,7 +120,6 @@ impl Reconciler {
                 return None;
             }
         };
-        let mut tasks = tasks;
         let mut out = Vec::with_capacity(due.len());
         for d in due {
             match tasks.remove(&d.id) {

@@ -44,20 +44,19 @@ pub(crate) const SWEEP_COLUMNS: &str = "b.stage, b.gate, b.reds, b.last_at";
 
 /// Reads [`SWEEP_COLUMNS`] starting at `first`; the reason is left empty.
 pub(crate) fn from_sweep_row(r: &Row, first: usize) -> Result<Option<RedStreak>, StoreError> {
-    let Some(stage) = r.get::<Option<String>>(first)? else {
-        return Ok(None);
-    };
-    Ok(Some(RedStreak {
-        stage,
-        gate: r.get(first + 1)?,
-        reds: r.get::<i64>(first + 2)?.clamp(0, i64::from(u32::MAX)) as u32,
-        last_at: Timestamp::from_millis(r.get(first + 3)?),
-        reason: String::new(),
-    }))
+    read(r, first, |_| Ok(String::new()))
 }
 
 /// Reads [`COLUMNS`] starting at `first`; `None` when the task has no row (a left join).
 pub(crate) fn from_row(r: &Row, first: usize) -> Result<Option<RedStreak>, StoreError> {
+    read(r, first, |r| r.get(first + 4))
+}
+
+fn read(
+    r: &Row,
+    first: usize,
+    reason: impl FnOnce(&Row) -> Result<String, StoreError>,
+) -> Result<Option<RedStreak>, StoreError> {
     let Some(stage) = r.get::<Option<String>>(first)? else {
         return Ok(None);
     };
@@ -66,7 +65,7 @@ pub(crate) fn from_row(r: &Row, first: usize) -> Result<Option<RedStreak>, Store
         gate: r.get(first + 1)?,
         reds: r.get::<i64>(first + 2)?.clamp(0, i64::from(u32::MAX)) as u32,
         last_at: Timestamp::from_millis(r.get(first + 3)?),
-        reason: r.get(first + 4)?,
+        reason: reason(r)?,
     }))
 }
 

@@ -79,7 +79,7 @@ impl Tls {
             let mut kept = Vec::new();
             for pair in query.split('&').filter(|p| !p.is_empty()) {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                if !take(k, &percent_decode(v))? {
+                if !take(k, &percent_encoding::percent_decode_str(v).decode_utf8_lossy())? {
                     kept.push(pair);
                 }
             }
@@ -180,29 +180,6 @@ impl Mode {
     }
 }
 
-/// `%XX` escapes of a URL query value (a file name with spaces, say).
-fn percent_decode(v: &str) -> String {
-    let bytes = v.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], escaped) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 /// `prefer` and `require` without `sslrootcert`: encrypted, any certificate (as libpq). The
 /// handshake's signatures are still checked.
