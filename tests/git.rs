@@ -284,3 +284,81 @@ async fn a_worktree_behind_another_replicas_push_is_brought_to_the_remote_branch
         a.head_sha(&wt_a).await.unwrap()
     );
 }
+
+/// An agent killed mid `git commit` (a cancel, its timeout, or the service killed with its
+/// children) leaves its worktree's `index.lock` and its branch's ref lock, both fresh. The
+/// next job of the task removes them before it resets the worktree: without that, every
+/// retry fails with "File exists" and the task ends blocked.
+#[tokio::test]
+async fn locks_a_killed_agent_left_in_its_worktree_are_cleared_by_the_next_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = common::bare_repo(dir.path());
+    let url = bare.to_str().unwrap();
+    let git = Git::new(dir.path().join("repos"), Duration::from_secs(30));
+    let branch = "feature/ET-8-killed-agent";
+    let clone = git.ensure_clone("acme/widget", url).await.unwrap();
+    let wt = git.add_worktree(&clone, branch, None).await.unwrap();
+    commit(&wt, "one.txt");
+    git.push(&clone, &wt, branch).await.unwrap();
+
+    let admin = clone.join(".git/worktrees/feature__ET-8-killed-agent");
+    let index_lock = admin.join("index.lock");
+    let ref_lock = clone.join(format!(".git/refs/heads/{branch}.lock"));
+    std::fs::write(&index_lock, "").unwrap();
+    std::fs::write(admin.join("AUTO_MERGE.lock"), "").unwrap();
+    std::fs::create_dir_all(ref_lock.parent().unwrap()).unwrap();
+    std::fs::write(&ref_lock, "").unwrap();
+    std::fs::write(wt.join("half.txt"), "half-written by the killed agent").unwrap();
+
+    assert!(git.sync_worktree(&clone, &wt, branch).await.unwrap());
+    assert!(!index_lock.exists() && !ref_lock.exists());
+    assert!(!admin.join("AUTO_MERGE.lock").exists());
+    assert!(
+        !wt.join("half.txt").exists(),
+        "the worktree is the remote branch again"
+    );
+    commit(&wt, "two.txt");
+    git.push(&clone, &wt, branch).await.unwrap();
+    assert_eq!(
+        common::git_head(&bare, branch).unwrap(),
+        git.head_sha(&wt).await.unwrap()
+    );
+}
+
+/// The service killed with its gits leaves fresh locks in the clone: `packed-refs.lock` makes
+/// every ref update wait two seconds (one job every two seconds), a remote-tracking ref's lock
+/// fails fetches. At the next start none of the last process's gits runs, so every lock under
+/// `repos_dir` goes, and only locks: the clone still works.
+#[tokio::test]
+async fn locks_left_by_the_last_process_are_cleared_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = common::bare_repo(dir.path());
+    let url = bare.to_str().unwrap();
+    let git = Git::new(dir.path().join("repos"), Duration::from_secs(30));
+    let branch = "feature/ET-9-killed-service";
+    let clone = git.ensure_clone("acme/widget", url).await.unwrap();
+    let wt = git.add_worktree(&clone, branch, None).await.unwrap();
+    commit(&wt, "one.txt");
+    git.push(&clone, &wt, branch).await.unwrap();
+    let locks = [
+        clone.join(".git/packed-refs.lock"),
+        clone.join(".git/refs/remotes/origin/feature/ET-9-killed-service.lock"),
+        clone.join(".git/worktrees/feature__ET-9-killed-service/index.lock"),
+    ];
+    for lock in &locks {
+        std::fs::write(lock, "").unwrap();
+    }
+
+    assert_eq!(git.clear_locks_left_by_last_process().await, 3);
+    for lock in &locks {
+        assert!(!lock.exists(), "{}", lock.display());
+    }
+    assert_eq!(
+        git.clear_locks_left_by_last_process().await,
+        0,
+        "nothing left"
+    );
+    git.ensure_clone("acme/widget", url).await.unwrap();
+    assert!(git.sync_worktree(&clone, &wt, branch).await.unwrap());
+    assert!(wt.join("one.txt").exists());
+}

@@ -32,6 +32,52 @@ pub(super) async fn ended_done(state: &AppState) -> anyhow::Result<usize> {
         .sum())
 }
 
+/// The tasks not in a terminal stage, each with its stage and its last job (agent, status,
+/// error), so a run that ends short says where and why (`SIM-47 review: reviewer failed: …`).
+pub(super) async fn unfinished(state: &AppState) -> anyhow::Result<Vec<String>> {
+    let rules = state.rules.current();
+    let open: Vec<String> = rules
+        .stages()
+        .iter()
+        .filter(|s| !s.terminal)
+        .map(|s| s.name.clone())
+        .collect();
+    let rows = state
+        .store
+        .call(|c| {
+            c.query_map(
+                "SELECT t.work_item, t.stage, j.agent, j.status, j.error FROM tasks t
+                   LEFT JOIN jobs j ON j.id = (SELECT MAX(id) FROM jobs WHERE task_id = t.id)
+                  ORDER BY t.id",
+                args![],
+                |r| {
+                    Ok((
+                        r.get::<String>(0)?,
+                        r.get::<String>(1)?,
+                        r.get::<Option<String>>(2)?,
+                        r.get::<Option<String>>(3)?,
+                        r.get::<Option<String>>(4)?,
+                    ))
+                },
+            )
+        })
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter(|(_, stage, ..)| open.contains(stage))
+        .map(|(item, stage, agent, status, error)| {
+            let job = match (agent, status) {
+                (Some(agent), Some(status)) => format!("{agent} {status}"),
+                _ => "no job".to_string(),
+            };
+            let error: String = error
+                .map(|e| format!(": {}", e.chars().take(200).collect::<String>()))
+                .unwrap_or_default();
+            format!("{item} {stage}: {job}{error}")
+        })
+        .collect())
+}
+
 /// Tasks that ended in the cancel stage with nothing left queued or running.
 pub(super) async fn ended_cancelled(state: &AppState) -> anyhow::Result<usize> {
     let Some(stage) = cancel_stage(state) else {

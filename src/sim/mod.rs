@@ -452,6 +452,7 @@ impl Sim<'_> {
             items: self.opts.items,
             done: self.done().await?,
             done_in_orch: checks::ended_done(state).await?,
+            unfinished: checks::unfinished(state).await?,
             kills: self.kills,
             replicas: self.opts.replicas.max(1),
             leader_kills: self.leader_kills,

@@ -12,6 +12,8 @@ pub struct SimReport {
     pub done: usize,
     /// Tasks orch has in its final (non-cancel) stage.
     pub done_in_orch: usize,
+    /// Tasks left in an open stage at the end, each with its stage and last job.
+    pub unfinished: Vec<String>,
     /// Times the engine was killed and restarted.
     pub kills: usize,
     /// Engines on the one database.
@@ -164,6 +166,12 @@ impl SimReport {
             rows.splice(at..at, self.replica_rows());
         }
         let mut out = crate::report::table(&["SIMULATION", "RESULT"], &rows);
+        if !self.unfinished.is_empty() {
+            out.push_str(&format!("\nunfinished: {}\n", self.unfinished.len()));
+            for line in &self.unfinished {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
         if let Some(divergences) = &self.shadow_divergences {
             out.push_str(&format!(
                 "\nshadow rules: {} divergence(s) from the live rules\n",

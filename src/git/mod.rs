@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
+mod locks;
+
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
     #[error("git {args}: could not run git: {source}")]
@@ -100,33 +102,6 @@ impl Git {
         }
     }
 
-    /// Removes lock files a git process left behind when it died (orch killed by -9, a
-    /// crash): they are older than any git command of ours may run, and without this every
-    /// later write to the clone would fail with "File exists". Called under the clone's lock.
-    async fn clear_stale_locks(&self, clone: &Path) {
-        for name in ["config.lock", "index.lock", "packed-refs.lock", "HEAD.lock"] {
-            let lock = clone.join(".git").join(name);
-            let Ok(meta) = tokio::fs::metadata(&lock).await else {
-                continue;
-            };
-            let age = meta
-                .modified()
-                .ok()
-                .and_then(|m| m.elapsed().ok())
-                .unwrap_or_default();
-            if age > self.timeout {
-                match tokio::fs::remove_file(&lock).await {
-                    Ok(()) => {
-                        tracing::warn!(lock = %lock.display(), age_s = age.as_secs(), "removed a stale git lock file")
-                    }
-                    Err(e) => {
-                        tracing::warn!(lock = %lock.display(), error = %e, "cannot remove a stale git lock file")
-                    }
-                }
-            }
-        }
-    }
-
     /// Runs git with `args` in `cwd`; returns stdout.
     pub async fn run(&self, cwd: &Path, args: &[&str]) -> Result<String, GitError> {
         self.run_held(cwd, args, None).await
@@ -153,11 +128,13 @@ impl Git {
             .stdin(std::process::Stdio::null());
         let timeout = self.timeout;
         let held = held.cloned();
+        let started = std::time::Instant::now();
         let finished = tokio::spawn(async move {
             let _held = held;
             tokio::time::timeout(timeout, cmd.output()).await
         })
         .await;
+        tracing::debug!(args = %shown, cwd = %cwd.display(), elapsed_ms = started.elapsed().as_millis() as u64, "git command ended");
         let out = match finished {
             Err(join) => {
                 return Err(GitError::Spawn {
@@ -337,6 +314,7 @@ impl Git {
         branch: &str,
     ) -> Result<bool, GitError> {
         let held = self.hold(repo_path).await;
+        self.clear_worktree_locks(repo_path, worktree, branch).await;
         let remote = format!("refs/remotes/origin/{branch}");
         let verify = ["rev-parse", "--verify", "--quiet", remote.as_str()];
         if self.run_held(repo_path, &verify, Some(&held)).await.is_err() {
