@@ -43,23 +43,26 @@ async fn ask(
     let me = app.state.replica.to_string();
     app.state
         .store
+        // One transaction: the app's own worker (polling) must not claim the job in between.
         .call(move |c| {
-            store::jobs::enqueue(c, task_id, agent, stage, queued)?;
-            let job = store::jobs::claim_next(c, &me, queued)?.expect("the job just queued");
-            store::jobs::finish(
-                c,
-                job.id,
-                job.claim,
-                true,
-                &store::jobs::JobResult {
-                    exit_code: Some(0),
-                    verdict: Some("needs_input".into()),
-                    summary: Some(format!("{agent} asks: which way?")),
-                    log_excerpt: None,
-                    error: None,
-                },
-                asked,
-            )
+            c.write(|c| {
+                store::jobs::enqueue(c, task_id, agent, stage, queued)?;
+                let job = store::jobs::claim_next(c, &me, queued)?.expect("the job just queued");
+                store::jobs::finish(
+                    c,
+                    job.id,
+                    job.claim,
+                    true,
+                    &store::jobs::JobResult {
+                        exit_code: Some(0),
+                        verdict: Some("needs_input".into()),
+                        summary: Some(format!("{agent} asks: which way?")),
+                        log_excerpt: None,
+                        error: None,
+                    },
+                    asked,
+                )
+            })
         })
         .await
         .unwrap();

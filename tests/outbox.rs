@@ -114,8 +114,10 @@ async fn running_job(state: &AppState, stage: &str, agent: &'static str) -> stor
     state
         .store
         .call(move |c| {
-            store::tasks::create_atomic(c, &new, Some(agent), "v", Trigger::Webhook, now)?;
-            Ok(store::jobs::claim_next(c, &me, now)?.expect("the job just queued"))
+            c.write(|c| {
+                store::tasks::create_atomic(c, &new, Some(agent), "v", Trigger::Webhook, now)?;
+                Ok(store::jobs::claim_next(c, &me, now)?.expect("the job just queued"))
+            })
         })
         .await
         .unwrap()
