@@ -94,7 +94,8 @@ fn diff_db_100k_open_tasks(bencher: Bencher) {
     let db = database(dir.path(), &old);
     let ov = Overrides::default();
     bencher.bench(|| {
-        let impact = orch::impact::over_db(&db, &old, &new, &ov, NOW).expect("impact");
+        let store = orch::store::open_read_only(&db).expect("open");
+        let impact = orch::impact::over_db(&store, &old, &new, &ov, NOW).expect("impact");
         assert_eq!(impact.open_tasks, N);
         impact.changes.len()
     });

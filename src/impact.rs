@@ -6,7 +6,6 @@
 //! The Plane work items are the ones the Plane-side sweep last saw (`store::plane_seen`): their
 //! state then, with their task's facts now.
 
-use std::path::Path;
 
 use crate::clock::Timestamp;
 use crate::policy::impact::{self, ChangedDecision, ChangedPlaneDecision};
@@ -86,15 +85,15 @@ pub struct Impact {
     pub plane_changes: Vec<ChangedPlaneDecision>,
 }
 
-/// [`open_tasks`] of the database at `db` (opened read-only), through `old` and `new` at `now`.
+/// [`open_tasks`] of `store` (opened read-only: [`store::open_read_only`],
+/// [`store::open_url_read_only`]), through `old` and `new` at `now`.
 pub fn over_db(
-    db: &Path,
+    store: &store::Store,
     old: &RuleSet,
     new: &RuleSet,
     ov: &Overrides,
     now: Timestamp,
 ) -> Result<Impact, StoreError> {
-    let store = store::open_read_only(db)?;
     let tasks = store.call_sync(|c| open_tasks(c, old))?;
     let changes = impact::changed_decisions(old, new, ov, &tasks, now);
     let items = store.call_sync(seen_plane_items)?;

@@ -1,6 +1,8 @@
 //! `orch rules diff OLD NEW --db`: the decisions a rule edit changes for the tasks open in a
 //! database, black-box on a small database, and read-only.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -35,7 +37,11 @@ fn review_grace_1h(dir: &Path) -> PathBuf {
 /// Seven tasks: review ones quiet 45 m, 2 h and 5 m, one busy; one in analysis; one done.
 fn database(dir: &Path) -> PathBuf {
     let path = dir.join("orch.db");
-    let store = store::Store::open(&path).unwrap();
+    fill(&store::Store::open(&path).unwrap());
+    path
+}
+
+fn fill(store: &store::Store) {
     let now = Timestamp::parse_rfc3339(AT).unwrap();
     let tasks: &[(&str, &str, u64, Option<&str>)] = &[
         ("ET-1", "review", 45 * 60, None),
@@ -59,10 +65,13 @@ fn database(dir: &Path) -> PathBuf {
             .call_sync(|c| store::tasks::create_atomic(c, &new, *agent, "v", Trigger::Manual, at))
             .unwrap();
     }
-    path
 }
 
 fn diff(dir: &Path, db: &Path, format: &str) -> Output {
+    diff_on(dir, db.as_os_str(), format)
+}
+
+fn diff_on(dir: &Path, db: &std::ffi::OsStr, format: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_orch"))
         .args(["rules", "diff"])
         .arg(root().join("rules"))
@@ -285,4 +294,64 @@ fn the_plane_items_the_sweep_last_saw_are_decided_too() {
     assert_eq!(v["plane_items"], 2);
     assert_eq!(v["plane_changes"][0]["work_item"], "ET-20");
     assert_eq!(v["plane_counts"]["ignore -> replay start"], 1, "{v}");
+}
+
+/// A deployment on PostgreSQL reviews an edit the same way: `--db postgres://…` reads the
+/// database in sessions the server keeps from writing, and finds the same changes as on
+/// SQLite. A schema orch has not migrated is refused, not migrated.
+#[test]
+fn a_postgres_database_is_read_by_url_and_left_unchanged() {
+    let Some((_place, url)) = common::backends::pg_schema() else {
+        return;
+    };
+    let store = store::Store::open_url(&url).unwrap();
+    fill(&store);
+    let digest = || {
+        store
+            .call_sync(|c| {
+                c.query_map(
+                    "SELECT work_item, stage, updated_at FROM tasks ORDER BY id",
+                    orch::args![],
+                    |r| {
+                        Ok(format!(
+                            "{}/{}/{}",
+                            r.get::<String>(0)?,
+                            r.get::<String>(1)?,
+                            r.get::<i64>(2)?
+                        ))
+                    },
+                )
+            })
+            .unwrap()
+    };
+    let before = digest();
+    let dir = tempfile::tempdir().unwrap();
+    let out = diff_on(dir.path(), url.as_ref(), "json");
+    assert_eq!(out.status.code(), Some(1), "changes exit 1: {out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let changed: Vec<&str> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["work_item"].as_str().unwrap())
+        .collect();
+    assert_eq!(changed, ["ET-1", "ET-4"], "{v}");
+    assert_eq!(v["open_tasks"], 5);
+    assert_eq!(digest(), before, "read-only");
+
+    let ro = store::open_url_read_only(&url).unwrap();
+    let err = ro
+        .call_sync(|c| c.execute("DELETE FROM tasks", orch::args![]))
+        .unwrap_err();
+    assert!(err.to_string().contains("read-only"), "{err}");
+
+    let (_empty, empty_url) = common::backends::pg_schema().unwrap();
+    let out = diff_on(dir.path(), empty_url.as_ref(), "text");
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("schema version 0 is older than this orch's"),
+        "{err}"
+    );
+    assert!(!err.contains("secret"), "no password in errors: {err}");
 }

@@ -38,9 +38,10 @@ pub enum RulesCommand {
         new: PathBuf,
         #[arg(long, value_name = "FILE")]
         scenarios: Option<PathBuf>,
-        /// The database's open tasks (read-only); without PATH, the configured database.
-        #[arg(long, value_name = "PATH", num_args = 0..=1)]
-        db: Option<Option<PathBuf>>,
+        /// The database's open tasks (read-only): a SQLite file or a `postgres://` URL;
+        /// without a value, the configured database (`db_url`, else `db_path`).
+        #[arg(long, value_name = "PATH|URL", num_args = 0..=1)]
+        db: Option<Option<String>>,
         /// Configuration file for the default database and the ORCH_RECONCILE_* overrides.
         #[arg(long, value_name = "FILE", requires = "db")]
         config: Option<PathBuf>,

@@ -10,6 +10,7 @@ use anyhow::Context;
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::impact::Impact;
 use crate::policy::{RuleSet, scenario};
+use crate::store::Store;
 
 /// How `orch rules diff` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -32,33 +33,42 @@ pub(super) fn markdown(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// The database `--db` names, or the configured one when it names none.
-fn db_path(db: Option<PathBuf>, cfg: &crate::config::Config) -> anyhow::Result<PathBuf> {
-    let path = db.unwrap_or_else(|| cfg.db_path.clone());
+/// The database `--db` names (a SQLite file, or a `postgres://` URL), or the configured one
+/// when it names none, opened read-only.
+fn open_db(db: Option<String>, cfg: &crate::config::Config) -> anyhow::Result<Store> {
+    let target = db.or_else(|| cfg.db_url.clone());
+    if let Some(url) = target
+        .as_deref()
+        .filter(|t| t.starts_with("postgres://") || t.starts_with("postgresql://"))
+    {
+        return crate::store::open_url_read_only(url)
+            .with_context(|| format!("reading {}", crate::store::redact_url(url)));
+    }
+    let path = target.map_or_else(|| cfg.db_path.clone(), PathBuf::from);
     anyhow::ensure!(
         path.exists(),
-        "no database at {} (pass --db PATH, or set db_path / ORCH_DB_PATH)",
+        "no database at {} (pass --db PATH or a postgres:// URL, or set db_path / ORCH_DB_PATH)",
         path.display()
     );
-    Ok(path)
+    crate::store::open_read_only(&path).with_context(|| format!("reading {}", path.display()))
 }
 
 pub(super) fn run(
     (old, new): (&RuleSet, &RuleSet),
-    db: Option<PathBuf>,
+    db: Option<String>,
     config: Option<&Path>,
     at: Option<&str>,
     format: DiffFormat,
 ) -> anyhow::Result<ExitCode> {
     let cfg = crate::config::Config::load(config)?;
-    let path = db_path(db, &cfg)?;
+    let store = open_db(db, &cfg)?;
     // The operator's kill switches and grace overrides apply to both sets, as in the sweep.
     let ov = crate::reconciler::overrides_from_config(&cfg.reconcile);
     let now = match at {
         Some(t) => Timestamp::parse_rfc3339(t).with_context(|| format!("--at {t:?}"))?,
         None => SystemClock.now(),
     };
-    let impact = crate::impact::over_db(&path, old, new, &ov, now)?;
+    let impact = crate::impact::over_db(&store, old, new, &ov, now)?;
     match format {
         DiffFormat::Json => println!("{}", serde_json::to_string_pretty(&impact)?),
         DiffFormat::Text => print!("{}", text(&impact)),

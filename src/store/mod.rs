@@ -165,13 +165,7 @@ pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
     })?;
     conn.busy_timeout(Duration::from_secs(5))?;
     let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let supported = migrations::LATEST;
-    if found > supported {
-        return Err(StoreError::TooNew { found, supported });
-    }
-    if found < supported {
-        return Err(StoreError::TooOld { found, supported });
-    }
+    this_schema(found)?;
     Ok(Store {
         backend: Backend::Sqlite {
             conn: Arc::new(Mutex::new(conn)),
@@ -179,6 +173,47 @@ pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
         },
         fence: None,
     })
+}
+
+/// Connects to the PostgreSQL database at `url` for reading only, as [`open_read_only`] opens
+/// a file: no migration, and sessions the server keeps from writing. The schema must be this
+/// orch's.
+pub fn open_url_read_only(url: &str) -> Result<Store, StoreError> {
+    let store = Store {
+        backend: Backend::Pg {
+            pool: Arc::new(db::pg::PgPool::new(url, 2, true)?),
+            shown: Arc::new(redact_url(url)),
+        },
+        fence: None,
+    };
+    // A database orch never migrated has no `orch_schema`: version 0, as an empty SQLite file.
+    let found = store.call_sync(|c| {
+        let known = c.query_row(
+            "SELECT to_regclass('orch_schema') IS NOT NULL",
+            args![],
+            |r| r.get::<bool>(0),
+        )?;
+        if !known {
+            return Ok(0);
+        }
+        c.query_row("SELECT version FROM orch_schema", args![], |r| {
+            r.get::<i64>(0)
+        })
+    })?;
+    this_schema(found)?;
+    Ok(store)
+}
+
+/// A schema at `found` is the one this orch reads and writes.
+fn this_schema(found: i64) -> Result<(), StoreError> {
+    let supported = migrations::LATEST;
+    if found > supported {
+        return Err(StoreError::TooNew { found, supported });
+    }
+    if found < supported {
+        return Err(StoreError::TooOld { found, supported });
+    }
+    Ok(())
 }
 
 impl Store {
@@ -219,7 +254,7 @@ impl Store {
     /// Connects to the PostgreSQL database at `url` (`postgres://…` or `key=value …`) and
     /// migrates it; replicas starting together migrate once (an advisory lock).
     pub fn open_url(url: &str) -> Result<Store, StoreError> {
-        let pool = db::pg::PgPool::new(url, PG_POOL_SIZE)?;
+        let pool = db::pg::PgPool::new(url, PG_POOL_SIZE, false)?;
         off_runtime(true, || migrations_pg::migrate(&pool.session()?))?;
         Ok(Store {
             backend: Backend::Pg {

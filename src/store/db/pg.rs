@@ -34,8 +34,12 @@ const IDLE_IN_TRANSACTION: &str = "15s";
 
 /// Settings every session gets, after any the URL's `options` set (theirs win for other keys),
 /// plus TCP keepalives so a vanished peer is noticed, and orch's name in `pg_stat_activity`.
-fn session_settings(config: &mut tokio_postgres::Config) {
+fn session_settings(config: &mut tokio_postgres::Config, read_only: bool) {
     let mut options = format!("-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION}");
+    if read_only {
+        // The server refuses every write of these sessions, whatever a caller tries.
+        options.push_str(" -c default_transaction_read_only=on");
+    }
     if let Some(theirs) = config.get_options().filter(|o| !o.trim().is_empty()) {
         options = format!("{options} {theirs}");
     }
@@ -48,13 +52,14 @@ fn session_settings(config: &mut tokio_postgres::Config) {
 }
 
 impl PgPool {
-    /// Connects lazily: the first checkout opens the first connection.
-    pub(crate) fn new(url: &str, max_size: usize) -> Result<PgPool, StoreError> {
+    /// Connects lazily: the first checkout opens the first connection. `read_only`: every
+    /// session refuses writes (`default_transaction_read_only`).
+    pub(crate) fn new(url: &str, max_size: usize, read_only: bool) -> Result<PgPool, StoreError> {
         let (url, tls) = super::tls::Tls::split(url)?;
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| StoreError::Url(with_causes(&e)))?;
-        session_settings(&mut config);
+        session_settings(&mut config, read_only);
         let tls = tls.connector()?;
         let (tx, rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
