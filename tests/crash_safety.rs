@@ -1,4 +1,5 @@
-//! A kill -9 between the 202 and processing loses nothing.
+//! A kill -9 between the 202 and processing loses nothing; a kill -9 while an agent runs
+//! leaves no agent running after the restart but the job's new run.
 
 mod common;
 
@@ -20,6 +21,18 @@ fn spawn_orch(
     db: &orch::config::Config,
     port: u16,
     plane_url: &str,
+) -> Child {
+    spawn_orch_with(dir, db, port, plane_url, "/nonexistent/remote.git", "")
+}
+
+/// `orch serve` on a configuration written to `dir`, with `extra` TOML (agents) appended.
+fn spawn_orch_with(
+    dir: &std::path::Path,
+    db: &orch::config::Config,
+    port: u16,
+    plane_url: &str,
+    clone_url: &str,
+    extra: &str,
 ) -> Child {
     let config = format!(
         r#"
@@ -45,7 +58,8 @@ retries = 0
 plane_project_id = "{PROJECT_ID}"
 identifier = "ET"
 repo = "{REPO}"
-clone_url = "/nonexistent/remote.git"
+clone_url = "{clone_url}"
+{extra}
 "#,
         db = db_toml(db),
         repos = dir.join("repos").display(),
@@ -146,4 +160,92 @@ async fn a_kill_9_after_the_202_loses_nothing() {
     );
     second.kill().unwrap();
     second.wait().unwrap();
+}
+
+/// A process that exists and is not a zombie (a killed orphan may wait to be reaped).
+#[cfg(target_os = "linux")]
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
+}
+
+/// The pids the test agent wrote, one per run.
+fn runs(file: &std::path::Path) -> Vec<u32> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// An agent runs in a process group of its own, so `kill -9` of orch leaves it running. The
+/// restarted orch kills it before it runs the job again: one agent per job, not two.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_left_running_by_a_killed_orch_is_killed_at_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = test_config(dir.path());
+    let bare = bare_repo(dir.path());
+    let pids = dir.path().join("agent.pids");
+    // The first run sleeps (an agent thinking for ten minutes); the next one ends at once.
+    let agents = format!(
+        r#"
+[agents.analyst]
+command = ["sh", "-c", "echo $$ >> '{pids}'; [ $(wc -l < '{pids}') -gt 1 ] && exit 0; exec sleep 600"]
+
+# On PostgreSQL the killed replica's job comes back when its heartbeat is this old.
+[replicas]
+lease_ttl = "3s"
+"#,
+        pids = pids.display()
+    );
+    let peers = Peers::start().await;
+    let port = free_port();
+    let spawn = || {
+        spawn_orch_with(
+            dir.path(),
+            &cfg,
+            port,
+            &peers.plane.uri(),
+            bare.to_str().unwrap(),
+            &agents,
+        )
+    };
+    let mut first = spawn();
+    wait_healthy(port).await;
+    let r = client()
+        .post(format!("http://127.0.0.1:{port}/webhooks/plane"))
+        .header("X-Plane-Event", "issue")
+        .body(plane_webhook("In Progress", "started"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    eventually("the analyst runs", Duration::from_secs(20), || async {
+        runs(&pids).len() == 1
+    })
+    .await;
+    let orphan = runs(&pids)[0];
+    first.kill().unwrap(); // SIGKILL: orch only, not the agent's process group
+    first.wait().unwrap();
+    assert!(running(orphan), "the agent outlives orch");
+
+    let mut second = spawn();
+    wait_healthy(port).await;
+    eventually("the orphan is killed", Duration::from_secs(10), || async {
+        !running(orphan)
+    })
+    .await;
+    eventually("the job runs again", Duration::from_secs(20), || async {
+        runs(&pids).len() == 2
+    })
+    .await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    if running(orphan) {
+        // SAFETY: only sends a signal, to the test's own agent.
+        unsafe { libc::kill(orphan as i32, libc::SIGKILL) };
+    }
 }

@@ -9,13 +9,24 @@ use crate::config::Config;
 use crate::http::AppState;
 use crate::pipeline::Pipeline;
 
-/// What the last process left half-done: the lock files of its killed gits go (see
-/// `git::locks`), jobs it was running go back to the queue (with
+/// What the last process left half-done: its agents still running are killed (see
+/// `agent::orphans`), the lock files of its killed gits go (see `git::locks`), jobs it was
+/// running go back to the queue (with
 /// PostgreSQL the running jobs may be other replicas': they come back when their replica is
 /// silent for the lease time, by the heartbeat loop, this process's previous run's included).
 /// Effects it was sending are recovered by each peer's dispatcher when it takes the peer's
 /// lease (`Dispatcher::run_leased`).
 pub(super) async fn recover_after_last_process(state: &AppState) -> anyhow::Result<()> {
+    let repos_dir = state.pipeline.config.repos_dir.clone();
+    let orphans = tokio::task::spawn_blocking(move || crate::agent::kill_orphans(&repos_dir))
+        .await
+        .unwrap_or_default();
+    if orphans > 0 {
+        tracing::warn!(
+            orphans,
+            "agent processes left running by the last process were killed"
+        );
+    }
     let locks = state.pipeline.git.clear_locks_left_by_last_process().await;
     if locks > 0 {
         tracing::warn!(locks, "git lock files left by the last process were removed");

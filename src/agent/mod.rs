@@ -12,6 +12,9 @@ use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
+mod orphans;
+pub use orphans::kill_orphans;
+
 #[derive(Debug, Clone)]
 pub struct AgentRun {
     pub command: Vec<String>,
