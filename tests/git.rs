@@ -362,3 +362,38 @@ async fn locks_left_by_the_last_process_are_cleared_at_start() {
     assert!(git.sync_worktree(&clone, &wt, branch).await.unwrap());
     assert!(wt.join("one.txt").exists());
 }
+
+/// `git worktree add` killed half-way (the service killed with its gits) can leave the
+/// worktree's `.git` file empty: every command in it then fails with "invalid gitfile
+/// format", and each job of the task failed until it was blocked. The next job makes the
+/// worktree again, on the branch and its commits.
+#[tokio::test]
+async fn a_worktree_left_half_made_by_a_killed_git_is_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = common::bare_repo(dir.path());
+    let url = bare.to_str().unwrap();
+    let git = Git::new(dir.path().join("repos"), Duration::from_secs(30));
+    let branch = "feature/ET-10-half-made";
+    let clone = git.ensure_clone("acme/widget", url).await.unwrap();
+    let wt = git.add_worktree(&clone, branch, None).await.unwrap();
+    commit(&wt, "one.txt");
+    git.push(&clone, &wt, branch).await.unwrap();
+
+    std::fs::write(wt.join(".git"), "").unwrap();
+    assert!(
+        git.head_sha(&wt).await.is_err(),
+        "broken as a killed add leaves it"
+    );
+    assert_eq!(git.add_worktree(&clone, branch, None).await.unwrap(), wt);
+    assert!(git.sync_worktree(&clone, &wt, branch).await.unwrap());
+    assert_eq!(
+        git.head_sha(&wt).await.unwrap(),
+        common::git_head(&bare, branch).unwrap()
+    );
+    assert!(wt.join("one.txt").exists());
+
+    // A `worktree remove` killed after deleting the directory: still registered, added again.
+    std::fs::remove_dir_all(&wt).unwrap();
+    assert_eq!(git.add_worktree(&clone, branch, None).await.unwrap(), wt);
+    assert!(wt.join("one.txt").exists());
+}

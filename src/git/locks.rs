@@ -106,7 +106,7 @@ async fn remove(lock: &Path, why: &str) -> bool {
 
 /// The worktree's administrative directory in the clone (`.git/worktrees/<name>`), read
 /// from the `gitdir:` line of its `.git` file.
-async fn worktree_admin_dir(worktree: &Path) -> Option<PathBuf> {
+pub(super) async fn worktree_admin_dir(worktree: &Path) -> Option<PathBuf> {
     let text = tokio::fs::read_to_string(worktree.join(".git")).await.ok()?;
     let dir = text.lines().find_map(|l| l.strip_prefix("gitdir:"))?.trim();
     Some(worktree.join(dir))

@@ -235,8 +235,27 @@ impl Git {
         let held = self.hold(repo_path).await;
         let path = self.worktree_path(branch);
         if path.join(".git").exists() {
-            return Ok(path);
+            if locks::worktree_admin_dir(&path)
+                .await
+                .is_some_and(|admin| admin.join("HEAD").exists())
+            {
+                return Ok(path);
+            }
+            // A `worktree add` killed half-way leaves an empty or dangling `.git` file, and every
+            // later command in the worktree fails ("invalid gitfile format"): make it again.
+            tracing::warn!(worktree = %path.display(), "a worktree left half-made by a killed git; making it again");
+            tokio::fs::remove_dir_all(&path)
+                .await
+                .map_err(|source| GitError::Spawn {
+                    args: format!("worktree add (removing {})", path.display()),
+                    source,
+                })?;
         }
+        // Forget worktrees whose directory is gone (the one above, or a `worktree remove`
+        // killed between deleting the directory and its administrative files): `worktree add`
+        // refuses a path still registered.
+        self.run_held(repo_path, &["worktree", "prune"], Some(&held))
+            .await?;
         let path_s = path.to_string_lossy().to_string();
         let local = self
             .run(
