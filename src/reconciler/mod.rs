@@ -296,7 +296,9 @@ impl Reconciler {
     }
 
     async fn sweep_until(&self, mode: Mode, rows: Rows, cancel: &CancellationToken) -> SweepReport {
+        let started = std::time::Instant::now();
         let report = self.run_sides(Sides::Both, mode, rows, cancel).await;
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, ?mode, "sweep finished");
         if mode == Mode::Apply {
             self.pipeline().metrics.reconcile_sweeps.inc();
             self.with_state(|s| s.last_sweep_at = report.at);
@@ -330,12 +332,19 @@ impl Reconciler {
                 self.with_state(|s| s.decision_errors = errors);
             }
         }
+        let gate_done = std::time::Instant::now();
         if report.plane_enabled && !cancel.is_cancelled() {
             self.plane_side(&rules, mode, cancel, &mut report).await;
         }
+        let plane_done = std::time::Instant::now();
         if report.plane_enabled && sides == Sides::Both && !cancel.is_cancelled() {
             self.plane_sync(&rules, mode, cancel, &mut report).await;
         }
+        tracing::debug!(
+            plane_ms = (plane_done - gate_done).as_millis() as u64,
+            sync_ms = plane_done.elapsed().as_millis() as u64,
+            "sweep sides after the gate side"
+        );
         if mode == Mode::Apply {
             self.pipeline()
                 .metrics
