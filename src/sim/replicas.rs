@@ -46,7 +46,8 @@ pub(super) struct Replicas {
     base: Config,
     root: PathBuf,
     rng: StdRng,
-    watch: Option<Watch>,
+    /// Leader kills whose handover is not complete yet (a second kill may come first).
+    watches: Vec<Watch>,
     pub handovers: Vec<Handover>,
     /// Leader kills that found no `sweep` lease held and killed a random replica instead.
     pub leaderless_kills: usize,
@@ -66,7 +67,7 @@ impl Replicas {
             base,
             root: root.to_path_buf(),
             rng: StdRng::seed_from_u64(seed ^ 0x4C45_4144),
-            watch: None,
+            watches: Vec::new(),
             handovers: Vec::new(),
             leaderless_kills: 0,
         };
@@ -161,7 +162,7 @@ impl Replicas {
             return self.kill_random(hooks).await;
         };
         self.handovers.push(Handover::default());
-        self.watch = Some(Watch {
+        self.watches.push(Watch {
             killed_at: Instant::now(),
             killed_wall: SystemClock.now(),
             old_token: token,
@@ -211,37 +212,36 @@ impl Replicas {
         self.watch_handover().await
     }
 
-    /// Handover acquired: a `sweep` lease with a newer token; acting: its holder has swept
-    /// since the kill.
+    /// Handover acquired: a `sweep` lease with a newer token than the killed leader's;
+    /// acting: its holder has swept since the kill. Each leader kill is watched on its own: a
+    /// second kill may come before the first handover is acting.
     async fn watch_handover(&mut self) -> anyhow::Result<()> {
-        let Some(w) = &self.watch else {
+        if self.watches.is_empty() {
             return Ok(());
-        };
+        }
         let Some((holder, token)) = sweep_lease(&self.state()?.store).await? else {
             return Ok(());
         };
-        if token <= w.old_token {
-            return Ok(());
-        }
-        let elapsed = w.killed_at.elapsed().as_millis() as u64;
-        let handover = &mut self.handovers[w.index];
-        handover.acquired_ms.get_or_insert(elapsed);
-        let engine = self
+        let swept = self
             .slots
             .iter()
             .filter_map(|s| s.engine.as_ref())
-            .find(|e| e.state.replica.as_str() == holder);
-        let swept = engine.and_then(|e| {
-            e.state
-                .reconcile
-                .lock()
-                .map(|s| s.last_sweep_at)
-                .unwrap_or_default()
+            .find(|e| e.state.replica.as_str() == holder)
+            .and_then(|e| e.state.reconcile.lock().map(|s| s.last_sweep_at).unwrap_or_default());
+        let handovers = &mut self.handovers;
+        self.watches.retain(|w| {
+            if token <= w.old_token {
+                return true;
+            }
+            let elapsed = w.killed_at.elapsed().as_millis() as u64;
+            let handover = &mut handovers[w.index];
+            handover.acquired_ms.get_or_insert(elapsed);
+            if swept.is_some_and(|at| at > w.killed_wall) {
+                handover.acting_ms = Some(elapsed);
+                return false;
+            }
+            true
         });
-        if swept.is_some_and(|at| at > w.killed_wall) {
-            handover.acting_ms = Some(elapsed);
-            self.watch = None;
-        }
         Ok(())
     }
 
