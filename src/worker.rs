@@ -216,11 +216,11 @@ async fn execute(pipeline: &Pipeline, job: &Job, task: &Task) -> AgentOutcome {
     };
     let worktree = match pipeline.prepare_worktree(task).await {
         Ok(p) => p,
-        Err(e) => return spawn_failed(format!("worktree for {}: {e:#}", task.branch)),
+        Err(e) => return not_prepared(format!("worktree for {}: {e:#}", task.branch)),
     };
     let results_dir = pipeline.config.repos_dir.join(".orch").join("results");
     if let Err(e) = tokio::fs::create_dir_all(&results_dir).await {
-        return spawn_failed(format!("cannot create {}: {e}", results_dir.display()));
+        return not_prepared(format!("cannot create {}: {e}", results_dir.display()));
     }
     let result_file = results_dir.join(format!("job-{}.json", job.id));
     let _ = tokio::fs::remove_file(&result_file).await;
@@ -290,6 +290,17 @@ async fn execute(pipeline: &Pipeline, job: &Job, task: &Task) -> AgentOutcome {
 fn spawn_failed(error: String) -> AgentOutcome {
     AgentOutcome {
         status: AgentStatus::SpawnFailed { error },
+        verdict: None,
+        summary: None,
+        output_excerpt: String::new(),
+        result_error: None,
+    }
+}
+/// The job's worktree could not be prepared: the agent never started (see
+/// [`AgentStatus::NotPrepared`]).
+fn not_prepared(error: String) -> AgentOutcome {
+    AgentOutcome {
+        status: AgentStatus::NotPrepared { error },
         verdict: None,
         summary: None,
         output_excerpt: String::new(),

@@ -299,3 +299,67 @@ async fn a_job_for_a_stage_its_task_has_left_is_not_run() {
     assert_eq!(task_of(&app, "ET-7").await.unwrap().stage, "review");
     app.stop().await;
 }
+
+/// The git remote is unreachable: every run fails before its agent starts. Those runs count
+/// against `start_attempts` (3 here), not `max_attempts` (1): the job is tried three times,
+/// then the task is reported blocked with git's error, and the agent never ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_worktree_cannot_be_prepared_has_its_own_budget_of_runs() {
+    let peers = Peers::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = rules_copy(
+        dir.path(),
+        &[(
+            "pipeline.toml",
+            "[agents.analyst]\nmax_attempts = 3\nbackoff = \"30s\"",
+            "[agents.analyst]\nmax_attempts = 1\nstart_attempts = 3\nbackoff = \"0s\"",
+        )],
+    );
+    let ran = dir.path().join("ran");
+    let mut cfg = test_config(dir.path());
+    peers.configure(&mut cfg, "/nonexistent/remote.git");
+    cfg.rules_dir = rules;
+    cfg.reconcile.enabled = Some(false);
+    cfg.agents.insert(
+        "analyst".into(),
+        orch::config::AgentConfig {
+            command: vec!["touch".into(), ran.display().to_string()],
+            timeout: Duration::from_secs(30),
+            push: false,
+        },
+    );
+    let app = TestApp::spawn_in(dir, cfg).await;
+    app.state
+        .pipeline
+        .start(&work_item("ET-11", "Remote down"), Trigger::Webhook)
+        .await
+        .unwrap();
+
+    eventually(
+        "the job fails for good",
+        Duration::from_secs(20),
+        || async {
+            let t = task_of(&app, "ET-11").await.unwrap();
+            let jobs = task_jobs(&app, t.id).await;
+            jobs.len() == 1 && jobs[0].status == store::JobStatus::Failed
+        },
+    )
+    .await;
+    let t = task_of(&app, "ET-11").await.unwrap();
+    let job = &task_jobs(&app, t.id).await[0];
+    assert_eq!(job.attempts, 3, "start_attempts, not max_attempts");
+    let error = job.error.as_deref().unwrap_or_default();
+    assert!(
+        error.starts_with("could not start: worktree for"),
+        "{error}"
+    );
+    assert!(!ran.exists(), "the agent never ran");
+    eventually("blocked is reported", Duration::from_secs(5), || async {
+        peers
+            .plane_states_set()
+            .await
+            .contains(&state_id("Blocked"))
+    })
+    .await;
+    app.stop().await;
+}

@@ -200,6 +200,23 @@ fn an_invalid_value_type_is_located() {
     );
 }
 
+#[test]
+fn a_start_budget_of_zero_runs_is_an_error_and_the_default_is_eight() {
+    let errs = errors_after(&[(
+        "pipeline.toml",
+        "[agents.analyst]\nmax_attempts = 3",
+        "[agents.analyst]\nstart_attempts = 0\nmax_attempts = 3",
+    )]);
+    assert!(
+        errs.iter().any(|e| e.starts_with("pipeline.toml:")
+            && e.contains("agents.analyst.start_attempts must be at least 1")),
+        "{errs:?}"
+    );
+    let rules = orch::policy::load_embedded().unwrap();
+    let analyst = rules.agent_policy("analyst").unwrap();
+    assert_eq!((analyst.max_attempts, analyst.start_attempts), (3, 8));
+}
+
 fn orch(args: &[&str], cwd: &Path) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_orch"))
         .args(args)

@@ -55,6 +55,9 @@ pub enum AgentStatus {
     Failed { exit_code: Option<i32> },
     TimedOut,
     SpawnFailed { error: String },
+    /// The job's worktree (or results directory) could not be prepared, so the agent never
+    /// started: usually the git remote (retried up to the rules' `start_attempts`).
+    NotPrepared { error: String },
 }
 
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use crate::agent::{AgentOutcome, AgentStatus};
-use crate::policy::{OutboundEvent, PlaneAction, RuleSet};
+use crate::policy::{DEFAULT_START_ATTEMPTS, OutboundEvent, PlaneAction, RuleSet};
 use crate::store::outbox::NewEffect;
 use crate::store::{self, Job, Trigger, jobs::JobResult};
 
@@ -37,7 +37,8 @@ impl Pipeline {
                 exit_code.map_or("a signal".to_string(), |c| c.to_string())
             )),
             (AgentStatus::TimedOut, None) => Some("timed out".to_string()),
-            (AgentStatus::SpawnFailed { error }, None) => Some(format!("could not start: {error}")),
+            (AgentStatus::SpawnFailed { error }, None)
+            | (AgentStatus::NotPrepared { error }, None) => Some(format!("could not start: {error}")),
         };
         let result = JobResult {
             exit_code: match outcome.status {
@@ -64,7 +65,10 @@ impl Pipeline {
         // A job ending is news about the task: the sweep reads its gate again next time.
         self.clear_red_backoff(task_id).await;
         if let Some(error) = failure {
-            return self.job_failed(&rules, job, &task, result, &error).await;
+            let not_prepared = matches!(outcome.status, AgentStatus::NotPrepared { .. });
+            return self
+                .job_failed(&rules, job, &task, result, &error, not_prepared)
+                .await;
         }
         // A question is owed (Plane state, comment, message) in the transaction that records
         // the answer-less end of the job: "awaiting input" and its announcement exist together.
@@ -163,11 +167,20 @@ impl Pipeline {
         task: &store::Task,
         result: JobResult,
         error: &str,
+        not_prepared: bool,
     ) -> Result<Outcome, PipelineError> {
+        // A job whose worktree could not be prepared never ran its agent: it has a budget of
+        // its own, so an outage of the git remote does not block every task it met.
         let (max_attempts, backoff) = rules
             .agent_policy(&job.agent)
-            .map(|p| (p.max_attempts, p.backoff))
-            .unwrap_or((DEFAULT_MAX_ATTEMPTS, DEFAULT_BACKOFF));
+            .map(|p| {
+                let max = if not_prepared { p.start_attempts } else { p.max_attempts };
+                (max, p.backoff)
+            })
+            .unwrap_or((
+                if not_prepared { DEFAULT_START_ATTEMPTS } else { DEFAULT_MAX_ATTEMPTS },
+                DEFAULT_BACKOFF,
+            ));
         let now = self.clock.now();
         let (job_id, claim) = (job.id, job.claim);
         if job.attempts < i64::from(max_attempts) {

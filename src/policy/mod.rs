@@ -24,7 +24,9 @@ pub mod snapfile;
 mod watch;
 
 pub use eval::{answer_check_due, decide_plane_item, decide_task, grace_for, next_gate_check};
-pub use ruleset::{AgentPolicy, EMBEDDED, RuleSet, Stage, Switches, load_sources, read_dir};
+pub use ruleset::{
+    AgentPolicy, DEFAULT_START_ATTEMPTS, EMBEDDED, RuleSet, Stage, Switches, load_sources, read_dir,
+};
 pub use watch::{
     ReloadGuard, RulesHandle, RulesStatus, RulesWatcher, SETTLE_WINDOW, watch, watch_with_window,
 };

@@ -48,6 +48,7 @@ pub(crate) struct RawStage {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAgent {
     pub max_attempts: Option<u32>,
+    pub start_attempts: Option<u32>,
     pub backoff: Option<Spanned<String>>,
 }
 

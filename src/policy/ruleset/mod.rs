@@ -29,9 +29,17 @@ pub use load::load_sources;
 /// An agent's retry policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentPolicy {
+    /// Runs before the task is reported blocked, when the agent itself failed.
     pub max_attempts: u32,
+    /// Runs before the task is reported blocked, when the job's worktree could not be
+    /// prepared (the git remote down, a fetch failing): the agent never ran, and an outage of
+    /// the forge should not block every task that wanted to start in it.
+    pub start_attempts: u32,
     pub backoff: Duration,
 }
+
+/// `start_attempts` when the rules give none: with a 30 s backoff, doubling, about an hour.
+pub const DEFAULT_START_ATTEMPTS: u32 = 8;
 
 /// One stage of the pipeline, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -42,17 +42,19 @@ impl Ctx<'_> {
                 None => Duration::from_secs(30),
             };
             let max_attempts = raw.max_attempts.unwrap_or(3);
-            if max_attempts == 0 {
-                self.err_span(
-                    *fi,
-                    a,
-                    format!("agents.{name}.max_attempts must be at least 1"),
-                );
+            let start_attempts = raw
+                .start_attempts
+                .unwrap_or(super::DEFAULT_START_ATTEMPTS);
+            for (key, n) in [("max_attempts", max_attempts), ("start_attempts", start_attempts)] {
+                if n == 0 {
+                    self.err_span(*fi, a, format!("agents.{name}.{key} must be at least 1"));
+                }
             }
             policies.insert(
                 name.clone(),
                 AgentPolicy {
                     max_attempts,
+                    start_attempts,
                     backoff,
                 },
             );
