@@ -215,6 +215,8 @@ fn a_start_budget_of_zero_runs_is_an_error_and_the_default_is_eight() {
     let rules = orch::policy::load_embedded().unwrap();
     let analyst = rules.agent_policy("analyst").unwrap();
     assert_eq!((analyst.max_attempts, analyst.start_attempts), (3, 8));
+    // The board's "attempt n of m": past max_attempts only start failures are retried.
+    assert_eq!((analyst.budget_shown(3), analyst.budget_shown(4)), (3, 8));
 }
 
 fn orch(args: &[&str], cwd: &Path) -> (i32, String, String) {

@@ -282,7 +282,9 @@ fn agent_of(job: Option<&Job>, rules: &RuleSet) -> Option<AgentView> {
         name: j.agent.clone(),
         state,
         attempt,
-        max_attempts: rules.agent_policy(&j.agent).map(|p| p.max_attempts),
+        max_attempts: rules
+            .agent_policy(&j.agent)
+            .map(|p| p.budget_shown(j.attempts)),
     })
 }
 

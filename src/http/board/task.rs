@@ -374,7 +374,7 @@ fn view(
         jobs: jobs
             .iter()
             .rev()
-            .map(|j| job_view(j, rules.agent_policy(&j.agent).map(|p| p.max_attempts)))
+            .map(|j| job_view(j, rules.agent_policy(&j.agent).map(|p| p.budget_shown(j.attempts))))
             .collect(),
         verdicts: verdicts
             .into_iter()

@@ -38,6 +38,18 @@ pub struct AgentPolicy {
     pub backoff: Duration,
 }
 
+impl AgentPolicy {
+    /// The budget a job at `attempts` runs is under, as far as a reader can tell: past
+    /// `max_attempts` it can only be retrying start failures (for the board's "attempt n of m").
+    pub fn budget_shown(&self, attempts: i64) -> u32 {
+        if attempts > i64::from(self.max_attempts) {
+            self.start_attempts.max(self.max_attempts)
+        } else {
+            self.max_attempts
+        }
+    }
+}
+
 /// `start_attempts` when the rules give none: with a 30 s backoff, doubling, about an hour.
 pub const DEFAULT_START_ATTEMPTS: u32 = 8;
 
