@@ -162,24 +162,6 @@ async fn a_kill_9_after_the_202_loses_nothing() {
     second.wait().unwrap();
 }
 
-/// A process that exists and is not a zombie (a killed orphan may wait to be reaped).
-#[cfg(target_os = "linux")]
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
-    })
-}
-
-/// The pids the test agent wrote, one per run.
-fn runs(file: &std::path::Path) -> Vec<u32> {
-    std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
 /// An agent runs in a process group of its own, so `kill -9` of orch leaves it running. The
 /// restarted orch kills it before it runs the job again: one agent per job, not two.
 #[cfg(target_os = "linux")]
@@ -224,28 +206,28 @@ lease_ttl = "3s"
         .unwrap();
     assert_eq!(r.status().as_u16(), 202);
     eventually("the analyst runs", Duration::from_secs(20), || async {
-        runs(&pids).len() == 1
+        recorded_pids(&pids).len() == 1
     })
     .await;
-    let orphan = runs(&pids)[0];
+    let orphan = recorded_pids(&pids)[0];
     first.kill().unwrap(); // SIGKILL: orch only, not the agent's process group
     first.wait().unwrap();
-    assert!(running(orphan), "the agent outlives orch");
+    assert!(!process_gone(orphan), "the agent outlives orch");
 
     let mut second = spawn();
     wait_healthy(port).await;
     eventually("the orphan is killed", Duration::from_secs(10), || async {
-        !running(orphan)
+        process_gone(orphan)
     })
     .await;
     eventually("the job runs again", Duration::from_secs(20), || async {
-        runs(&pids).len() == 2
+        recorded_pids(&pids).len() == 2
     })
     .await;
     second.kill().unwrap();
     second.wait().unwrap();
-    if running(orphan) {
+    if !process_gone(orphan) {
         // SAFETY: only sends a signal, to the test's own agent.
-        unsafe { libc::kill(orphan as i32, libc::SIGKILL) };
+        unsafe { libc::kill(orphan, libc::SIGKILL) };
     }
 }

@@ -285,6 +285,32 @@ async fn a_worktree_behind_another_replicas_push_is_brought_to_the_remote_branch
     );
 }
 
+/// A clone of a bare remote in `dir` with a worktree of `branch`: one commit, pushed.
+struct Pushed {
+    git: Git,
+    bare: std::path::PathBuf,
+    clone: std::path::PathBuf,
+    wt: std::path::PathBuf,
+}
+
+async fn pushed_branch(dir: &std::path::Path, branch: &str) -> Pushed {
+    let bare = common::bare_repo(dir);
+    let git = Git::new(dir.join("repos"), Duration::from_secs(30));
+    let clone = git
+        .ensure_clone("acme/widget", bare.to_str().unwrap())
+        .await
+        .unwrap();
+    let wt = git.add_worktree(&clone, branch, None).await.unwrap();
+    commit(&wt, "one.txt");
+    git.push(&clone, &wt, branch).await.unwrap();
+    Pushed {
+        git,
+        bare,
+        clone,
+        wt,
+    }
+}
+
 /// An agent killed mid `git commit` (a cancel, its timeout, or the service killed with its
 /// children) leaves its worktree's `index.lock` and its branch's ref lock, both fresh. The
 /// next job of the task removes them before it resets the worktree: without that, every
@@ -292,14 +318,13 @@ async fn a_worktree_behind_another_replicas_push_is_brought_to_the_remote_branch
 #[tokio::test]
 async fn locks_a_killed_agent_left_in_its_worktree_are_cleared_by_the_next_job() {
     let dir = tempfile::tempdir().unwrap();
-    let bare = common::bare_repo(dir.path());
-    let url = bare.to_str().unwrap();
-    let git = Git::new(dir.path().join("repos"), Duration::from_secs(30));
     let branch = "feature/ET-8-killed-agent";
-    let clone = git.ensure_clone("acme/widget", url).await.unwrap();
-    let wt = git.add_worktree(&clone, branch, None).await.unwrap();
-    commit(&wt, "one.txt");
-    git.push(&clone, &wt, branch).await.unwrap();
+    let Pushed {
+        git,
+        bare,
+        clone,
+        wt,
+    } = pushed_branch(dir.path(), branch).await;
 
     let admin = clone.join(".git/worktrees/feature__ET-8-killed-agent");
     let index_lock = admin.join("index.lock");
@@ -332,14 +357,13 @@ async fn locks_a_killed_agent_left_in_its_worktree_are_cleared_by_the_next_job()
 #[tokio::test]
 async fn locks_left_by_the_last_process_are_cleared_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let bare = common::bare_repo(dir.path());
-    let url = bare.to_str().unwrap();
-    let git = Git::new(dir.path().join("repos"), Duration::from_secs(30));
     let branch = "feature/ET-9-killed-service";
-    let clone = git.ensure_clone("acme/widget", url).await.unwrap();
-    let wt = git.add_worktree(&clone, branch, None).await.unwrap();
-    commit(&wt, "one.txt");
-    git.push(&clone, &wt, branch).await.unwrap();
+    let Pushed {
+        git,
+        bare,
+        clone,
+        wt,
+    } = pushed_branch(dir.path(), branch).await;
     let locks = [
         clone.join(".git/packed-refs.lock"),
         clone.join(".git/refs/remotes/origin/feature/ET-9-killed-service.lock"),
@@ -358,7 +382,9 @@ async fn locks_left_by_the_last_process_are_cleared_at_start() {
         0,
         "nothing left"
     );
-    git.ensure_clone("acme/widget", url).await.unwrap();
+    git.ensure_clone("acme/widget", bare.to_str().unwrap())
+        .await
+        .unwrap();
     assert!(git.sync_worktree(&clone, &wt, branch).await.unwrap());
     assert!(wt.join("one.txt").exists());
 }
@@ -370,14 +396,13 @@ async fn locks_left_by_the_last_process_are_cleared_at_start() {
 #[tokio::test]
 async fn a_worktree_left_half_made_by_a_killed_git_is_made_again() {
     let dir = tempfile::tempdir().unwrap();
-    let bare = common::bare_repo(dir.path());
-    let url = bare.to_str().unwrap();
-    let git = Git::new(dir.path().join("repos"), Duration::from_secs(30));
     let branch = "feature/ET-10-half-made";
-    let clone = git.ensure_clone("acme/widget", url).await.unwrap();
-    let wt = git.add_worktree(&clone, branch, None).await.unwrap();
-    commit(&wt, "one.txt");
-    git.push(&clone, &wt, branch).await.unwrap();
+    let Pushed {
+        git,
+        bare,
+        clone,
+        wt,
+    } = pushed_branch(dir.path(), branch).await;
 
     std::fs::write(wt.join(".git"), "").unwrap();
     assert!(

@@ -86,6 +86,22 @@ async fn a_red_gate_is_reported_once_for_webhooks_and_agents_and_never_for_the_r
     app.stop().await;
 }
 
+/// The task's one job, once it has failed for good (retries used up).
+async fn failed_for_good(app: &TestApp, work_item: &str) -> store::Job {
+    eventually(
+        "the job fails for good",
+        Duration::from_secs(20),
+        || async {
+            let t = task_of(app, work_item).await.unwrap();
+            let jobs = task_jobs(app, t.id).await;
+            jobs.len() == 1 && jobs[0].status == store::JobStatus::Failed
+        },
+    )
+    .await;
+    let t = task_of(app, work_item).await.unwrap();
+    task_jobs(app, t.id).await.remove(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_out_agent_is_killed_with_its_children_retried_then_reported_blocked() {
     let peers = Peers::start().await;
@@ -115,18 +131,7 @@ async fn a_timed_out_agent_is_killed_with_its_children_retried_then_reported_blo
         .await
         .unwrap();
 
-    eventually(
-        "the job fails for good",
-        Duration::from_secs(20),
-        || async {
-            let t = task_of(&app, "ET-9").await.unwrap();
-            let jobs = task_jobs(&app, t.id).await;
-            jobs.len() == 1 && jobs[0].status == store::JobStatus::Failed
-        },
-    )
-    .await;
-    let t = task_of(&app, "ET-9").await.unwrap();
-    let job = &task_jobs(&app, t.id).await[0];
+    let job = &failed_for_good(&app, "ET-9").await;
     assert_eq!(job.attempts, 2, "retried once, then given up");
     assert_eq!(job.error.as_deref(), Some("timed out"));
 
@@ -335,18 +340,7 @@ async fn a_job_whose_worktree_cannot_be_prepared_has_its_own_budget_of_runs() {
         .await
         .unwrap();
 
-    eventually(
-        "the job fails for good",
-        Duration::from_secs(20),
-        || async {
-            let t = task_of(&app, "ET-11").await.unwrap();
-            let jobs = task_jobs(&app, t.id).await;
-            jobs.len() == 1 && jobs[0].status == store::JobStatus::Failed
-        },
-    )
-    .await;
-    let t = task_of(&app, "ET-11").await.unwrap();
-    let job = &task_jobs(&app, t.id).await[0];
+    let job = &failed_for_good(&app, "ET-11").await;
     assert_eq!(job.attempts, 3, "start_attempts, not max_attempts");
     let error = job.error.as_deref().unwrap_or_default();
     assert!(

@@ -38,19 +38,24 @@ async fn spawn_replica(
     TestApp::spawn_in(dir, cfg).await
 }
 
+/// ET-42 started, and its slow analyst running (its pid recorded).
+async fn analyst_running(app: &TestApp, pid_file: &std::path::Path) {
+    post_plane(app, plane_webhook("In Progress", "started")).await;
+    eventually(
+        "the analyst is running",
+        Duration::from_secs(20),
+        || async { !recorded_pids(pid_file).is_empty() },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_lists_this_replica_alive_with_its_running_jobs_and_a_stop_marks_it_stopped() {
     let peers = Peers::start().await;
     let pids = tempfile::tempdir().unwrap();
     let pid_file = pids.path().join("children.pid");
     let app = spawn_slow(&peers, &pid_file).await;
-    post_plane(&app, plane_webhook("In Progress", "started")).await;
-    eventually(
-        "the analyst is running",
-        Duration::from_secs(20),
-        || async { !recorded_pids(&pid_file).is_empty() },
-    )
-    .await;
+    analyst_running(&app, &pid_file).await;
     let q = get_json(&app, "/queue").await;
     let me = app.state.replica.to_string();
     assert!(me.starts_with("orch-test:"), "{me}");
@@ -100,13 +105,7 @@ async fn a_fenced_replica_stops_its_agents_and_claims_nothing_until_a_heartbeat_
     let pids = tempfile::tempdir().unwrap();
     let pid_file = pids.path().join("children.pid");
     let app = spawn_slow(&peers, &pid_file).await;
-    post_plane(&app, plane_webhook("In Progress", "started")).await;
-    eventually(
-        "the analyst is running",
-        Duration::from_secs(20),
-        || async { !recorded_pids(&pid_file).is_empty() },
-    )
-    .await;
+    analyst_running(&app, &pid_file).await;
     let child = recorded_pids(&pid_file)[0];
     let task = task_of(&app, "ET-42").await.unwrap();
 

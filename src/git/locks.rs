@@ -25,6 +25,9 @@ use super::Git;
 /// Directories of a clone's `.git` left out of the walk: many files (`objects`, `logs`, whose
 /// reflogs are guarded by their ref's lock) and no lock that fails a command.
 const SKIPPED: &[&str] = &["objects", "logs", "hooks", "info"];
+/// Before a fetch (on every job's path) the worktrees' files are left out too: each job clears
+/// its own worktree's locks ([`Git::clear_worktree_locks`]), and a fetch does not touch them.
+const SKIPPED_BEFORE_FETCH: &[&str] = &["objects", "logs", "hooks", "info", "worktrees"];
 
 impl Git {
     /// Removes every lock file under the clones of `repos_dir` (their `.git` directories,
@@ -36,7 +39,7 @@ impl Git {
         let locks = tokio::task::spawn_blocking(move || {
             let mut found = Vec::new();
             for git_dir in clone_git_dirs(&repos_dir) {
-                find_locks(&git_dir, None, &mut found);
+                find_locks(&git_dir, SKIPPED, None, &mut found);
             }
             found
         })
@@ -56,7 +59,7 @@ impl Git {
         let (git_dir, timeout) = (clone.join(".git"), self.timeout);
         let locks = tokio::task::spawn_blocking(move || {
             let mut found = Vec::new();
-            find_locks(&git_dir, Some(timeout), &mut found);
+            find_locks(&git_dir, SKIPPED_BEFORE_FETCH, Some(timeout), &mut found);
             found
         })
         .await
@@ -143,8 +146,13 @@ fn subdirs(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Collects the `*.lock` files under `dir` (older than `older_than`, when given), not
-/// descending into [`SKIPPED`] at the top.
-fn find_locks(dir: &Path, older_than: Option<Duration>, found: &mut Vec<PathBuf>) {
+/// descending into the `skipped` directories at the top.
+fn find_locks(
+    dir: &Path,
+    skipped: &[&str],
+    older_than: Option<Duration>,
+    found: &mut Vec<PathBuf>,
+) {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&d) else {
@@ -156,8 +164,8 @@ fn find_locks(dir: &Path, older_than: Option<Duration>, found: &mut Vec<PathBuf>
                 continue;
             };
             if kind.is_dir() {
-                let skipped = d == dir && SKIPPED.iter().any(|s| entry.file_name() == *s);
-                if !skipped {
+                let skip = d == dir && skipped.iter().any(|s| entry.file_name() == *s);
+                if !skip {
                     stack.push(path);
                 }
             } else if path.extension().is_some_and(|e| e == "lock") && old_enough(&entry, older_than)
@@ -204,7 +212,7 @@ mod tests {
         }
         let mut found = Vec::new();
         for g in clone_git_dirs(dir.path()) {
-            find_locks(&g, None, &mut found);
+            find_locks(&g, SKIPPED, None, &mut found);
         }
         let mut names: Vec<String> = found
             .iter()
@@ -220,7 +228,7 @@ mod tests {
             ]
         );
         let mut young = Vec::new();
-        find_locks(&git, Some(Duration::from_secs(60)), &mut young);
+        find_locks(&git, SKIPPED, Some(Duration::from_secs(60)), &mut young);
         assert!(young.is_empty(), "fresh locks are not stale by age: {young:?}");
     }
 }
