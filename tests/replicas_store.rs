@@ -7,35 +7,17 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use orch::clock::Timestamp;
 use orch::store::replicas::{self, ReplicaInfo};
 use orch::store::tasks::{self, StageChange};
-use orch::store::{NewTask, Store, Trigger, jobs};
+use orch::store::{Store, Trigger, jobs};
 
 #[macro_use]
 #[path = "store_portable/backends.rs"]
 mod backends;
 
-const T0: Timestamp = Timestamp::from_millis(1_795_000_000_000);
-const TTL: Duration = Duration::from_secs(15);
+use backends::{T0, task};
 
-fn task(store: &Store, wi: &str, agent: Option<&str>) -> i64 {
-    let new = NewTask {
-        work_item: wi.into(),
-        plane_issue_id: None,
-        plane_project_id: None,
-        title: "t".into(),
-        repo: "acme/widget".into(),
-        branch: format!("feature/{wi}"),
-        stage: "development".into(),
-        labels: vec![],
-    };
-    store
-        .call_sync(|c| tasks::create_atomic(c, &new, agent, "v1", Trigger::Webhook, T0))
-        .unwrap()
-        .0
-        .id
-}
+const TTL: Duration = Duration::from_secs(15);
 
 fn info(id: &str) -> ReplicaInfo {
     ReplicaInfo {
@@ -93,7 +75,7 @@ fn cancel(s: &Store, task_id: i64) -> Vec<i64> {
 }
 
 fn a_claim_carries_its_replica_and_a_late_write_of_an_old_claim_changes_nothing(s: &Store) {
-    task(s, "ET-1", Some("developer"));
+    task(s, "ET-1", "development", Some("developer"));
     let first = s
         .call_sync(|c| jobs::claim_next(c, "a", T0))
         .unwrap()
@@ -160,7 +142,7 @@ fn the_registry_tells_alive_from_silent_and_stopped_and_forgets_old_rows(s: &Sto
     beat(s, "b");
     beat(s, "c");
     beat(s, "a"); // a second heartbeat is an update, not a second row
-    task(s, "ET-1", Some("developer"));
+    task(s, "ET-1", "development", Some("developer"));
     s.call_sync(|c| jobs::claim_next(c, "a", T0))
         .unwrap()
         .unwrap();
@@ -199,9 +181,9 @@ fn the_running_jobs_of_a_silent_replica_come_back_and_cancelled_ones_end(s: &Sto
     beat(s, "a");
     beat(s, "b");
     let (t1, t2, t3) = (
-        task(s, "ET-1", Some("developer")),
-        task(s, "ET-2", Some("developer")),
-        task(s, "ET-3", Some("developer")),
+        task(s, "ET-1", "development", Some("developer")),
+        task(s, "ET-2", "development", Some("developer")),
+        task(s, "ET-3", "development", Some("developer")),
     );
     let j1 = s
         .call_sync(|c| jobs::claim_next(c, "a", T0))
@@ -276,8 +258,8 @@ fn the_running_jobs_of_a_silent_replica_come_back_and_cancelled_ones_end(s: &Sto
 fn a_cancel_ends_an_orphaned_job_at_once_but_leaves_a_live_replicas_job_to_it(s: &Store) {
     beat(s, "a");
     let (t1, t2) = (
-        task(s, "ET-1", Some("developer")),
-        task(s, "ET-2", Some("developer")),
+        task(s, "ET-1", "development", Some("developer")),
+        task(s, "ET-2", "development", Some("developer")),
     );
     let j1 = s
         .call_sync(|c| jobs::claim_next(c, "a", T0))
@@ -336,7 +318,7 @@ fn concurrent_claims_take_every_job_exactly_once() {
     };
     let ids: HashSet<i64> = (0..200)
         .map(|i| {
-            let t = task(&stores[0], &format!("ET-{i}"), None);
+            let t = task(&stores[0], &format!("ET-{i}"), "development", None);
             stores[0]
                 .call_sync(|c| jobs::enqueue(c, t, "developer", "development", T0))
                 .unwrap()
@@ -391,7 +373,7 @@ fn a_silent_replicas_job_is_taken_over_and_a_cancel_reaches_the_replica_running_
     let (a, b) = (&stores[0], &stores[1]);
     beat(a, "a");
     beat(b, "b");
-    task(a, "ET-1", Some("developer"));
+    task(a, "ET-1", "development", Some("developer"));
     let job = a
         .call_sync(|c| jobs::claim_next(c, "a", T0))
         .unwrap()
@@ -412,7 +394,7 @@ fn a_silent_replicas_job_is_taken_over_and_a_cancel_reaches_the_replica_running_
     assert_eq!((taken.id, taken.claim), (job.id, job.claim + 1));
 
     // Cancelled through A: B is asked to stop it; A does not end it.
-    let t2 = task(a, "ET-2", Some("developer"));
+    let t2 = task(a, "ET-2", "development", Some("developer"));
     let running = b
         .call_sync(|c| jobs::claim_next(c, "b", T0))
         .unwrap()

@@ -5,33 +5,13 @@
 //! (`ORCH_TEST_PG_URL`; see `backends`).
 
 use orch::clock::Timestamp;
-use orch::store::{
-    NewTask, Store, Trigger, decisions, gate_backoff, inbox, jobs, kv, plane_seen, stamp, tasks,
-};
-
-const T0: Timestamp = Timestamp::from_millis(1_795_000_000_000);
+use orch::store::{Store, decisions, gate_backoff, inbox, jobs, kv, plane_seen, stamp, tasks};
 
 #[macro_use]
 #[path = "store_portable/backends.rs"]
 mod backends;
 
-fn task(store: &Store, wi: &str, stage: &str, agent: Option<&str>) -> i64 {
-    let new = NewTask {
-        work_item: wi.into(),
-        plane_issue_id: None,
-        plane_project_id: None,
-        title: "t".into(),
-        repo: "acme/widget".into(),
-        branch: format!("feature/{wi}"),
-        stage: stage.into(),
-        labels: vec![],
-    };
-    store
-        .call_sync(|c| tasks::create_atomic(c, &new, agent, "v1", Trigger::Webhook, T0))
-        .unwrap()
-        .0
-        .id
-}
+use backends::{T0, task};
 
 /// Leases and heartbeats compare times across hosts by the database's clock (`now_ms_sql`).
 fn the_database_clock_reads_epoch_milliseconds(s: &Store) {

@@ -10,7 +10,8 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use orch::store::Store;
+use orch::clock::Timestamp;
+use orch::store::{NewTask, Store, Trigger, tasks};
 
 /// A test's store and what to remove after it (dropped in this order: store first).
 pub struct TestDb {
@@ -161,4 +162,28 @@ macro_rules! both_backends {
             }
         }
     };
+}
+
+/// The store tests' "now".
+#[allow(dead_code)]
+pub const T0: Timestamp = Timestamp::from_millis(1_795_000_000_000);
+
+/// Task `wi` in `stage` (with `agent`'s job queued when given), created at [`T0`]; its id.
+#[allow(dead_code)]
+pub fn task(store: &Store, wi: &str, stage: &str, agent: Option<&str>) -> i64 {
+    let new = NewTask {
+        work_item: wi.into(),
+        plane_issue_id: None,
+        plane_project_id: None,
+        title: "t".into(),
+        repo: "acme/widget".into(),
+        branch: format!("feature/{wi}"),
+        stage: stage.into(),
+        labels: vec![],
+    };
+    store
+        .call_sync(|c| tasks::create_atomic(c, &new, agent, "v1", Trigger::Webhook, T0))
+        .unwrap()
+        .0
+        .id
 }
